@@ -1,0 +1,71 @@
+"""The ``gridroll`` command line: ``gridroll cases | scenarios | run | compare | stress``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+
+
+def cases_table() -> pd.DataFrame:
+    """One row per case: size, DER by kind (count and MW), EV stations, compensators."""
+    from env import case_names, load_case
+
+    rows = []
+    for name in case_names():
+        grid = load_case(name)
+        nets = list(grid.feeders) + ([grid.transmission] if grid.transmission is not None else [])
+        kinds = [(k, p) for net in nets for k, p in zip(net.der.kind, net.der.p_max_mw)]
+        row = {
+            "case": name,
+            "buses": sum(n.n_bus for n in nets),
+            "branches": sum(len(n.branch) for n in nets),
+            "feeders": len(grid.feeders),
+            "thermal_units": sum(len(n.gen) for n in nets),
+            "load_mw": round(sum(float(n.load.p_mw.sum()) for n in nets), 2),
+        }
+        for kind in ("pv", "wind"):
+            mw = [p for k, p in kinds if k == kind]
+            row[f"{kind}_units"] = len(mw)
+            row[f"{kind}_mw"] = round(float(sum(mw)), 2)
+        row["storage_mwh"] = round(sum(float(n.storage.e_max_mwh.sum()) for n in nets), 2)
+        row["evcs"] = sum(len(n.evcs) for n in nets)
+        row["compensators"] = sum(len(n.compensator) for n in nets)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("case")
+
+
+def _cmd_cases(args: argparse.Namespace) -> int:
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        print(cases_table().to_string())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gridroll", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("cases", help="list the named grid cases")
+    p.set_defaults(func=_cmd_cases)
+    for register in _REGISTRARS:
+        register(sub)
+    return parser
+
+
+# Other modules add their sub-commands here (name -> add_parser function).
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gridroll`` console command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:  # bad input from the user: a clear message, no traceback
+        print(f"gridroll {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

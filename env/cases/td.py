@@ -1,0 +1,105 @@
+"""Transmission-distribution cases: a MATPOWER transmission network from
+pandapower's bundled cases (no download) with 33-bus feeders at boundary buses.
+
+A feeder attached at a T-bus keeps its own loads; the T-bus keeps
+max(0, original load - feeder peak) as a lumped load (DESIGN.md "The grid").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from env.cases.feeders import _records, check_keys, feeder_from_file, load_tariff, read_toml
+from env.cases.transmission import transmission_arrays
+from env.network import BranchTable, BusTable, DERTable, GenTable, Grid, LoadTable, Network
+
+_TD_KEYS = {"description", "base_network", "tariff", "feeder", "boundary_buses", "thermal", "wind"}
+_GEN_COLUMNS = ("bus", "p_min_mw", "p_max_mw", "ramp_mw_per_h", "cost_c1_per_mwh", "cost_c2_per_mw2h",
+                "cost_reserve_per_mwh")
+RAMP_SHARE_PER_H = 0.5      # chosen: units ramp 50 % of p_max per hour where the case gives none
+RESERVE_PRICE_SHARE = 0.2   # chosen: reserve capacity priced at 20 % of the unit's c1
+
+
+def _pandapower_case(name: str):  # noqa: ANN202 - pandapower net
+    import pandapower.networks as pn
+
+    known = {"case30": pn.case30, "case118": pn.case118}
+    if name not in known:
+        raise ValueError(f"unknown transmission base network {name!r}; known: {sorted(known)}")
+    return known[name]()
+
+
+def _bus_loads(net: Any, n_bus: int) -> tuple[np.ndarray, np.ndarray]:
+    """Active/reactive load per bus (MW, MVAr), summed over the in-service loads."""
+    loads = net.load[net.load.in_service]
+    p = np.bincount(loads.bus.to_numpy(), weights=loads.p_mw.to_numpy(), minlength=n_bus)
+    q = np.bincount(loads.bus.to_numpy(), weights=loads.q_mvar.to_numpy(), minlength=n_bus)
+    return p, q
+
+
+def _case_generators(net: Any) -> dict[str, list[Any]]:
+    """Generators of the pandapower case (gen + ext_grid) with their polynomial costs."""
+    cost = net.poly_cost.set_index(["et", "element"])
+    rows: dict[str, list[Any]] = {c: [] for c in _GEN_COLUMNS}
+    for et, table in (("ext_grid", net.ext_grid), ("gen", net.gen)):
+        for idx, unit in table[table.in_service].iterrows():
+            c1 = float(cost.loc[(et, idx), "cp1_eur_per_mw"]) if (et, idx) in cost.index else 0.0
+            c2 = float(cost.loc[(et, idx), "cp2_eur_per_mw2"]) if (et, idx) in cost.index else 0.0
+            p_max = float(unit.max_p_mw)
+            rows["bus"].append(int(unit.bus))
+            rows["p_min_mw"].append(max(0.0, float(unit.min_p_mw)))
+            rows["p_max_mw"].append(p_max)
+            rows["ramp_mw_per_h"].append(RAMP_SHARE_PER_H * p_max)
+            rows["cost_c1_per_mwh"].append(c1)
+            rows["cost_c2_per_mw2h"].append(c2)
+            rows["cost_reserve_per_mwh"].append(RESERVE_PRICE_SHARE * c1)
+    return rows
+
+
+def td_case(file: str, name: str) -> Grid:
+    """Build a T-D :class:`Grid` from its data file (see ``data/t30d2.toml``)."""
+    data = read_toml(file)
+    check_keys(data, _TD_KEYS, file)
+    net = _pandapower_case(data["base_network"])
+    arr = transmission_arrays(net)
+    n = len(arr.bus_label)
+    label_to_index = {int(lab): i for i, lab in enumerate(arr.bus_label)}
+
+    def index(labels: list[int], where: str) -> np.ndarray:
+        bad = [lab for lab in labels if lab not in label_to_index]
+        if bad:
+            raise ValueError(f"{file}: {where} refers to unknown bus labels {bad}")
+        return np.array([label_to_index[lab] for lab in labels], dtype=int)
+
+    boundary = index(data["boundary_buses"], "boundary_buses")
+    feeders = tuple(feeder_from_file(data["feeder"], f"{name}/f{k}") for k in range(len(boundary)))
+    p_load, q_load = _bus_loads(net, n)
+    for k, b in enumerate(boundary):  # lumped load = max(0, original - feeder peak)
+        peak = feeders[k].load.p_mw.sum()
+        scale = max(0.0, p_load[b] - peak) / p_load[b] if p_load[b] > 0 else 0.0
+        p_load[b] *= scale
+        q_load[b] *= scale
+    loaded = np.flatnonzero(p_load > 0)
+
+    if "thermal" in data:
+        gens = _records(data["thermal"], _GEN_COLUMNS, f"{file}: thermal")
+        gens["bus"] = index(gens["bus"], "thermal").tolist()
+    else:
+        gens = _case_generators(net)
+    wind = _records(data.get("wind", []), ("name", "bus", "p_max_mw"), f"{file}: wind")
+    der = DERTable(name=wind["name"], bus=index(wind["bus"], "wind"), kind=["wind"] * len(wind["name"]),
+                   p_max_mw=wind["p_max_mw"])
+    transmission = Network(
+        name=f"{name}/t", kind="transmission", base_mva=arr.base_mva,
+        base_kv=float(net.bus.vn_kv.iloc[0]), slack_bus=arr.slack_bus,
+        bus=BusTable(label=arr.bus_label, vmin_pu=np.full(n, 0.94), vmax_pu=np.full(n, 1.06)),
+        branch=BranchTable(from_bus=arr.from_bus, to_bus=arr.to_bus, r_pu=arr.r_pu, x_pu=arr.x_pu,
+                           rate_mva=arr.rate_mva, tap=arr.tap, shift_rad=arr.shift_rad),
+        load=LoadTable(bus=loaded, p_mw=p_load[loaded], q_mvar=q_load[loaded]),
+        gen=GenTable(**gens), der=der,
+    )
+    return Grid(name=name, feeders=feeders, transmission=transmission, boundary_bus=tuple(boundary.tolist()),
+                tariff=load_tariff(data["tariff"]), description=data["description"])
+

@@ -1,0 +1,78 @@
+"""EV charging sessions: one row per EV visit to a station (the contract between
+the simpy arrival process in ``scenarios`` and the station model in ``env.evcs``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_FIELDS = ("station", "arrival_step", "departure_step", "e_arrival_kwh",
+           "e_request_kwh", "e_capacity_kwh", "p_max_kw", "efficiency")
+
+
+@dataclass(frozen=True)
+class EVSessions:
+    """A table of EV sessions, sorted by arrival step (ties by station, then input order).
+
+    Step indices are 0-based intervals of the day: the EV is connected during steps
+    ``arrival_step <= t < departure_step`` (so it can charge during
+    ``departure_step - arrival_step`` intervals) and must hold ``e_request_kwh`` in its
+    battery when it leaves. Arrivals late in the day may depart after the last step
+    (``departure_step > n_steps``); the env then checks delivery at the day's end.
+
+    Attributes:
+        station: station index (into ``Layout.evcs_names``).
+        arrival_step, departure_step: int, ``departure_step > arrival_step``.
+        e_arrival_kwh: battery energy at arrival.
+        e_request_kwh: energy wanted at departure, ``e_arrival_kwh <= e_request_kwh <= e_capacity_kwh``.
+        e_capacity_kwh: battery capacity.
+        p_max_kw: charger power limit (grid side).
+        efficiency: charging efficiency (battery energy gained = efficiency x grid energy).
+    """
+
+    station: np.ndarray
+    arrival_step: np.ndarray
+    departure_step: np.ndarray
+    e_arrival_kwh: np.ndarray
+    e_request_kwh: np.ndarray
+    e_capacity_kwh: np.ndarray
+    p_max_kw: np.ndarray
+    efficiency: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(np.asarray(self.station).reshape(-1))
+        for name in _FIELDS:
+            dtype = int if name in ("station", "arrival_step", "departure_step") else float
+            arr = np.asarray(getattr(self, name), dtype=dtype).reshape(-1)
+            if arr.shape != (n,):
+                raise ValueError(f"EVSessions.{name}: expected {n} values, got {arr.shape[0]}")
+            if dtype is float and not np.all(np.isfinite(arr)):
+                raise ValueError(f"EVSessions.{name}: values must be finite")
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        if np.any(self.station < 0) or np.any(self.arrival_step < 0):
+            raise ValueError("EVSessions: station and arrival_step must be >= 0")
+        if np.any(self.departure_step <= self.arrival_step):
+            raise ValueError("EVSessions: departure_step must exceed arrival_step")
+        if np.any(self.e_arrival_kwh < 0) or np.any(self.e_request_kwh < self.e_arrival_kwh - 1e-9):
+            raise ValueError("EVSessions: need 0 <= e_arrival_kwh <= e_request_kwh")
+        if np.any(self.e_request_kwh > self.e_capacity_kwh + 1e-9):
+            raise ValueError("EVSessions: e_request_kwh exceeds e_capacity_kwh")
+        if np.any(self.p_max_kw <= 0) or np.any((self.efficiency <= 0) | (self.efficiency > 1)):
+            raise ValueError("EVSessions: need p_max_kw > 0 and 0 < efficiency <= 1")
+
+    def __len__(self) -> int:
+        return int(self.station.shape[0])
+
+    @classmethod
+    def empty(cls) -> "EVSessions":
+        z = np.zeros(0)
+        return cls(z, z, z, z, z, z, z, z)
+
+    def select(self, mask: np.ndarray) -> "EVSessions":
+        """Rows where ``mask`` (bool or index array) holds."""
+        return EVSessions(**{name: getattr(self, name)[mask] for name in _FIELDS})
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in _FIELDS}
