@@ -1,0 +1,641 @@
+"""EV charging stations as virtual storage (MATH.md §3, DESIGN.md "EV charging stations").
+
+A station's connected EVs are aggregated into a virtual storage: per step a power range
+and cumulative grid-side energy bounds (an outer approximation of the Minkowski sum of the
+EVs' feasible sets). Policies dispatch the aggregate; :class:`EVFleet` splits each
+station's setpoint back to its EVs (must-run first, then least laxity) and is the arbiter
+of what is actually delivered.
+
+Conventions (all stations of a feeder at once, fully vectorized over all connected EVs):
+
+* Step ``t`` is the interval ``[t dt, (t + 1) dt)``; EV ``i`` is connected during
+  ``a_i <= t < D_i`` with the *deadline* ``D_i = min(departure_step_i, n_steps)``: an EV
+  still connected at the day's end is checked (and leaves the fleet) there, so every
+  must-run / laxity / bound uses ``D_i``.
+* Power ``p`` is grid side, kW, ``> 0`` = charging. Battery energy evolves as
+  ``e <- e + eta p dt`` when charging and ``e <- e + p dt / eta`` when discharging (V2G).
+* Energy bounds ``x_lo_kwh`` / ``x_hi_kwh`` are **relative**: grid-side energy counted
+  from the *start of step t* (what has been delivered before ``t`` is excluded). The
+  absolute cumulative form of MATH §3 (energy since each connected EV's arrival) is
+  ``x_kwh + x_lo_kwh <= X <= x_kwh + x_hi_kwh`` with ``x_kwh`` the energy already
+  delivered to the connected EVs (also reported).
+* Station index ``s`` is a column of every ``(n_station,)`` array.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from scenarios import EVSessions
+
+__all__ = ["EVCSBounds", "EVCSHorizon", "EVFleet", "EVStepResult", "asap_profile",
+           "horizon_bounds"]
+
+_TOL_KWH = 1e-9  # unmet energy below this is rounding, reported as 0
+
+# rows of EVFleet's compact state of the connected EVs (one column per EV): session data,
+# then per-EV constants precomputed once (dt fixed), then the state (battery, grid energy)
+_PMAX, _ETA, _EREQ, _ECAP, _DEAD, _INV_EDT, _GAIN, _NEED0, _LAXKEY0, _INV_EP, _E, _X = range(12)
+_N_ROWS = 12
+
+
+def _check_arrays(obj: object, ndim: int) -> None:
+    """Validate a dataclass of arrays: one common ``ndim``-d shape, all values finite.
+
+    Kept cheap (it runs every env step): shape checks per field, one finiteness check over
+    all fields together; fields are marked read-only. Raises ValueError naming the bad field.
+    """
+    cls = type(obj)
+    names = cls.__dataclass_fields__.keys()  # type: ignore[attr-defined]
+    arrays = []
+    shape: tuple[int, ...] | None = None
+    for name in names:
+        arr = getattr(obj, name)
+        if not isinstance(arr, np.ndarray):
+            arr = np.asarray(arr)
+            object.__setattr__(obj, name, arr)
+        if shape is None:
+            shape = arr.shape
+            if arr.ndim != ndim:
+                raise ValueError(f"{cls.__name__}.{name}: expected {ndim} dimension(s), "
+                                 f"got shape {arr.shape}")
+        if arr.shape != shape:
+            raise ValueError(f"{cls.__name__}.{name}: expected shape {shape}, got {arr.shape}")
+        arr.flags.writeable = False
+        arrays.append(arr)
+    if not np.isfinite(np.concatenate(arrays, axis=None)).all():
+        bad = next(n for n, a in zip(names, arrays) if not np.isfinite(a).all())
+        raise ValueError(f"{cls.__name__}.{bad}: values must be finite")
+
+
+def _trusted(cls: type, **values: np.ndarray):  # noqa: ANN202
+    """Build a frozen array dataclass without ``__post_init__`` (hot path only).
+
+    EVFleet's outputs are valid by construction (tests check them against the validating
+    constructor); skipping the checks saves ~15 µs per instance in ``env.step``.
+    """
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
+
+
+@dataclass(frozen=True)
+class EVCSBounds:
+    """Aggregate virtual-storage bounds of every station for the current step ``t``.
+
+    All arrays have shape ``(n_station,)``; sums run over the EVs connected during ``t``.
+
+    Attributes:
+        p_max_kw: largest deliverable aggregate power now,
+            ``sum_i min(pmax_i, (E_cap_i - e_i)/(eta_i dt))`` (setpoints above are clipped).
+        p_rated_kw: ``Pmax_t = sum_i pmax_i`` (charger ratings, MATH §3).
+        p_must_kw: power that must flow now to keep every EV able to reach its request,
+            ``sum_i clip((e_req_i - e_i)/(eta_i dt) - pmax_i (D_i - 1 - t), 0, pmax_i)``.
+        p_min_kw: smallest admissible aggregate power (setpoints below are clipped). Equal
+            to ``p_must_kw`` without V2G; with V2G each EV may discharge down to
+            ``-min(pmax, eta e / dt)`` while keeping its request reachable (can be < 0).
+            With ``enforce_must_run=False`` it is the free floor (0, or the V2G discharge
+            limit) and requests may then be missed.
+        p_asap_kw: as-soon-as-possible aggregate (every EV at ``min(pmax, headroom)``);
+            equals ``p_max_kw`` by definition, kept as a separate name for policies.
+        x_kwh: grid-side energy already delivered to the connected EVs since their arrival.
+        x_lo_kwh, x_hi_kwh: bounds on the grid-side energy of *this step* that keep every
+            EV feasible, i.e. the cumulative energy at the end of step ``t`` **relative to its
+            start** (``sum_i p_lo_i dt``, = ``p_min_kw dt`` when must-run is enforced, and
+            ``p_max_kw dt``); add ``x_kwh`` for the absolute form of MATH §3. For several
+            steps ahead see :meth:`EVFleet.bounds_horizon`.
+        n_connected: number of connected EVs (int).
+        e_kwh: aggregate battery energy now.
+        e_target_kwh: sum of the requests of the connected EVs.
+        e_capacity_kwh: sum of the battery capacities of the connected EVs.
+    """
+
+    p_max_kw: np.ndarray
+    p_rated_kw: np.ndarray
+    p_must_kw: np.ndarray
+    p_min_kw: np.ndarray
+    p_asap_kw: np.ndarray
+    x_kwh: np.ndarray
+    x_lo_kwh: np.ndarray
+    x_hi_kwh: np.ndarray
+    n_connected: np.ndarray
+    e_kwh: np.ndarray
+    e_target_kwh: np.ndarray
+    e_capacity_kwh: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check_arrays(self, ndim=1)
+        tol = 1e-9 * (1.0 + np.abs(self.p_max_kw))
+        if (self.p_min_kw > self.p_max_kw + tol).any():
+            raise ValueError("EVCSBounds.p_min_kw: exceeds p_max_kw")
+        if (self.x_lo_kwh > self.x_hi_kwh + tol).any():
+            raise ValueError("EVCSBounds.x_lo_kwh: exceeds x_hi_kwh")
+
+
+@dataclass(frozen=True)
+class EVCSHorizon:
+    """Look-ahead virtual-storage bounds of the EVs connected at step ``t`` (arrivals unknown).
+
+    Arrays have shape ``(h, n_station)``; row ``k`` is step ``t + k``.
+
+    Attributes:
+        p_max_kw: ``sum_i pmax_i 1[t + k < D_i]`` (ratings of the EVs still connected).
+        p_min_kw: ``0`` without V2G, ``-p_max_kw`` with V2G.
+        x_lo_kwh, x_hi_kwh: bounds on the grid-side energy delivered from the start of step
+            ``t`` to the end of step ``t + k`` (relative, see module docstring). Per EV,
+            with ``n = min(k + 1, D - t)`` connected steps and ``r = max(0, D - 1 - t - k)``
+            steps left after ``t + k``: ``x_hi = min((E_cap - e)/eta, pmax dt n)`` and
+            ``x_lo = max(0, (e_req - e)/eta - pmax dt r)`` (MATH §3; the V2G forms allow
+            discharge, see :func:`horizon_bounds`), summed per station.
+    """
+
+    p_max_kw: np.ndarray
+    p_min_kw: np.ndarray
+    x_lo_kwh: np.ndarray
+    x_hi_kwh: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check_arrays(self, ndim=2)
+        if (self.x_lo_kwh > self.x_hi_kwh + 1e-9 * (1.0 + np.abs(self.x_hi_kwh))).any():
+            raise ValueError("EVCSHorizon.x_lo_kwh: exceeds x_hi_kwh")
+
+
+@dataclass(frozen=True)
+class EVStepResult:
+    """Outcome of one :meth:`EVFleet.step`, per station (arrays of shape ``(n_station,)``).
+
+    Attributes:
+        p_kw: delivered aggregate power (= sum of the EVs' powers).
+        p_clip_kw: setpoint minus delivered (``> 0``: asked more than possible,
+            ``< 0``: asked less than the must-run / discharge limit).
+        unmet_kwh: ``sum max(0, e_req - e)`` over the EVs leaving at the end of this step
+            (departure, or the day's end).
+        departed: number of EVs leaving at the end of this step (int).
+        charged_kwh: grid-side energy of this step, ``p_kw dt``.
+        stored_kwh: battery energy gained this step (``eta p dt`` charging, ``p dt/eta``
+            discharging).
+    """
+
+    p_kw: np.ndarray
+    p_clip_kw: np.ndarray
+    unmet_kwh: np.ndarray
+    departed: np.ndarray
+    charged_kwh: np.ndarray
+    stored_kwh: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check_arrays(self, ndim=1)
+        if (self.unmet_kwh < 0).any():
+            raise ValueError("EVStepResult.unmet_kwh: must be >= 0")
+
+
+def _grid_energy(db_kwh: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """Least grid energy changing a battery by ``db``: ``db/eta`` if ``db >= 0`` else ``db eta``."""
+    return np.where(db_kwh >= 0, db_kwh / eta, db_kwh * eta)
+
+
+def _station_sums(station: np.ndarray, values: np.ndarray, n_station: int) -> np.ndarray:
+    """``out[..., s] = sum_{i: station_i = s} values[..., i]``, values of shape (m, n) or (n,)."""
+    if values.ndim == 1:
+        return np.bincount(station, weights=values, minlength=n_station)
+    m = values.shape[0]
+    key = (station[None, :] + n_station * np.arange(m)[:, None]).ravel()
+    return np.bincount(key, weights=values.ravel(), minlength=m * n_station).reshape(m, n_station)
+
+
+def horizon_bounds(e_kwh: np.ndarray, station: np.ndarray, p_max_kw: np.ndarray,
+                   efficiency: np.ndarray, e_request_kwh: np.ndarray,
+                   e_capacity_kwh: np.ndarray, deadline_step: np.ndarray, t: int, h: int,
+                   n_station: int, dt_h: float, v2g: bool = False) -> EVCSHorizon:
+    """Look-ahead aggregate bounds (MATH §3) of the EVs connected at step ``t``.
+
+    Per EV, over ``n = clip(D - t, 0, k + 1)`` connected steps up to step ``t + k`` and
+    ``r = max(0, D - 1 - t - k)`` steps left after it, the battery at the end of ``t + k`` lies in
+    ``[b_lo, b_hi]`` with ``b_hi = min(E_cap, e + eta pmax dt n)`` and
+    ``b_lo = max(floor, e_req - eta pmax dt r)`` (``floor = e`` without V2G,
+    ``max(0, e - pmax dt n / eta)`` with V2G), ``b_lo <= b_hi``. The grid-side energy from the
+    start of ``t`` is then ``x_lo = g(b_lo - e)`` with ``g(db) = db/eta`` (``db >= 0``) or
+    ``db eta`` (``db < 0``), and ``x_hi = (b_hi - e)/eta``; with V2G and ``n >= 2`` a
+    discharge-recharge cycle can draw more, so ``x_hi = max_{C,D >= 0} C - D`` s.t.
+    ``eta C - D/eta <= E_cap - e``, ``C + D <= pmax dt n`` (a 2-variable LP, closed form).
+
+    Args:
+        e_kwh, station, p_max_kw, efficiency, e_request_kwh, e_capacity_kwh, deadline_step:
+            per connected EV, shape (n_ev,); ``deadline_step`` = ``min(departure, n_steps)``.
+        t: current step; h: number of look-ahead steps (>= 1).
+        n_station: number of stations; dt_h: step length (h); v2g: allow discharge.
+    """
+    if h < 1:
+        raise ValueError(f"horizon_bounds.h: must be >= 1, got {h}")
+    k = np.arange(h)[:, None]
+    left = np.asarray(deadline_step, dtype=float) - t  # connected steps from t on
+    n = np.clip(left, 0.0, k + 1.0)
+    r = np.maximum(left - 1.0 - k, 0.0)
+    e, eta, pmax = e_kwh, efficiency, p_max_kw
+    reach_kwh = pmax * dt_h * n  # grid energy of n steps at full power
+    b_hi = np.minimum(e_capacity_kwh, e + eta * reach_kwh)
+    floor = np.maximum(e - reach_kwh / eta, 0.0) if v2g else np.broadcast_to(e, b_hi.shape)
+    b_lo = np.minimum(np.maximum(floor, e_request_kwh - eta * pmax * dt_h * r), b_hi)
+    x_lo = _grid_energy(b_lo - e, eta)
+    x_hi = (b_hi - e) / eta
+    if v2g:
+        x_hi = np.maximum(x_hi, _cycle_x_hi(e_capacity_kwh - e, eta, reach_kwh, n))
+    on = (left > k).astype(float) * pmax
+    p_hi = _station_sums(station, on, n_station)
+    return EVCSHorizon(p_max_kw=p_hi, p_min_kw=-p_hi if v2g else np.zeros_like(p_hi),
+                       x_lo_kwh=_station_sums(station, x_lo, n_station),
+                       x_hi_kwh=_station_sums(station, x_hi, n_station))
+
+
+def _cycle_x_hi(room_kwh: np.ndarray, eta: np.ndarray, reach_kwh: np.ndarray,
+                n: np.ndarray) -> np.ndarray:
+    """V2G vertex of ``max C - D`` s.t. ``eta C - D/eta = room``, ``C + D = reach``.
+
+    Needs ``n >= 2`` steps (charge and discharge cannot share a step) and ``D >= 0``.
+
+    ``C = (room + reach/eta)/(eta + 1/eta)``, value ``2C - reach``; ``-inf`` where not a vertex.
+    """
+    c = (room_kwh + reach_kwh / eta) / (eta + 1.0 / eta)
+    ok = (n >= 2) & (c <= reach_kwh)
+    return np.where(ok, 2.0 * c - reach_kwh, -np.inf)
+
+
+def asap_profile(sessions: EVSessions, n_station: int, dt_h: float, n_steps: int,
+                 upto: Literal["capacity", "request"] = "capacity") -> np.ndarray:
+    """As-soon-as-possible aggregate power of every session of the day, shape (n_steps, n_station).
+
+    Each EV charges at full power from arrival until full (``upto="capacity"``) or until
+    its request (``upto="request"``): battery after ``k`` steps
+    ``b_k = min(E, e0 + eta pmax dt k)``, power in its ``k``-th step
+    ``(b_{k+1} - b_k)/(eta dt)``, for ``a <= t < min(d, n_steps)``.
+    """
+    e_top = sessions.e_capacity_kwh if upto == "capacity" else sessions.e_request_kwh
+    tau = np.arange(n_steps)[:, None]
+    k = (tau - sessions.arrival_step).astype(float)
+    on = (k >= 0) & (tau < sessions.departure_step)
+    gain = sessions.efficiency * sessions.p_max_kw * dt_h
+    b0 = np.minimum(e_top, sessions.e_arrival_kwh + gain * k)
+    b1 = np.minimum(e_top, sessions.e_arrival_kwh + gain * (k + 1.0))
+    p = np.where(on, (b1 - b0) / (sessions.efficiency * dt_h), 0.0)
+    onehot = np.zeros((len(sessions), n_station))
+    onehot[np.arange(len(sessions)), sessions.station] = 1.0
+    return p @ onehot
+
+
+class _Prep:
+    """Per-step quantities of the connected EVs (computed once per step, shared by bounds/step)."""
+
+    __slots__ = ("t", "head", "p_lo", "floor", "lo_sum", "hi_sum", "floor_sum", "o", "st_o",
+                 "stages")
+
+
+class EVFleet:
+    """All EVs of all stations of one episode (day): state, aggregate bounds and the split.
+
+    Stateful but explicit: steps must be played in order ``t = 0, 1, ...``;
+    ``bounds(t)`` / ``asap_power(t)`` / ``bounds_horizon(t, h)`` describe the state before
+    ``step(t, ...)``. ``copy()`` gives an independent fleet (for look-ahead simulations).
+    The connected EVs live in one compact ``(quantity, EV)`` array, so a step costs a fixed
+    number of vectorized numpy calls whatever the number of EVs and stations.
+
+    Args:
+        sessions: the day's EV sessions (any order).
+        n_station: number of stations (``sessions.station < n_station``).
+        dt_h: step length in hours.
+        n_steps: steps in the day; EVs still connected after step ``n_steps - 1`` are
+            checked there.
+        v2g: allow discharge, ``p in [-pmax, pmax]`` with battery energy ``>= 0``.
+        enforce_must_run: clip setpoints below the must-run (``p_min_kw``) up to it, so every
+            reachable request is met whatever the setpoints. If False, a setpoint below it is
+            honored (down to 0, or the V2G discharge limit) and the shortfall shows up as unmet
+            energy; the must-run part is still served first, by least laxity.
+    """
+
+    def __init__(self, sessions: EVSessions, n_station: int, dt_h: float, n_steps: int,
+                 v2g: bool = False, enforce_must_run: bool = True) -> None:
+        if n_station < 1:
+            raise ValueError(f"EVFleet.n_station: must be >= 1, got {n_station}")
+        if not dt_h > 0:
+            raise ValueError(f"EVFleet.dt_h: must be > 0, got {dt_h}")
+        if n_steps < 1:
+            raise ValueError(f"EVFleet.n_steps: must be >= 1, got {n_steps}")
+        if len(sessions) and sessions.station.max() >= n_station:
+            raise ValueError(f"EVFleet.sessions.station: index {sessions.station.max()} "
+                             f">= n_station={n_station}")
+        self.sessions = sessions
+        self.n_station = int(n_station)
+        self.dt_h = float(dt_h)
+        self.n_steps = int(n_steps)
+        self.v2g = bool(v2g)
+        self.enforce_must_run = bool(enforce_must_run)
+        self._deadline = np.minimum(sessions.departure_step, n_steps)
+        self._init = self._initial_state(sessions, self._deadline, self.dt_h, n_station)
+        self._station = sessions.station.astype(np.intp)
+        order = np.argsort(sessions.arrival_step, kind="stable")
+        self._arr_order = order
+        self._arr_start = np.searchsorted(sessions.arrival_step[order], np.arange(n_steps + 1))
+        # per-session records (energies of connected EVs synced lazily, see _sync)
+        self._e = sessions.e_arrival_kwh.astype(float).copy()
+        self._x = np.zeros(len(sessions))
+        self._unmet = np.full(len(sessions), np.nan)
+        # connected EVs: compact state, rows _PMAX.._X, one column per EV
+        self._s = np.zeros((_N_ROWS, 0))
+        self._act = np.zeros(0, dtype=np.intp)
+        self._st = np.zeros(0, dtype=np.intp)
+        self._t = 0
+        self._admitted = 0  # arrivals of steps < _admitted are in the compact state
+        self._prep: _Prep | None = None
+        self._last: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.intp), np.zeros(0))
+        self._zeros_ro = _ro(np.zeros(n_station))
+
+    @staticmethod
+    def _initial_state(sessions: EVSessions, deadline: np.ndarray, dt_h: float,
+                       n_station: int) -> np.ndarray:
+        """Rows ``_PMAX.._X`` for every session at arrival (see the row constants).
+
+        ``GAIN = eta pmax dt`` (battery kWh per full-power step), ``INV_EDT = 1/(eta dt)``,
+        ``NEED0 = e_req - GAIN (D - 1)`` so that the must-run battery energy of step ``t`` is
+        ``need = NEED0 + GAIN t - e``; ``INV_EP = 1/(eta pmax)`` and
+        ``LAXKEY0 = D dt - e_req INV_EP + W station`` so that the sort key
+        ``LAXKEY0 + e INV_EP = LAX + t dt + W station`` orders EVs by station, then laxity
+        (``W`` exceeds the span of any laxity, so one stable argsort does it).
+        """
+        s = sessions
+        d = deadline.astype(float)
+        gain = s.efficiency * s.p_max_kw * dt_h
+        inv_ep = 1.0 / (s.efficiency * s.p_max_kw)
+        lax0 = d * dt_h - s.e_request_kwh * inv_ep
+        span = np.abs(lax0).max(initial=0.0) + (s.e_capacity_kwh * inv_ep).max(initial=0.0)
+        w = 2.0 ** np.ceil(np.log2(2.0 * span + 2.0))
+        return np.vstack((s.p_max_kw, s.efficiency, s.e_request_kwh, s.e_capacity_kwh, d,
+                          1.0 / (s.efficiency * dt_h), gain, s.e_request_kwh - gain * (d - 1.0),
+                          lax0 + w * s.station, inv_ep, s.e_arrival_kwh, np.zeros(len(s))))
+
+    # ------------------------------------------------------------------ read-only views
+    @property
+    def t(self) -> int:
+        """The next step to play."""
+        return self._t
+
+    @property
+    def deadline_step(self) -> np.ndarray:
+        """Per session ``min(departure_step, n_steps)``: when it leaves the fleet."""
+        return _ro(self._deadline)
+
+    @property
+    def e_kwh(self) -> np.ndarray:
+        """Per-session battery energy now (arrival energy before arrival, final after departure)."""
+        self._sync()
+        return _ro(self._e)
+
+    @property
+    def x_kwh(self) -> np.ndarray:
+        """Per-session grid-side energy delivered so far."""
+        self._sync()
+        return _ro(self._x)
+
+    @property
+    def unmet_kwh(self) -> np.ndarray:
+        """Per-session ``max(0, e_req - e)`` at departure; NaN until then (or if never arrived)."""
+        return _ro(self._unmet)
+
+    def reachable(self) -> np.ndarray:
+        """Per session: request reachable from arrival, ``e0 + eta pmax dt (D - a) >= e_req``."""
+        s = self.sessions
+        steps = np.maximum(self._deadline - s.arrival_step, 0)
+        e_max = s.e_arrival_kwh + s.efficiency * s.p_max_kw * self.dt_h * steps
+        return e_max >= s.e_request_kwh - _TOL_KWH
+
+    def connected(self, t: int) -> np.ndarray:
+        """Indices (into ``sessions``) of the EVs connected during step ``t``."""
+        self._prepare(t)
+        return _ro(self._act)
+
+    def last_split(self) -> tuple[np.ndarray, np.ndarray]:
+        """(session indices, per-EV power kW) of the last :meth:`step`."""
+        return _ro(self._last[0]), _ro(self._last[1])
+
+    def copy(self) -> "EVFleet":
+        """Independent copy of the fleet's state (session data shared, read-only)."""
+        new = copy.copy(self)
+        new._s, new._e, new._x = self._s.copy(), self._e.copy(), self._x.copy()
+        new._unmet, new._prep = self._unmet.copy(), None
+        return new
+
+    def _sync(self) -> None:
+        """Write the connected EVs' energies back to the per-session arrays."""
+        self._e[self._act] = self._s[_E]
+        self._x[self._act] = self._s[_X]
+
+    # ------------------------------------------------------------------ aggregate bounds
+    def bounds(self, t: int) -> EVCSBounds:
+        """Aggregate virtual-storage bounds of every station at step ``t`` (MATH §3)."""
+        pr = self._prepare(t)
+        s, st, ns = self._s, self._st, self.n_station
+        must = pr.lo_sum if not self.v2g else _sum(st, np.maximum(pr.p_lo, 0.0), ns)
+        return _trusted(
+            EVCSBounds, p_max_kw=pr.hi_sum, p_rated_kw=_sum(st, s[_PMAX], ns), p_must_kw=must,
+            p_min_kw=pr.lo_sum if self.enforce_must_run else pr.floor_sum,
+            p_asap_kw=pr.hi_sum, x_kwh=_sum(st, s[_X], ns),
+            x_lo_kwh=pr.lo_sum * self.dt_h, x_hi_kwh=pr.hi_sum * self.dt_h,
+            n_connected=np.bincount(st, minlength=ns), e_kwh=_sum(st, s[_E], ns),
+            e_target_kwh=_sum(st, s[_EREQ], ns), e_capacity_kwh=_sum(st, s[_ECAP], ns))
+
+    def asap_power(self, t: int, upto: Literal["capacity", "request"] = "capacity") -> np.ndarray:
+        """As-soon-as-possible aggregate power at ``t``: ``sum_i max(p_lo_i, min(pmax_i, h_i))``.
+
+        ``h_i = (E_i - e_i)/(eta_i dt)`` with ``E_i`` the capacity (``upto="capacity"``,
+        ``= bounds(t).p_max_kw``; following it every step reproduces :func:`asap_profile`) or
+        the request (``upto="request"``; the split still spreads the power by least laxity,
+        so single EVs may go past their request).
+        """
+        pr = self._prepare(t)
+        if upto == "capacity":
+            return pr.hi_sum.copy()
+        if upto != "request":
+            raise ValueError(f"EVFleet.asap_power upto: 'capacity' or 'request', got {upto!r}")
+        s = self._s
+        p = np.minimum(pr.head, np.maximum(s[_EREQ] - s[_E], 0.0) / (s[_ETA] * self.dt_h))
+        return _sum(self._st, np.maximum(p, pr.p_lo), self.n_station)
+
+    def bounds_horizon(self, t: int, h: int) -> EVCSHorizon:
+        """Look-ahead bounds for steps ``t .. t+h-1`` of the EVs connected at ``t``.
+
+        See :func:`horizon_bounds` (arrivals after ``t`` are unknown and not included).
+        """
+        self._prepare(t)
+        s = self._s
+        return horizon_bounds(s[_E], self._st, s[_PMAX], s[_ETA], s[_EREQ], s[_ECAP], s[_DEAD],
+                              t, h, self.n_station, self.dt_h, self.v2g)
+
+    # ------------------------------------------------------------------ the step
+    def step(self, t: int, p_set_kw: np.ndarray) -> EVStepResult:
+        """Apply aggregate setpoints for step ``t``, split them to the EVs and advance.
+
+        ``P_s = clip(P_set_s, P_min_s, P_max_s)``; each EV gets its floor (must-run ``p_lo``),
+        the rest ``P_s - sum p_lo`` goes by increasing laxity
+        ``LAX = (D - t) dt - (e_req - e)/(eta pmax)`` up to each headroom
+        ``min(pmax, (E_cap - e)/(eta dt))``. Then ``e += eta p dt`` (``p dt/eta`` if ``p < 0``);
+        EVs with ``D = t + 1`` leave and record ``max(0, e_req - e)``.
+        """
+        pr = self._prepare(t)
+        p_set = np.asarray(p_set_kw, dtype=float)
+        if p_set.shape != (self.n_station,):
+            raise ValueError(f"EVFleet.step p_set_kw: expected shape ({self.n_station},), "
+                             f"got {p_set.shape}")
+        if not np.isfinite(p_set).all():
+            raise ValueError("EVFleet.step p_set_kw: values must be finite")
+        lo = pr.lo_sum if self.enforce_must_run else pr.floor_sum
+        target = np.minimum(np.maximum(p_set, lo), pr.hi_sum)
+        return self._advance(pr, p_set, self._split(pr, target))
+
+    def _split(self, pr: _Prep, target_kw: np.ndarray) -> np.ndarray:
+        """Per-EV powers: floor, then each stage filled in least-laxity order per station."""
+        if (target_kw >= pr.hi_sum).all():
+            return pr.head.copy()
+        if self.enforce_must_run and (target_kw <= pr.lo_sum).all():
+            return pr.p_lo.copy()
+        if pr.o is None:
+            self._order(pr)
+        p = pr.floor.copy()
+        for base_sum, before_o, cap_o in pr.stages:
+            amount_o = (target_kw - base_sum)[pr.st_o]
+            amount_o -= before_o
+            np.maximum(amount_o, 0.0, out=amount_o)
+            np.minimum(amount_o, cap_o, out=amount_o)
+            p[pr.o] += amount_o
+        return p
+
+    def _advance(self, pr: _Prep, p_set: np.ndarray, p: np.ndarray) -> EVStepResult:
+        """Update energies, record departures and return the step's per-station result."""
+        s, st, ns, dt = self._s, self._st, self.n_station, self.dt_h
+        if self.v2g:
+            gain = np.where(p >= 0.0, s[_ETA] * p, p / s[_ETA]) * dt
+        else:
+            gain = s[_ETA] * p * dt
+        s[_E] += gain
+        s[_X] += p * dt
+        p_st = _sum(st, p, ns)
+        self._last = (self._act, p)
+        unmet_st, departed = self._depart(pr.t)
+        self._t = pr.t + 1
+        self._prep = None
+        return _trusted(EVStepResult, p_kw=p_st, p_clip_kw=p_set - p_st, unmet_kwh=unmet_st,
+                        departed=departed, charged_kwh=p_st * dt, stored_kwh=_sum(st, gain, ns))
+
+    def _depart(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Remove EVs with deadline ``t + 1``; record their energies and ``max(0, e_req - e)``."""
+        s, st, ns = self._s, self._st, self.n_station
+        leave = s[_DEAD] == t + 1
+        gone_pos = np.flatnonzero(leave)
+        if not gone_pos.size:
+            return np.zeros(ns), np.zeros(ns, dtype=np.intp)
+        gone, st_gone = self._act.take(gone_pos), st.take(gone_pos)
+        e_gone = s[_E].take(gone_pos)
+        unmet = s[_EREQ].take(gone_pos)
+        unmet -= e_gone
+        unmet[unmet < _TOL_KWH] = 0.0
+        self._unmet[gone] = unmet
+        self._e[gone], self._x[gone] = e_gone, s[_X].take(gone_pos)
+        keep = ~leave
+        self._s, self._act, self._st = s.compress(keep, axis=1), self._act[keep], st[keep]
+        return _sum(st_gone, unmet, ns), np.bincount(st_gone, minlength=ns)
+
+    # ------------------------------------------------------------------ per-step preparation
+    def _prepare(self, t: int) -> _Prep:
+        """Admit arrivals at ``t`` and compute headroom and must-run floor (cached per step)."""
+        pr = self._prep
+        if pr is not None and pr.t == t:
+            return pr
+        if t != self._t or not 0 <= t < self.n_steps:
+            raise ValueError(f"EVFleet: step t={t} requested, next step is {self._t} "
+                             f"(n_steps={self.n_steps}); steps must be played in order")
+        if self._admitted <= t:
+            lo, hi = self._arr_start[t], self._arr_start[t + 1]
+            if hi > lo:
+                new = self._arr_order[lo:hi]
+                self._s = np.concatenate((self._s, self._init[:, new]), axis=1)
+                self._act = np.concatenate((self._act, new))
+                self._st = np.concatenate((self._st, self._station[new]))
+            self._admitted = t + 1
+        pr = _Prep()
+        pr.t = t
+        pr.o = None  # laxity order: computed by _split only when a station is strictly inside
+        self._limits(pr)
+        self._prep = pr
+        return pr
+
+    def _limits(self, pr: _Prep) -> None:
+        """Headroom ``min(pmax, (E_cap - e)/(eta dt))``, must-run ``p_lo`` and free floor per EV.
+
+        ``p_lo = need/(eta dt)`` with ``need = e_req - e - eta pmax dt (D - 1 - t)``
+        (``need eta/dt`` if negative, V2G), clipped to ``[floor, headroom]``; ``floor = 0`` or,
+        with V2G, ``-min(pmax, eta e/dt)``.
+        """
+        s, dt, st, ns = self._s, self.dt_h, self._st, self.n_station
+        e = s[_E]
+        head = s[_ECAP] - e
+        np.maximum(head, 0.0, out=head)
+        head *= s[_INV_EDT]
+        pr.head = np.minimum(head, s[_PMAX], out=head)
+        need = s[_GAIN] * pr.t
+        need += s[_NEED0]
+        need -= e
+        if self.v2g:
+            pr.floor = -np.minimum(s[_PMAX], s[_ETA] * e / dt)
+            p_lo = np.maximum(_grid_energy(need, s[_ETA]) / dt, pr.floor)
+            pr.floor_sum = _sum(st, pr.floor, ns)
+        else:
+            p_lo = np.maximum(need, 0.0, out=need)
+            p_lo *= s[_INV_EDT]
+            pr.floor_sum = self._zeros_ro
+            if not self.enforce_must_run:
+                pr.floor = np.zeros(len(e))
+        pr.p_lo = np.minimum(p_lo, pr.head, out=p_lo)
+        if self.enforce_must_run:
+            pr.floor = pr.p_lo
+        pr.lo_sum, pr.hi_sum = _sum(st, pr.p_lo, ns), _sum(st, pr.head, ns)
+        pr.lo_sum.flags.writeable = False  # shared with EVCSBounds: keep intact
+        pr.hi_sum.flags.writeable = False
+        pr.floor_sum.flags.writeable = False
+
+    def _order(self, pr: _Prep) -> None:
+        """Sort EVs by (station, laxity) and precompute the fill stages of the split.
+
+        ``LAX = (D - t) dt - (e_req - e)/(eta pmax)``. A stage with per-EV room ``c`` and
+        station amount ``A_s`` gives the EV at sorted position ``j``
+        ``clip(A_s - sum_{i before j in s} c_i, 0, c_j)``.
+        """
+        s = self._s
+        key = s[_E] * s[_INV_EP]
+        key += s[_LAXKEY0]
+        pr.o = o = key.argsort(kind="stable")
+        pr.st_o = st_o = self._st.take(o)
+        first_o = st_o.searchsorted(st_o)
+        if self.enforce_must_run:
+            rooms = [(pr.lo_sum, pr.head - pr.p_lo)]
+        else:
+            rooms = [(pr.floor_sum, pr.p_lo - pr.floor), (pr.lo_sum, pr.head - pr.p_lo)]
+        pr.stages = []
+        for base_sum, room in rooms:
+            cap_o = room.take(o)
+            excl = cap_o.cumsum()
+            excl -= cap_o
+            excl -= excl.take(first_o)
+            pr.stages.append((base_sum, excl, cap_o))
+
+
+def _sum(station: np.ndarray, values: np.ndarray, n_station: int) -> np.ndarray:
+    """Per-station sum ``out_s = sum_{i: station_i = s} values_i``."""
+    return np.bincount(station, weights=values, minlength=n_station)
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    """Read-only view."""
+    v = a.view()
+    v.flags.writeable = False
+    return v

@@ -1,0 +1,345 @@
+"""One sampled day: day-ahead forecasts, the realized day, and its intraday forecasts.
+
+``sample_day(grid, regime, seed)`` draws, from six independent child streams of one
+seed (day-ahead, load, PV, wind, EV, TSO; so changing one model keeps the others'
+draws — common random numbers across regimes and policies):
+
+1. the day-ahead information (:class:`scenarios.forecast.DayAheadInfo`);
+2. realized = forecast + correlated error, with the regime's statistics
+   (see ``scenarios.regimes`` for the formulas), an optional unforecast wind drop,
+   EV sessions from the simpy station model, and the TSO requirement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scenarios.ev_arrivals import (
+    arrival_counts,
+    connected_counts,
+    rates_on_steps,
+    sample_arrivals,
+    sample_day_multiplier,
+    simulate_ports_simpy,
+    station_rates_per_h,
+    to_sessions,
+)
+from scenarios.ev_sessions import EVSessions
+from scenarios.forecast import (
+    DayAheadInfo,
+    Forecast,
+    Observed,
+    load_pu_from_latent,
+    pv_pu_from_latent,
+    tso_call_paths,
+    tso_call_probabilities,
+    wind_speed_from_latent,
+)
+from scenarios.layout import Layout
+from scenarios.profiles import (
+    ar1_coefficient,
+    ar1_paths,
+    clear_sky_pu,
+    load_shape_pu,
+    n_steps,
+    power_curve_pu,
+    step_mid_h,
+    tso_nominal_shape,
+    wind_diurnal,
+)
+from scenarios.regimes import RegimeParams, get_regime
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DA_SLOW_TAU_H: float = 6.0       # correlation time of the slow day-ahead weather drift
+DA_WIND_SLOW_SD: float = 0.10    # day-ahead wind speed drifts +-10 % around the diurnal shape
+DEFAULT_BOUNDARY_PEAK_MW: float = 1.0  # used when no feeder load can be matched to a boundary
+
+SeedLike = int | np.random.Generator | np.random.SeedSequence
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A realized day and its day-ahead forecast.
+
+    Attributes:
+        day_ahead: what was known before the day (forecasts, ratings, statistics).
+        regime: regime name; seed: the integer seed (None if a Generator was passed).
+        load_pu: (T, n_load) realized load, multiplier on the layout's peak MW.
+        pv_pu: (T, n_pv) realized PV per unit of ``day_ahead.pv_p_max_mw``, in [0, 1].
+        wind_speed_ms / wind_pu: (T, n_wind) realized hub-height speed and output per unit.
+        tso_requirement_mw: (T, n_boundary) TSO real-time requirement (+ = up = import less).
+        ev: EV sessions served by the stations (simpy port model).
+        ev_balked: (n_station,) EVs that left because no port freed up in time.
+        ev_rate_multiplier: the day's realized arrival-rate multiplier M (not observable).
+        wind_ramp_start_h: start of the unforecast wind-drop event (NaN if none).
+    """
+
+    day_ahead: DayAheadInfo
+    regime: str
+    seed: int | None
+    load_pu: np.ndarray
+    pv_pu: np.ndarray
+    wind_speed_ms: np.ndarray
+    wind_pu: np.ndarray
+    tso_requirement_mw: np.ndarray
+    ev: EVSessions
+    ev_balked: np.ndarray
+    ev_rate_multiplier: float = 1.0
+    wind_ramp_start_h: float = float("nan")
+
+    def __post_init__(self) -> None:
+        da, lay = self.day_ahead, self.day_ahead.layout
+        T = da.n_steps
+        shapes = {"load_pu": len(lay.load_names), "pv_pu": len(lay.pv_names),
+                  "wind_speed_ms": len(lay.wind_names), "wind_pu": len(lay.wind_names),
+                  "tso_requirement_mw": len(lay.boundary_names)}
+        for name, width in shapes.items():
+            arr = np.array(getattr(self, name), dtype=float)
+            if arr.shape != (T, width):
+                raise ValueError(f"Scenario.{name}: expected shape {(T, width)}, got {arr.shape}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"Scenario.{name}: values must be finite")
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        for name in ("pv_pu", "wind_pu"):
+            if np.any(getattr(self, name) < 0) or np.any(getattr(self, name) > 1):
+                raise ValueError(f"Scenario.{name}: values must be in [0, 1]")
+        if np.any(self.load_pu < 0) or np.any(self.wind_speed_ms < 0):
+            raise ValueError("Scenario: load_pu and wind_speed_ms must be >= 0")
+        if not isinstance(self.ev, EVSessions):
+            raise ValueError("Scenario.ev: must be an EVSessions")
+        if len(self.ev) and int(self.ev.station.max()) >= len(lay.evcs_names):
+            raise ValueError("Scenario.ev: station index out of range for the layout")
+        balked = np.array(self.ev_balked, dtype=int).reshape(-1)
+        if balked.shape != (len(lay.evcs_names),) or np.any(balked < 0):
+            raise ValueError(f"Scenario.ev_balked: expected {len(lay.evcs_names)} counts >= 0")
+        balked.setflags(write=False)
+        object.__setattr__(self, "ev_balked", balked)
+
+    # ------------------------------------------------------------- basic views
+    @property
+    def layout(self) -> Layout:
+        return self.day_ahead.layout
+
+    @property
+    def dt_minutes(self) -> int:
+        return self.day_ahead.dt_minutes
+
+    @property
+    def n_steps(self) -> int:
+        return self.day_ahead.n_steps
+
+    @property
+    def time_h(self) -> np.ndarray:
+        return self.day_ahead.time_h
+
+    @property
+    def load_pu_da(self) -> np.ndarray:
+        return self.day_ahead.load_pu_da
+
+    @property
+    def pv_pu_da(self) -> np.ndarray:
+        return self.day_ahead.pv_pu_da
+
+    @property
+    def wind_pu_da(self) -> np.ndarray:
+        return self.day_ahead.wind_pu_da
+
+    @property
+    def ev_rate_per_h_da(self) -> np.ndarray:
+        return self.day_ahead.ev_rate_per_h_da
+
+    @property
+    def tso_requirement_mw_da(self) -> np.ndarray:
+        return self.day_ahead.tso_nominal_mw
+
+    @property
+    def load_p_mw(self) -> np.ndarray:
+        """Realized load MW, ``load_pu * layout.load_p_mw``."""
+        return self.load_pu * self.layout.load_p_mw
+
+    @property
+    def pv_p_mw(self) -> np.ndarray:
+        """Realized PV MW, ``pv_pu * pv_p_max_mw`` (ratings include the regime's scale)."""
+        return self.pv_pu * self.day_ahead.pv_p_max_mw
+
+    @property
+    def wind_p_mw(self) -> np.ndarray:
+        return self.wind_pu * self.day_ahead.wind_p_max_mw
+
+    @property
+    def ev_connected(self) -> np.ndarray:
+        """(T, n_station) EVs connected per step."""
+        return connected_counts(self.ev, self.n_steps, len(self.layout.evcs_names))
+
+    @property
+    def ev_arrivals(self) -> np.ndarray:
+        """(T, n_station) EVs plugging in per step."""
+        return arrival_counts(self.ev, self.n_steps, len(self.layout.evcs_names))
+
+    # ------------------------------------------------------------- information at t
+    def observed(self, t: int) -> Observed:
+        """The history a controller has seen after step t (steps 0..t, EVs plugged in by t)."""
+        if not -1 <= t < self.n_steps:
+            raise ValueError(f"t must be in [-1, {self.n_steps - 1}], got {t}")
+        sl = slice(0, t + 1)
+        return Observed(t=t, load_pu=self.load_pu[sl], pv_pu=self.pv_pu[sl],
+                        wind_speed_ms=self.wind_speed_ms[sl], wind_pu=self.wind_pu[sl],
+                        tso_requirement_mw=self.tso_requirement_mw[sl],
+                        ev=self.ev.select(self.ev.arrival_step <= t))
+
+    def forecast(self, t: int) -> Forecast:
+        """Forecast at t for steps t+1..T-1: ``Forecast.at(self.day_ahead, self.observed(t))``."""
+        return Forecast.at(self.day_ahead, self.observed(t))
+
+    # ------------------------------------------------------------- tidy table
+    def to_frame(self) -> "pd.DataFrame":
+        """One row per step: step, time_h, load_/pv_/wind_<name> (MW), ev_connected_/ev_arrivals_<station>,
+        tso_req_<boundary> (MW)."""
+        import pandas as pd  # deferred: heavy import
+
+        lay = self.layout
+        cols: dict[str, np.ndarray] = {"step": np.arange(self.n_steps), "time_h": self.time_h}
+        blocks = [("load_", lay.load_names, self.load_p_mw), ("pv_", lay.pv_names, self.pv_p_mw),
+                  ("wind_", lay.wind_names, self.wind_p_mw),
+                  ("ev_connected_", lay.evcs_names, self.ev_connected),
+                  ("ev_arrivals_", lay.evcs_names, self.ev_arrivals),
+                  ("tso_req_", lay.boundary_names, self.tso_requirement_mw)]
+        for prefix, names, values in blocks:
+            for j, name in enumerate(names):
+                cols[prefix + name] = values[:, j]
+        return pd.DataFrame(cols)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def as_layout(grid: Layout | object) -> Layout:
+    """A :class:`Layout`, or the ``.layout`` of a grid object."""
+    if isinstance(grid, Layout):
+        return grid
+    layout = getattr(grid, "layout", None)
+    if not isinstance(layout, Layout):
+        raise ValueError(f"grid must be a Layout or have a .layout Layout attribute, got {type(grid).__name__}")
+    return layout
+
+
+def _streams(seed: SeedLike, n: int) -> list[np.random.Generator]:
+    if isinstance(seed, np.random.Generator):
+        return list(seed.spawn(n))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer, np.random.SeedSequence)):
+        raise ValueError(f"seed must be an int, a SeedSequence or a numpy Generator, got {type(seed).__name__}")
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    return [np.random.default_rng(child) for child in ss.spawn(n)]
+
+
+def boundary_peak_mw(layout: Layout) -> np.ndarray:
+    """Peak load of the feeder behind each boundary: boundary j <-> loads named ``f{j}_...``.
+
+    A boundary with no matching load gets the mean of the matched ones (or 1 MW if none).
+    """
+    peaks = np.array([sum(p for name, p in zip(layout.load_names, layout.load_p_mw)
+                          if name.startswith(f"f{j}_")) for j in range(len(layout.boundary_names))])
+    if peaks.size and np.any(peaks <= 0):
+        fill = peaks[peaks > 0].mean() if np.any(peaks > 0) else DEFAULT_BOUNDARY_PEAK_MW
+        peaks = np.where(peaks > 0, peaks, fill)
+    return peaks.astype(float)
+
+
+def day_ahead_info(layout: Layout, params: RegimeParams, dt_minutes: int, rng: np.random.Generator) -> DayAheadInfo:
+    """Draw the day-ahead forecasts of one day.
+
+    load_da = shape(t) * level * unit_i, level ~ 1 + sd N, unit_i ~ 1 + sd N;
+    k_da(t) = clip(k_mean + k_day_sd x(t), k_min, 1), x a slow AR(1) (tau 6 h);
+    v_da(t) = V_day * u_i * diurnal(t) * (1 + 0.1 y(t)), V_day ~ Weibull, u_i lognormal, y slow AR(1);
+    TSO nominal = frac * feeder peak * shape(t), deviation = frac * feeder peak,
+    budget = min(budget_h / dt, T) steps.
+    """
+    T, mid = n_steps(dt_minutes), step_mid_h(dt_minutes)
+    nl, npv, nw = len(layout.load_names), len(layout.pv_names), len(layout.wind_names)
+    phi_slow = ar1_coefficient(dt_minutes, DA_SLOW_TAU_H)
+    level = 1.0 + params.load_level_sd * rng.standard_normal()
+    unit = np.clip(1.0 + params.load_unit_sd * rng.standard_normal(nl), 0.5, 1.5)
+    load_da = load_shape_pu(mid)[:, None] * level * unit[None, :]
+    x = ar1_paths(rng, T, 1, phi_slow, 1.0)
+    k_da = np.clip(params.pv_k_mean + params.pv_k_day_sd * x, params.pv_k_min, 1.0) * np.ones((1, npv))
+    v_day = params.wind_weibull_scale_ms * rng.weibull(params.wind_weibull_shape)
+    site = np.exp(params.wind_unit_sd * rng.standard_normal(nw))
+    y = ar1_paths(rng, T, 1, phi_slow, 1.0)
+    v_da = np.maximum(v_day * site[None, :] * wind_diurnal(mid)[:, None] * (1.0 + DA_WIND_SLOW_SD * y), 0.0)
+    peak = boundary_peak_mw(layout)
+    return DayAheadInfo(
+        layout=layout, params=params, dt_minutes=dt_minutes, load_pu_da=load_da,
+        pv_clear_sky_pu=clear_sky_pu(mid), pv_k_da=k_da, wind_speed_ms_da=v_da,
+        ev_rate_per_h_da=rates_on_steps(station_rates_per_h(params.ev, layout.evcs_n_ports), dt_minutes),
+        tso_nominal_mw=params.tso_nominal_frac * tso_nominal_shape(mid)[:, None] * peak[None, :],
+        tso_deviation_mw=np.broadcast_to(params.tso_dev_frac * peak, (T, peak.size)),
+        tso_budget=np.full(peak.size, min(params.tso_budget_h * 60.0 / dt_minutes, float(T))),
+        pv_p_max_mw=layout.pv_p_max_mw * params.pv_scale, wind_p_max_mw=layout.wind_p_max_mw * params.wind_scale)
+
+
+def ramp_factor(time_h: np.ndarray, start_h: float, params: RegimeParams) -> np.ndarray:
+    """Wind-drop event: ``1 - depth * trapezoid(t)`` (down over ramp_down_h, hold, up over ramp_up_h)."""
+    if not np.isfinite(start_h):
+        return np.ones_like(time_h)
+    x = np.asarray(time_h) - start_h
+    down, hold, up = params.ramp_down_h, params.ramp_hold_h, params.ramp_up_h
+    shape = np.interp(x, [0.0, down, down + hold, down + hold + up], [0.0, 1.0, 1.0, 0.0], left=0.0, right=0.0)
+    return 1.0 - params.ramp_depth * shape
+
+
+def _realize_wind(da: DayAheadInfo, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    p, T = da.params, da.n_steps
+    z = ar1_paths(rng, T, len(da.layout.wind_names), ar1_coefficient(da.dt_minutes, p.wind_err_tau_h), p.wind_err_rho)
+    happens, start = rng.random() < p.ramp_prob, rng.uniform(*p.ramp_window_h)
+    start_h = float(start) if happens else float("nan")
+    speed = wind_speed_from_latent(da, 0, z) * ramp_factor(step_mid_h(da.dt_minutes), start_h, p)[:, None]
+    return speed, start_h
+
+
+def _realize_ev(da: DayAheadInfo, rng: np.random.Generator) -> tuple[EVSessions, np.ndarray, float]:
+    lay, p = da.layout, da.params.ev
+    mult = sample_day_multiplier(rng, p)
+    table = sample_arrivals(rng, p, lay.evcs_n_ports, mult, lay.ev_battery_kwh)
+    ports = simulate_ports_simpy(table, lay.evcs_n_ports, da.dt_minutes, p.patience_min)
+    ev = to_sessions(table, ports, da.dt_minutes, lay.ev_battery_kwh, lay.ev_charger_kw, lay.ev_efficiency)
+    return ev, ports.balked, mult
+
+
+def sample_day(grid: Layout | object, regime: str | RegimeParams, seed: SeedLike,
+               dt_minutes: int = 15) -> Scenario:
+    """Sample one realized day of a grid's uncertain sources.
+
+    Args:
+        grid: a :class:`Layout` or any object with a ``.layout`` (e.g. ``env.Grid``).
+        regime: a regime name (``scenarios.regimes.REGIMES``) or a :class:`RegimeParams`.
+        seed: int, SeedSequence or Generator; the same seed gives the same day bit for bit.
+        dt_minutes: step length, one of 5, 15, 60.
+
+    Raises:
+        ValueError: unknown regime (lists valid ones), bad dt_minutes, bad grid or seed.
+    """
+    T = n_steps(dt_minutes)
+    layout, params = as_layout(grid), get_regime(regime)
+    s_da, s_load, s_pv, s_wind, s_ev, s_tso = _streams(seed, 6)
+    da = day_ahead_info(layout, params, dt_minutes, s_da)
+    z_load = ar1_paths(s_load, T, len(layout.load_names),
+                       ar1_coefficient(dt_minutes, params.load_err_tau_h), params.load_err_rho)
+    z_pv = ar1_paths(s_pv, T, len(layout.pv_names),
+                     ar1_coefficient(dt_minutes, params.pv_k_err_tau_h), params.pv_err_rho)
+    speed, ramp_start = _realize_wind(da, s_wind)
+    ev, balked, mult = _realize_ev(da, s_ev)
+    p_start, p_end = tso_call_probabilities(params, dt_minutes)
+    nb = len(layout.boundary_names)
+    delta = tso_call_paths(s_tso, 1, T, np.zeros(nb), da.tso_budget, p_start, p_end)[0]
+    return Scenario(
+        day_ahead=da, regime=params.name, seed=int(seed) if isinstance(seed, (int, np.integer)) else None,
+        load_pu=load_pu_from_latent(da.load_pu_da, params.load_err_sd, z_load),
+        pv_pu=pv_pu_from_latent(da, 0, z_pv), wind_speed_ms=speed, wind_pu=power_curve_pu(speed),
+        tso_requirement_mw=da.tso_nominal_mw + da.tso_deviation_mw * delta,
+        ev=ev, ev_balked=balked, ev_rate_multiplier=mult, wind_ramp_start_h=ramp_start)

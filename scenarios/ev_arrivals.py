@@ -1,0 +1,415 @@
+"""EV arrivals at charging stations: a time-varying Poisson process and a simpy port model.
+
+The arrival process (per station) is a non-homogeneous Poisson process whose rate
+is piecewise constant on a fixed 5-minute grid (independent of the env's step, so
+the same seed gives the same arrival times at dt = 5, 15 or 60 min):
+
+    lambda_s(t) = M * n_ports_s * arrivals_per_port_day * sum_c share_c f_c(t) g_c
+
+with components c (workplace morning peak, leisure evening peak, a flat base), each
+``f_c`` a (wrapped) Gaussian bump normalized to integrate to 1 per day, ``g_c`` a
+surge factor (``ev_surge``: 2.5 on the evening component) and ``M`` a day-level
+rate multiplier, ``M ~ Gamma(k, 1/k)`` (mean 1, cv = ``day_rate_cv``), common to
+all stations and *not* known before the day (the intraday forecast learns it).
+
+Each arrival draws a dwell time (lognormal per component, clipped), the battery
+energy at arrival (Beta share of the 66 kWh battery) and a target energy.
+
+Port model (simpy, one process per station, FIFO queue): an EV that finds all
+ports busy waits for at most ``min(patience_min, dwell / 2)``; if no port frees
+up by then it leaves unserved (``balked``). Its departure time is fixed by its
+schedule (arrival + dwell), whether or not it waited. On the step grid an EV
+occupies its port for whole steps: it is connected during steps
+``a = floor(t_plug / dt) <= k < d = ceil(t_depart / dt)`` and its port is released at
+``d dt``, so the connected count never exceeds the number of ports in any step.
+The requested energy is capped to what the charger can deliver while connected,
+``e_req <= e0 + eta p_max dt (d - a)``. Stations start the day empty; an EV still
+queued at midnight is dropped (counted as balked), so every session plugs in
+during the day (``arrival_step < T``); departures may fall after the day's end.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import simpy
+from scipy.special import ndtr
+
+from scenarios.ev_sessions import EVSessions
+
+GRID_MINUTES: int = 5  # resolution of the arrival-rate profile (minutes)
+N_GRID: int = 1440 // GRID_MINUTES
+
+
+@dataclass(frozen=True)
+class ArrivalComponent:
+    """One bump of the daily arrival-rate profile with its own dwell-time law.
+
+    Attributes:
+        name: label (e.g. ``"evening"``).
+        share: share of a day's arrivals (before surge factors); shares sum to 1.
+        peak_h: centre of the bump (h); ``None`` for a flat profile.
+        width_h: standard deviation of the bump (h).
+        dwell_median_h: median dwell time (h) of EVs of this component.
+        dwell_sigma: lognormal shape (sd of log dwell).
+    """
+
+    name: str
+    share: float
+    peak_h: float | None
+    width_h: float
+    dwell_median_h: float
+    dwell_sigma: float
+
+    def __post_init__(self) -> None:
+        for what in ("share", "dwell_median_h", "dwell_sigma", "width_h"):
+            if not getattr(self, what) > 0:
+                raise ValueError(f"ArrivalComponent.{what} must be > 0, got {getattr(self, what)}")
+
+
+# Arrival mix for public/semi-public stations. The papers give no profile (seed 000
+# clusters the CalTech ACN data); we pick an ACN-like workplace morning peak with
+# long stays, a leisure/home evening peak with short stays, and a flat base of
+# opportunistic top-ups.
+DEFAULT_COMPONENTS: tuple[ArrivalComponent, ...] = (
+    ArrivalComponent("morning", share=0.45, peak_h=8.5, width_h=1.5, dwell_median_h=7.0, dwell_sigma=0.35),
+    ArrivalComponent("evening", share=0.40, peak_h=18.5, width_h=2.0, dwell_median_h=2.5, dwell_sigma=0.50),
+    ArrivalComponent("base", share=0.15, peak_h=None, width_h=24.0, dwell_median_h=1.5, dwell_sigma=0.60),
+)
+
+
+@dataclass(frozen=True)
+class EVArrivalParams:
+    """Parameters of the EV arrival process of one regime.
+
+    Attributes:
+        arrivals_per_port_day: expected arrivals per charging port per day (1.5: a
+            20-port station sees ~30 EVs a day; our choice).
+        components: the rate-profile bumps (see :data:`DEFAULT_COMPONENTS`).
+        surge_component / surge_factor: multiply that component's rate (``ev_surge``: 2.5).
+        day_rate_cv: coefficient of variation of the day multiplier ``M`` (0.15).
+        soc_arrival_beta: Beta(a, b) law of the state of charge at arrival (mean 0.4).
+        soc_request_range: uniform law of the requested state of charge at departure.
+        patience_min: longest wait for a free port (minutes), also capped at dwell / 2.
+        dwell_min_h / dwell_max_h: dwell times are clipped to this range.
+    """
+
+    arrivals_per_port_day: float = 1.5
+    components: tuple[ArrivalComponent, ...] = DEFAULT_COMPONENTS
+    surge_component: str = "evening"
+    surge_factor: float = 1.0
+    day_rate_cv: float = 0.15
+    soc_arrival_beta: tuple[float, float] = (2.0, 3.0)
+    soc_request_range: tuple[float, float] = (0.8, 1.0)
+    patience_min: float = 30.0
+    dwell_min_h: float = 0.25
+    dwell_max_h: float = 16.0
+
+    def __post_init__(self) -> None:
+        if not self.arrivals_per_port_day >= 0:
+            raise ValueError("EVArrivalParams.arrivals_per_port_day must be >= 0")
+        if not np.isclose(sum(c.share for c in self.components), 1.0):
+            raise ValueError("EVArrivalParams.components: shares must sum to 1")
+        names = [c.name for c in self.components]
+        if self.surge_component not in names:
+            raise ValueError(f"EVArrivalParams.surge_component must be one of {names}")
+        if not self.surge_factor > 0 or not self.day_rate_cv >= 0:
+            raise ValueError("EVArrivalParams: need surge_factor > 0 and day_rate_cv >= 0")
+        lo, hi = self.soc_request_range
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError("EVArrivalParams.soc_request_range must satisfy 0 <= lo <= hi <= 1")
+        if min(self.soc_arrival_beta) <= 0:
+            raise ValueError("EVArrivalParams.soc_arrival_beta: both parameters must be > 0")
+        if not (0 < self.dwell_min_h < self.dwell_max_h) or not self.patience_min >= 0:
+            raise ValueError("EVArrivalParams: need 0 < dwell_min_h < dwell_max_h and patience_min >= 0")
+
+    @property
+    def factors(self) -> np.ndarray:
+        """Per-component rate factor ``g_c`` (surge factor on the surge component, else 1)."""
+        return np.array([self.surge_factor if c.name == self.surge_component else 1.0
+                         for c in self.components])
+
+
+@dataclass(frozen=True)
+class ArrivalTable:
+    """Raw arrivals (before the port model), sorted by time then station.
+
+    Attributes:
+        station: station index; t_arrival_min: arrival time (minutes after midnight);
+        dwell_min: planned stay; component: index into the params' components;
+        e_arrival_kwh: battery energy at arrival; e_target_kwh: energy wanted at departure.
+    """
+
+    station: np.ndarray
+    t_arrival_min: np.ndarray
+    dwell_min: np.ndarray
+    component: np.ndarray
+    e_arrival_kwh: np.ndarray
+    e_target_kwh: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.station.shape[0])
+
+    @property
+    def t_departure_min(self) -> np.ndarray:
+        """Scheduled departure ``t_arrival + dwell``."""
+        return self.t_arrival_min + self.dwell_min
+
+
+@dataclass(frozen=True)
+class PortResult:
+    """Outcome of the port model: which arrivals were served, and their step interval.
+
+    ``served`` indexes the :class:`ArrivalTable`; ``arrival_step``/``departure_step``
+    are aligned with ``served``; ``balked`` counts unserved EVs per station (no port
+    within their patience, or none before the day ended).
+    """
+
+    served: np.ndarray
+    arrival_step: np.ndarray
+    departure_step: np.ndarray
+    balked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+
+
+def _bump(grid_mid_h: np.ndarray, comp: ArrivalComponent) -> np.ndarray:
+    """Daily shape f_c on the grid, wrapped over midnight and normalized to integrate to 1 per day."""
+    if comp.peak_h is None:
+        f = np.ones_like(grid_mid_h)
+    else:
+        f = sum(np.exp(-0.5 * ((grid_mid_h + shift - comp.peak_h) / comp.width_h) ** 2) for shift in (-24.0, 0.0, 24.0))
+    return f / (f.sum() * GRID_MINUTES / 60.0)
+
+
+@lru_cache(maxsize=64)
+def component_rates_per_port_h(params: EVArrivalParams) -> np.ndarray:
+    """Arrival rate per port (EV/h) on the 5-min grid, per component: ``apd * share_c * g_c * f_c(t)``, shape (288, C).
+
+    Cached per (frozen, hashable) params; the returned array is read-only.
+    """
+    mid = (np.arange(N_GRID) + 0.5) * GRID_MINUTES / 60.0
+    cols = [params.arrivals_per_port_day * c.share * g * _bump(mid, c)
+            for c, g in zip(params.components, params.factors)]
+    out = np.stack(cols, axis=1)
+    out.setflags(write=False)
+    return out
+
+
+def station_rates_per_h(params: EVArrivalParams, n_ports: np.ndarray) -> np.ndarray:
+    """Expected arrival rate per station (EV/h) on the 5-min grid (M = 1), shape (288, n_station)."""
+    per_port = component_rates_per_port_h(params).sum(axis=1)
+    return per_port[:, None] * np.asarray(n_ports, dtype=float)[None, :]
+
+
+def rates_on_steps(rate_grid_per_h: np.ndarray, dt_minutes: int) -> np.ndarray:
+    """Average a 5-min-grid rate over each step: shape (T, ...)."""
+    k = dt_minutes // GRID_MINUTES
+    return rate_grid_per_h.reshape((N_GRID // k, k) + rate_grid_per_h.shape[1:]).mean(axis=1)
+
+
+def expected_arrivals_per_day(params: EVArrivalParams, n_ports: np.ndarray) -> np.ndarray:
+    """Integral of the rate profile per station: ``n_ports * apd * sum_c share_c g_c``."""
+    return station_rates_per_h(params, n_ports).sum(axis=0) * GRID_MINUTES / 60.0
+
+
+def _dwell_mu(comp: ArrivalComponent) -> float:
+    return float(np.log(comp.dwell_median_h))
+
+
+def expected_dwell_h(params: EVArrivalParams) -> float:
+    """Mean planned dwell over the day's arrival mix, with the clipping to [dwell_min, dwell_max].
+
+    For a lognormal X (mu, s) clipped to [a, b]:
+    ``E = a F(a) + e^{mu + s^2/2} [Phi((ln b - mu - s^2)/s) - Phi((ln a - mu - s^2)/s)] + b (1 - F(b))``.
+    """
+    weights = np.array([c.share for c in params.components]) * params.factors
+    weights = weights / weights.sum()
+    a, b = params.dwell_min_h, params.dwell_max_h
+    means = []
+    for comp in params.components:
+        mu, s = _dwell_mu(comp), comp.dwell_sigma
+        fa, fb = ndtr((np.log(a) - mu) / s), ndtr((np.log(b) - mu) / s)
+        body = np.exp(mu + s * s / 2) * (ndtr((np.log(b) - mu - s * s) / s) - ndtr((np.log(a) - mu - s * s) / s))
+        means.append(a * fa + body + b * (1 - fb))
+    return float(weights @ np.array(means))
+
+
+def sample_day_multiplier(rng: np.random.Generator, params: EVArrivalParams) -> float:
+    """Day-level rate multiplier ``M ~ Gamma(k, 1/k)``, ``k = 1 / cv^2`` (M = 1 when cv = 0)."""
+    if params.day_rate_cv == 0:
+        return 1.0
+    k = 1.0 / params.day_rate_cv**2
+    return float(rng.gamma(k, 1.0 / k))
+
+
+def sample_arrivals(rng: np.random.Generator, params: EVArrivalParams, n_ports: np.ndarray,
+                    multiplier: float, battery_kwh: float, start_min: float = 0.0) -> ArrivalTable:
+    """Arrivals in ``[start_min, 1440)`` of the Poisson process with rate ``M lambda_s(t)``.
+
+    Counts per (5-min bin, station, component) are Poisson; times are uniform in
+    their bin. ``start_min`` must lie on the 5-minute grid.
+    """
+    first = int(round(start_min / GRID_MINUTES))
+    if not np.isclose(first * GRID_MINUTES, start_min):
+        raise ValueError(f"start_min must be a multiple of {GRID_MINUTES}, got {start_min}")
+    per_port = component_rates_per_port_h(params)[first:]                  # (B, C)
+    ports = np.asarray(n_ports, dtype=float)
+    mean = multiplier * per_port[:, None, :] * ports[None, :, None] * GRID_MINUTES / 60.0
+    counts = rng.poisson(mean)                                               # (B, S, C)
+    b_idx, s_idx, c_idx = np.nonzero(counts)
+    reps = counts[b_idx, s_idx, c_idx]
+    b_idx, s_idx, c_idx = (np.repeat(x, reps) for x in (b_idx, s_idx, c_idx))
+    n = b_idx.shape[0]
+    t_arr = (first + b_idx + rng.random(n)) * GRID_MINUTES
+    mu = np.array([_dwell_mu(c) for c in params.components])[c_idx]
+    sig = np.array([c.dwell_sigma for c in params.components])[c_idx]
+    dwell_h = np.clip(np.exp(mu + sig * rng.standard_normal(n)), params.dwell_min_h, params.dwell_max_h)
+    soc0 = rng.beta(*params.soc_arrival_beta, size=n)
+    soc_req = rng.uniform(*params.soc_request_range, size=n)
+    order = np.lexsort((s_idx, t_arr))
+    return ArrivalTable(station=s_idx[order], t_arrival_min=t_arr[order], dwell_min=dwell_h[order] * 60.0,
+                        component=c_idx[order], e_arrival_kwh=soc0[order] * battery_kwh,
+                        e_target_kwh=np.maximum(soc_req, soc0)[order] * battery_kwh)
+
+
+def _deadlines(table: ArrivalTable, patience_min: float) -> np.ndarray:
+    """Latest plug-in time: ``t_arrival + min(patience, dwell / 2)``."""
+    return table.t_arrival_min + np.minimum(patience_min, table.dwell_min / 2.0)
+
+
+def _initial_release(busy_until_min: list[np.ndarray] | None, n_ports: np.ndarray) -> list[list[float]]:
+    """Release times of occupied ports per station; with more EVs than ports, a port frees when
+    enough have left (keep the ``n_ports`` latest releases)."""
+    out = []
+    for s, p in enumerate(np.asarray(n_ports, dtype=int)):
+        rel = [] if busy_until_min is None else sorted(float(x) for x in busy_until_min[s])
+        out.append(rel[len(rel) - p:] if len(rel) > p else rel)
+    return out
+
+
+def simulate_ports_simpy(table: ArrivalTable, n_ports: np.ndarray, dt_minutes: int, patience_min: float,
+                         busy_until_min: list[np.ndarray] | None = None) -> PortResult:
+    """Serve arrivals with one simpy process per station (FIFO ports, impatient EVs); see module doc."""
+    env = simpy.Environment()
+    ports = [simpy.Resource(env, capacity=int(p)) for p in n_ports]
+    deadline = _deadlines(table, patience_min)
+    t_dep = table.t_departure_min
+    served: list[tuple[int, int, int]] = []
+    balked = np.zeros(len(ports), dtype=int)
+
+    def occupied(res: simpy.Resource, until: float):
+        req = res.request()
+        yield req
+        yield env.timeout(until - env.now)
+        res.release(req)
+
+    def ev(i: int, res: simpy.Resource):
+        req = res.request()
+        if req.triggered:                  # a port was free: no need for a patience timer
+            yield req
+        else:
+            yield req | env.timeout(deadline[i] - env.now)
+        if not req.triggered:
+            req.cancel()
+            balked[table.station[i]] += 1
+            return
+        a = math.floor(env.now / dt_minutes)
+        d = math.ceil(t_dep[i] / dt_minutes)
+        served.append((i, a, d))
+        yield env.timeout(d * dt_minutes - env.now)
+        res.release(req)
+
+    def station(s: int, idx: np.ndarray):
+        for i in idx:
+            yield env.timeout(table.t_arrival_min[i] - env.now)
+            env.process(ev(int(i), ports[s]))
+
+    for s, releases in enumerate(_initial_release(busy_until_min, n_ports)):
+        for until in releases:
+            env.process(occupied(ports[s], until))
+        env.process(station(s, np.flatnonzero(table.station == s)))
+    env.run()
+    return _port_result(served, balked, table.station, dt_minutes)
+
+
+def simulate_ports_fast(table: ArrivalTable, n_ports: np.ndarray, dt_minutes: int, patience_min: float,
+                        busy_until_min: list[np.ndarray] | None = None) -> PortResult:
+    """The same FIFO/impatient port model without simpy (a heap of port release times per station).
+
+    Serving EVs in arrival order, EV i plugs in at ``max(t_arrival, earliest release)``
+    if that is not after its deadline; this is what the simpy model does (FIFO), and a
+    test checks both give identical results. Used for the many sampled forecast paths.
+    """
+    deadline = _deadlines(table, patience_min).tolist()
+    t_dep = table.t_departure_min.tolist()
+    heaps = []
+    for rel, p in zip(_initial_release(busy_until_min, n_ports), np.asarray(n_ports, dtype=int)):
+        h = list(rel) + [-np.inf] * (int(p) - len(rel))
+        heapq.heapify(h)
+        heaps.append(h)
+    served: list[tuple[int, int, int]] = []
+    balked = np.zeros(len(heaps), dtype=int)
+    for i, (s, t_a) in enumerate(zip(table.station.tolist(), table.t_arrival_min.tolist())):
+        h = heaps[s]
+        t_plug = max(t_a, h[0])
+        if t_plug > deadline[i]:
+            balked[s] += 1
+            continue
+        a = math.floor(t_plug / dt_minutes)
+        d = math.ceil(t_dep[i] / dt_minutes)
+        heapq.heapreplace(h, float(d * dt_minutes))
+        served.append((i, a, d))
+    return _port_result(served, balked, table.station, dt_minutes)
+
+
+def _port_result(served: list[tuple[int, int, int]], balked: np.ndarray, station: np.ndarray,
+                 dt_minutes: int) -> PortResult:
+    """Collect served EVs; one that would plug in only after the day ends (queued past midnight)
+    is dropped and counted with the balked ones. Later EVs of that station plug in even later
+    (FIFO), so dropping after the simulation is exact."""
+    arr = np.array(sorted(served), dtype=int).reshape(-1, 3)
+    late = arr[:, 1] >= 1440 // dt_minutes
+    balked = balked + np.bincount(station[arr[late, 0]], minlength=balked.shape[0])
+    arr = arr[~late]
+    return PortResult(served=arr[:, 0], arrival_step=arr[:, 1], departure_step=arr[:, 2], balked=balked)
+
+
+def to_sessions(table: ArrivalTable, ports: PortResult, dt_minutes: int, battery_kwh: float,
+                charger_kw: float, efficiency: float) -> EVSessions:
+    """Build :class:`EVSessions` of the served EVs, sorted by arrival step, station, input order.
+
+    Requested energy: ``e_req = min(e_target, e0 + eta p_max dt (d - a), E_cap)`` (reachable).
+    """
+    i, a, d = ports.served, ports.arrival_step, ports.departure_step
+    e0 = table.e_arrival_kwh[i]
+    reach = e0 + efficiency * charger_kw * (dt_minutes / 60.0) * (d - a)
+    e_req = np.minimum(np.minimum(table.e_target_kwh[i], reach), battery_kwh)
+    st = table.station[i]
+    order = np.lexsort((i, st, a))
+    n = len(i)
+    return EVSessions(station=st[order], arrival_step=a[order], departure_step=d[order],
+                      e_arrival_kwh=e0[order], e_request_kwh=np.maximum(e_req, e0)[order],
+                      e_capacity_kwh=np.full(n, battery_kwh), p_max_kw=np.full(n, charger_kw),
+                      efficiency=np.full(n, efficiency))
+
+
+def connected_counts(ev: EVSessions, n_steps_: int, n_stations: int, start_step: int = 0) -> np.ndarray:
+    """EVs connected per step and station, ``#{i : a_i <= k < d_i}``, for steps start..start+n-1; shape (n, S)."""
+    delta = np.zeros((n_steps_ + 1, n_stations), dtype=int)
+    a = np.clip(ev.arrival_step - start_step, 0, n_steps_)
+    d = np.clip(ev.departure_step - start_step, 0, n_steps_)
+    np.add.at(delta, (a, ev.station), 1)
+    np.add.at(delta, (d, ev.station), -1)
+    return np.cumsum(delta, axis=0)[:n_steps_]
+
+
+def arrival_counts(ev: EVSessions, n_steps_: int, n_stations: int, start_step: int = 0) -> np.ndarray:
+    """Sessions starting per step and station (plug-in step ``a_i``), shape (n, S)."""
+    out = np.zeros((n_steps_, n_stations), dtype=int)
+    k = ev.arrival_step - start_step
+    ok = (k >= 0) & (k < n_steps_)
+    np.add.at(out, (k[ok], ev.station[ok]), 1)
+    return out
