@@ -48,13 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("cases", help="list the named grid cases")
     p.set_defaults(func=_cmd_cases)
-    for register in _REGISTRARS:
+    for register in _registrars():
         register(sub)
     return parser
 
 
-# Other modules add their sub-commands here (name -> add_parser function).
-_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
+def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """The sub-commands defined in their own modules."""
+    from controller import cli_scenarios
+
+    return [cli_scenarios.add_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
