@@ -1,0 +1,351 @@
+"""The active-power action of the env in physical units, and its Box(-1, 1) encoding.
+
+A :class:`Dispatch` holds one array per controllable quantity, sized by the grid.
+Components are concatenated over the feeders in feeder order; the transmission
+network's DER (wind farms) come after all feeders' DER:
+
+=====================  ===========  ==============================================  =====================
+field                  size         meaning                                          a = -1 .. a = +1
+=====================  ===========  ==============================================  =====================
+``ev_p_mw``            n_evcs       aggregate charging power of each station         p_min .. p_max now
+``storage_p_mw``       n_storage    battery power, + = charging (grid side)          -p_max .. +p_max
+``der_curtail_frac``   n_der        share of available PV/wind output spilled       1 (all) .. 0 (none)
+``thermal_p_mw``       n_gen        thermal setpoints (T-D cases only)               p_min .. p_max
+``thermal_r_up_mw``    n_gen        cleared up-reserve                               0 .. ramp dt
+``thermal_r_dn_mw``    n_gen        cleared down-reserve                             0 .. ramp dt
+``ev_r_up_mw``         n_evcs*      station up-regulation (charge less) offered      0 .. p_max - p_min now
+``ev_r_dn_mw``         n_evcs*      station down-regulation (charge more) offered    0 .. p_max - p_min now
+``q_comp_mvar``        n_comp**     compensator setpoints, + = injecting             q_min .. q_max
+=====================  ===========  ==============================================  =====================
+
+``*`` zero-length on single-feeder cases (no boundary to offer reserve to), like the
+thermal fields. ``**`` present only when the reactive setpoints are part of the action
+(``reactive="action"``); otherwise ``q_comp_mvar`` is ``None``.
+
+Each action entry ``a`` in ``[-1, 1]`` maps linearly onto the field's range at this step,
+``x = x(-1) + (a + 1) / 2 * (x(+1) - x(-1))`` (the ranges come from
+:class:`ActionLimits`, built by the simulator per step). Entries outside ``[-1, 1]``
+extrapolate linearly; the simulator then projects the dispatch onto the feasible set
+and reports what it moved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from env.network import Grid
+
+__all__ = ["ActionLimits", "Dispatch", "DispatchSizes", "FIELDS"]
+
+#: Field names in array-layout order.
+FIELDS: tuple[str, ...] = (
+    "ev_p_mw", "storage_p_mw", "der_curtail_frac", "thermal_p_mw", "thermal_r_up_mw",
+    "thermal_r_dn_mw", "ev_r_up_mw", "ev_r_dn_mw", "q_comp_mvar",
+)
+# fields whose action maps decreasingly (a = -1 -> the upper end of the range)
+_DECREASING = frozenset({"der_curtail_frac"})
+
+
+@dataclass(frozen=True)
+class DispatchSizes:
+    """Number of entries of every :class:`Dispatch` field.
+
+    Attributes:
+        n_evcs: EV stations (all feeders).
+        n_storage: batteries (all feeders).
+        n_der: PV and wind units (feeders, then transmission).
+        n_gen: thermal units (0 without transmission).
+        n_ev_reserve: stations offering boundary reserve (= n_evcs on T-D cases, else 0).
+        n_comp: compensators (all feeders).
+        reactive: whether ``q_comp_mvar`` is part of the action.
+    """
+
+    n_evcs: int
+    n_storage: int
+    n_der: int
+    n_gen: int
+    n_ev_reserve: int
+    n_comp: int
+    reactive: bool = False
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "reactive":
+                object.__setattr__(self, f.name, bool(value))
+            elif int(value) != value or value < 0:
+                raise ValueError(f"DispatchSizes.{f.name}: must be an integer >= 0, got {value!r}")
+            else:
+                object.__setattr__(self, f.name, int(value))
+        if self.n_ev_reserve not in (0, self.n_evcs):
+            raise ValueError(f"DispatchSizes.n_ev_reserve: must be 0 or n_evcs={self.n_evcs}")
+        sizes = {
+            "ev_p_mw": self.n_evcs, "storage_p_mw": self.n_storage, "der_curtail_frac": self.n_der,
+            "thermal_p_mw": self.n_gen, "thermal_r_up_mw": self.n_gen, "thermal_r_dn_mw": self.n_gen,
+            "ev_r_up_mw": self.n_ev_reserve, "ev_r_dn_mw": self.n_ev_reserve,
+            "q_comp_mvar": self.n_comp if self.reactive else 0,
+        }
+        layout, start = [], 0
+        for name in FIELDS:
+            if name == "q_comp_mvar" and not self.reactive:
+                continue
+            layout.append((name, slice(start, start + sizes[name])))
+            start += sizes[name]
+        sign = np.ones(start)
+        for name, sl in layout:
+            if name in _DECREASING:
+                sign[sl] = -1.0
+        sign.flags.writeable = False
+        # derived, cached (not dataclass fields: equality and hashing use the counts only)
+        object.__setattr__(self, "_field_sizes", sizes)
+        object.__setattr__(self, "_layout", tuple(layout))
+        object.__setattr__(self, "_n_action", start)
+        object.__setattr__(self, "_sign", sign)
+
+    @classmethod
+    def from_grid(cls, grid: "Grid", reactive: bool = False) -> "DispatchSizes":
+        """Sizes of ``grid``'s dispatch (see the module table)."""
+        feeders = grid.feeders
+        n_evcs = sum(len(f.evcs) for f in feeders)
+        t = grid.transmission
+        return cls(
+            n_evcs=n_evcs,
+            n_storage=sum(len(f.storage) for f in feeders),
+            n_der=sum(len(f.der) for f in feeders) + (len(t.der) if t is not None else 0),
+            n_gen=len(t.gen) if t is not None else 0,
+            n_ev_reserve=n_evcs if t is not None else 0,
+            n_comp=sum(len(f.compensator) for f in feeders),
+            reactive=reactive,
+        )
+
+    def field_size(self, name: str) -> int:
+        """Number of entries of field ``name`` (0 for ``q_comp_mvar`` when not reactive)."""
+        try:
+            return self._field_sizes[name]  # type: ignore[attr-defined]
+        except KeyError:
+            raise ValueError(f"DispatchSizes: unknown field {name!r}; valid: {list(FIELDS)}") from None
+
+    def layout(self) -> list[tuple[str, slice]]:
+        """``(field, slice)`` of every field present in the flat action, in order."""
+        return list(self._layout)  # type: ignore[attr-defined]
+
+    @property
+    def n_action(self) -> int:
+        """Length of the flat action vector."""
+        return self._n_action  # type: ignore[attr-defined]
+
+    def where(self, index: int) -> str:
+        """``"field[i]"`` for a flat action index (for error messages)."""
+        for name, sl in self._layout:  # type: ignore[attr-defined]
+            if sl.start <= index < sl.stop:
+                return f"{name}[{index - sl.start}]"
+        raise IndexError(f"action index {index} outside 0..{self.n_action - 1}")
+
+
+GridOrSizes = Union["Grid", DispatchSizes]
+
+
+def _sizes(grid_or_sizes: GridOrSizes, reactive: bool) -> DispatchSizes:
+    if isinstance(grid_or_sizes, DispatchSizes):
+        return grid_or_sizes
+    return DispatchSizes.from_grid(grid_or_sizes, reactive=reactive)
+
+
+def _ro(arr: np.ndarray) -> np.ndarray:
+    arr.flags.writeable = False
+    return arr
+
+
+@dataclass(frozen=True)
+class ActionLimits:
+    """Ranges of every dispatch field at one step, flat in the action layout (physical units).
+
+    ``low[i] <= high[i]``. Action ``a = -1`` maps to ``low`` and ``+1`` to ``high``, except
+    for ``der_curtail_frac`` where ``a = -1`` means 1 (all curtailed) and ``+1`` means 0.
+    These are the ranges of the *encoding*; the simulator's projection may be tighter
+    (storage energy, thermal ramp from the last setpoint, reserve headroom).
+
+    Attributes:
+        sizes: sizes of the dispatch.
+        low, high: (n_action,) lower and upper end of each entry's range.
+        step: the step these limits belong to.
+    """
+
+    sizes: DispatchSizes
+    low: np.ndarray
+    high: np.ndarray
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        n = self.sizes.n_action
+        for name in ("low", "high"):
+            arr = np.array(getattr(self, name), dtype=float)
+            if arr.shape != (n,):
+                raise ValueError(f"ActionLimits.{name}: expected shape ({n},), got {arr.shape}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"ActionLimits.{name}: values must be finite")
+            object.__setattr__(self, name, _ro(arr))
+        bad = np.flatnonzero(self.low > self.high + 1e-12)
+        if bad.size:
+            raise ValueError(f"ActionLimits: low > high at {self.sizes.where(int(bad[0]))}")
+        self._derive()
+
+    def _derive(self) -> None:
+        sign = self.sizes._sign  # type: ignore[attr-defined]
+        object.__setattr__(self, "_at_minus", np.where(sign > 0, self.low, self.high))
+        object.__setattr__(self, "_span", sign * (self.high - self.low))
+
+    @classmethod
+    def _trusted(cls, sizes: DispatchSizes, low: np.ndarray, high: np.ndarray, step: int) -> "ActionLimits":
+        """Build without validation from fresh finite arrays with ``low <= high`` (simulator fast path)."""
+        obj = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(obj, "sizes", sizes)
+        setattr_(obj, "low", _ro(low))
+        setattr_(obj, "high", _ro(high))
+        setattr_(obj, "step", step)
+        obj._derive()
+        return obj
+
+    def bounds(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, high)`` of field ``name`` (views)."""
+        for fname, sl in self.sizes.layout():
+            if fname == name:
+                return self.low[sl], self.high[sl]
+        raise ValueError(f"ActionLimits: unknown or absent field {name!r}; present: "
+                         f"{[f for f, _ in self.sizes.layout()]}")
+
+    def decode(self, a: np.ndarray) -> np.ndarray:
+        """Flat physical values of a flat action: ``x(-1) + (a + 1)/2 (x(+1) - x(-1))``."""
+        return self._at_minus + (a + 1.0) * 0.5 * self._span  # type: ignore[attr-defined]
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`decode`, clipped to [-1, 1]; 0 where a range is a single point."""
+        span = self._span  # type: ignore[attr-defined]
+        safe = np.where(span != 0.0, span, 1.0)
+        a = np.where(span != 0.0, 2.0 * (x - self._at_minus) / safe - 1.0, 0.0)  # type: ignore[attr-defined]
+        return np.clip(a, -1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Active-power dispatch of one step in physical units (see the module docstring).
+
+    All fields are read-only 1-D float arrays; ``q_comp_mvar`` is ``None`` unless the
+    reactive setpoints are part of the action. Construction checks that each field is
+    1-D and finite; the sizes against a grid are checked by :meth:`check_sizes`.
+    """
+
+    ev_p_mw: np.ndarray
+    storage_p_mw: np.ndarray
+    der_curtail_frac: np.ndarray
+    thermal_p_mw: np.ndarray
+    thermal_r_up_mw: np.ndarray
+    thermal_r_dn_mw: np.ndarray
+    ev_r_up_mw: np.ndarray
+    ev_r_dn_mw: np.ndarray
+    q_comp_mvar: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in FIELDS:
+            value = getattr(self, name)
+            if value is None and name == "q_comp_mvar":
+                continue
+            arr = np.array(value, dtype=float)
+            if arr.ndim != 1:
+                raise ValueError(f"Dispatch.{name}: expected a 1-D array, got shape {arr.shape}")
+            bad = np.flatnonzero(~np.isfinite(arr))
+            if bad.size:
+                raise ValueError(f"Dispatch.{name}[{bad[0]}] is {arr[bad[0]]} (values must be finite)")
+            object.__setattr__(self, name, _ro(arr))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def _trusted(cls, flat: np.ndarray, sizes: DispatchSizes) -> "Dispatch":
+        """Build from a finite flat vector of the right length without re-validating (fast path)."""
+        obj = object.__new__(cls)
+        flat.flags.writeable = False
+        setattr_ = object.__setattr__
+        for name, sl in sizes._layout:  # type: ignore[attr-defined]
+            setattr_(obj, name, flat[sl])
+        if not sizes.reactive:
+            setattr_(obj, "q_comp_mvar", None)
+        return obj
+
+    @classmethod
+    def from_array(cls, a: np.ndarray, limits: ActionLimits) -> "Dispatch":
+        """Decode a flat action (layout of :meth:`layout`) with this step's ``limits``.
+
+        Raises:
+            ValueError: wrong shape, or a NaN/inf entry (the message names the field).
+        """
+        sizes = limits.sizes
+        arr = np.asarray(a, dtype=float)
+        n = sizes.n_action
+        if arr.shape != (n,):
+            lay = ", ".join(f"{f}[{s.start}:{s.stop}]" for f, s in sizes.layout())
+            raise ValueError(f"Dispatch.from_array: expected an action of shape ({n},) "
+                             f"laid out as {lay}; got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            i = int(np.flatnonzero(~np.isfinite(arr))[0])
+            raise ValueError(f"Dispatch.from_array: action[{i}] ({sizes.where(i)}) is {arr[i]}; "
+                             "actions must be finite")
+        return cls._trusted(limits.decode(arr), sizes)
+
+    @classmethod
+    def zeros(cls, grid_or_sizes: GridOrSizes, reactive: bool = False) -> "Dispatch":
+        """All-zero dispatch of a grid (or of given sizes)."""
+        sizes = _sizes(grid_or_sizes, reactive)
+        return cls._trusted(np.zeros(sizes.n_action), sizes)
+
+    @classmethod
+    def from_flat(cls, x: np.ndarray, grid_or_sizes: GridOrSizes, reactive: bool = False) -> "Dispatch":
+        """Build from a flat vector of *physical* values in the layout order (validated)."""
+        sizes = _sizes(grid_or_sizes, reactive)
+        arr = np.array(x, dtype=float)
+        if arr.shape != (sizes.n_action,):
+            raise ValueError(f"Dispatch.from_flat: expected shape ({sizes.n_action},), got {arr.shape}")
+        parts = {name: arr[sl] for name, sl in sizes.layout()}
+        return cls(**parts)
+
+    @staticmethod
+    def layout(grid_or_sizes: GridOrSizes, reactive: bool = False) -> list[tuple[str, slice]]:
+        """``(field, slice)`` pairs of the flat action of a grid, in order."""
+        return _sizes(grid_or_sizes, reactive).layout()
+
+    # ------------------------------------------------------------------ views
+    def to_flat(self) -> np.ndarray:
+        """Physical values concatenated in the layout order."""
+        parts = [getattr(self, n) for n in FIELDS if getattr(self, n) is not None]
+        return np.concatenate(parts)
+
+    def to_array(self, limits: ActionLimits) -> np.ndarray:
+        """Encode as a float32 action in [-1, 1] (inverse of :meth:`from_array` within range)."""
+        self.check_sizes(limits.sizes)
+        return limits.encode(self.to_flat()).astype(np.float32)
+
+    def check_sizes(self, sizes: DispatchSizes) -> None:
+        """Raise ValueError naming the first field whose length does not match ``sizes``."""
+        for name in FIELDS:
+            value = getattr(self, name)
+            if name == "q_comp_mvar":
+                if value is None:
+                    continue
+                want = sizes.n_comp
+            else:
+                want = sizes.field_size(name)
+            if value.shape != (want,):
+                raise ValueError(f"Dispatch.{name}: expected shape ({want},) for this grid, got {value.shape}")
+
+    def replace(self, **changes: np.ndarray | None) -> "Dispatch":
+        """A copy with some fields replaced (validated); unknown names raise listing the fields."""
+        unknown = sorted(set(changes) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"Dispatch.replace: unknown fields {unknown}; valid: {list(FIELDS)}")
+        values = {name: getattr(self, name) for name in FIELDS}
+        values.update(changes)
+        return Dispatch(**values)

@@ -1,0 +1,182 @@
+"""The Gymnasium environment: a thin :class:`gymnasium.Env` over :class:`env.simulator.GridSimulator`.
+
+``TDGridEnv(case="d33", regime="cloudy", dt_minutes=15, reactive="none")`` plays one sampled
+day per episode. ``reset(seed=...)`` seeds ``self.np_random`` and draws the day's seed from
+it (or takes ``options={"scenario_seed": k}``); ``step(action)`` decodes the ``Box(-1, 1)``
+action with :meth:`env.dispatch.Dispatch.from_array`, plays the interval and returns
+``reward = -total cost``; ``terminated`` is True after the day's last step (``truncated``
+only ever comes from a ``TimeLimit`` wrapper). ``info`` holds the cost breakdown, the
+violations, the projection report and the physics summary (see :meth:`StepOutcome.info`).
+
+For policies acting in physical units: ``env.unwrapped.step_dispatch(dispatch)``,
+``env.unwrapped.limits`` (this step's :class:`ActionLimits`), ``env.unwrapped.observation_typed``
+(the typed :class:`Observation`, with its ``forecast``) and ``env.unwrapped.simulator``.
+A reactive controller sets the compensators for the next step with
+``env.unwrapped.set_reactive(q_mvar)`` (used when the action carries no ``q_comp_mvar``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from env.cases import case_names, load_case
+from env.dispatch import ActionLimits, Dispatch
+from env.observation import Observation, ObservationEncoder
+from env.simulator import GridModel, GridSimulator, SimulatorSettings, StepOutcome, observation_spec
+
+__all__ = ["TDGridEnv", "VALID_DT_MINUTES", "VALID_REACTIVE"]
+
+VALID_DT_MINUTES: tuple[int, ...] = (5, 15, 60)
+VALID_REACTIVE: tuple[str, ...] = ("none", "action")
+_ENV_KWARGS: tuple[str, ...] = ("case", "regime", "dt_minutes", "reactive")
+_RESET_OPTIONS: tuple[str, ...] = ("scenario_seed",)
+_SEED_HIGH = 2**31 - 1
+
+
+def _regime_names() -> tuple[str, ...]:
+    from scenarios.regimes import regime_names
+
+    return tuple(regime_names())
+
+
+class TDGridEnv(gym.Env):
+    """One day of a T-D grid (or a single feeder) under stochastic load, renewables and EVs.
+
+    Args:
+        case: grid case name (``env.case_names()``).
+        regime: weather/demand regime of the sampled days (``scenarios.regimes.regime_names()``).
+        dt_minutes: step length, one of 5, 15, 60 (``1440 / dt_minutes`` steps per day).
+        reactive: ``"none"``: compensators are set by ``set_reactive`` (else 0);
+            ``"action"``: their setpoints are the last block of the action.
+        **settings: :class:`env.simulator.SimulatorSettings` fields (e.g. ``v2g``,
+            ``forecast_obs``, ``ev_reserve_price_per_mwh``).
+
+    Raises:
+        ValueError: unknown case, regime, dt, reactive mode or keyword (listing the valid ones).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, case: str = "d33", regime: str = "cloudy", dt_minutes: int = 15,
+                 reactive: str = "none", **settings: Any) -> None:
+        super().__init__()
+        valid_settings = [f.name for f in fields(SimulatorSettings)]
+        unknown = sorted(set(settings) - set(valid_settings))
+        if unknown:
+            raise ValueError(f"TDGridEnv: unknown keyword arguments {unknown}; valid: "
+                             f"{list(_ENV_KWARGS) + valid_settings}")
+        if case not in case_names():
+            raise ValueError(f"TDGridEnv: unknown case {case!r}; valid cases: {list(case_names())}")
+        regimes = _regime_names()
+        if regime not in regimes:
+            raise ValueError(f"TDGridEnv: unknown regime {regime!r}; valid regimes: {list(regimes)}")
+        if isinstance(dt_minutes, bool) or dt_minutes not in VALID_DT_MINUTES:
+            raise ValueError(f"TDGridEnv: dt_minutes must be one of {list(VALID_DT_MINUTES)}, got {dt_minutes!r}")
+        if reactive not in VALID_REACTIVE:
+            raise ValueError(f"TDGridEnv: reactive must be one of {list(VALID_REACTIVE)}, got {reactive!r}")
+        self.case, self.regime, self.dt_minutes, self.reactive = case, regime, int(dt_minutes), reactive
+        self.settings = SimulatorSettings.from_kwargs(**settings)
+        self.grid = load_case(case)
+        self.model = GridModel(self.grid, reactive=reactive == "action")
+        self.n_steps = 1440 // self.dt_minutes
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(self.model.sizes.n_action,), dtype=np.float32)
+        self._encoder = ObservationEncoder(observation_spec(self.model, self.dt_minutes, self.settings))
+        self.observation_space = self._encoder.space
+        self.simulator: GridSimulator | None = None
+        self.scenario_seed: int | None = None
+        self.last_outcome: StepOutcome | None = None
+        self._q_next: np.ndarray | None = None
+        self._obs: Observation | None = None
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start a new day: its seed comes from ``self.np_random`` unless ``options["scenario_seed"]``."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(_RESET_OPTIONS))
+        if unknown:
+            raise ValueError(f"TDGridEnv.reset: unknown options {unknown}; valid: {list(_RESET_OPTIONS)}")
+        day_seed = options.get("scenario_seed")
+        if day_seed is None:
+            day_seed = int(self.np_random.integers(0, _SEED_HIGH))
+        elif isinstance(day_seed, bool) or not isinstance(day_seed, (int, np.integer)) or day_seed < 0:
+            raise ValueError(f"TDGridEnv.reset: options['scenario_seed'] must be an int >= 0, got {day_seed!r}")
+        from scenarios.day import sample_day
+
+        scenario = sample_day(self.grid, self.regime, int(day_seed), self.dt_minutes)
+        self.simulator = GridSimulator(self.grid, scenario, self.settings, model=self.model)
+        self.scenario_seed = int(day_seed)
+        self.last_outcome = None
+        self._q_next = None
+        self._obs = self.simulator.observe()
+        return self._encoder.encode(self._obs), {"scenario_seed": self.scenario_seed, "step": 0}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Decode ``action`` (layout: ``Dispatch.layout``) and play one step.
+
+        Raises:
+            ValueError: wrong action shape or a NaN/inf entry (naming the field).
+            RuntimeError: ``reset`` was not called, or the day is over.
+        """
+        sim = self._running()
+        return self._play(Dispatch.from_array(action, sim.limits()))
+
+    def step_dispatch(self, dispatch: Dispatch) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Play one step with a dispatch in physical units (projected like any action)."""
+        self._running()
+        if not isinstance(dispatch, Dispatch):
+            raise ValueError(f"TDGridEnv.step_dispatch: expected a Dispatch, got {type(dispatch).__name__}")
+        return self._play(dispatch)
+
+    def _play(self, dispatch: Dispatch) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        sim = self.simulator
+        assert sim is not None
+        outcome = sim.step(dispatch, None if dispatch.q_comp_mvar is not None else self._q_next)
+        self._q_next = None
+        self.last_outcome = outcome
+        self._obs = sim.observe()
+        return self._encoder.encode(self._obs), float(outcome.reward), sim.done, False, outcome.info()
+
+    def _running(self) -> GridSimulator:
+        if self.simulator is None:
+            raise RuntimeError("TDGridEnv: call reset() before step()")
+        if self.simulator.done:
+            raise RuntimeError("TDGridEnv: the day is over (terminated); call reset()")
+        return self.simulator
+
+    # ------------------------------------------------------------------ for controllers
+    def set_reactive(self, q_comp_mvar: np.ndarray) -> None:
+        """Compensator setpoints (MVAr, + = injecting) for the next step only (projected to limits).
+
+        Raises:
+            ValueError: wrong shape or non-finite values.
+        """
+        q = np.array(q_comp_mvar, dtype=float)
+        n = self.model.sizes.n_comp
+        if q.shape != (n,):
+            raise ValueError(f"TDGridEnv.set_reactive: q_comp_mvar must have shape ({n},), got {q.shape}")
+        if not np.isfinite(q).all():
+            raise ValueError("TDGridEnv.set_reactive: q_comp_mvar must be finite")
+        self._q_next = q
+
+    @property
+    def observation_typed(self) -> Observation:
+        """The typed observation of the current step (with ``forecast``)."""
+        if self._obs is None:
+            raise RuntimeError("TDGridEnv: call reset() first")
+        return self._obs
+
+    @property
+    def limits(self) -> ActionLimits:
+        """The ranges of this step's action encoding."""
+        return self._running().limits()
+
+    def dispatch_layout(self) -> list[tuple[str, slice]]:
+        """``(field, slice)`` of the flat action."""
+        return self.model.sizes.layout()
