@@ -37,6 +37,7 @@ says which and why.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -335,7 +336,9 @@ class FeederReactiveSOCP:
         """One solve; any solver exception or non-optimal status is a failure (recorded)."""
         problem = self._problem_for(solver)
         try:
-            problem.solve(solver=solver, enforce_dpp=True)
+            with warnings.catch_warnings():  # an inaccurate solve is a recorded failure, not a warning
+                warnings.simplefilter("ignore", UserWarning)
+                problem.solve(solver=solver, enforce_dpp=True)
         except cp.error.SolverError as err:
             return _Attempt(False, f"SolverError: {err}", np.nan)
         if problem.status != cp.OPTIMAL:

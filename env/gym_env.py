@@ -172,6 +172,10 @@ class TDGridEnv(gym.Env):
             raise RuntimeError("TDGridEnv: call reset() first")
         return self._obs
 
+    def encode_observation(self, obs: Observation) -> dict[str, np.ndarray]:
+        """The gym ``Dict`` encoding of a typed observation (what an agent sees)."""
+        return self._encoder.encode(obs)
+
     @property
     def limits(self) -> ActionLimits:
         """The ranges of this step's action encoding."""
