@@ -88,6 +88,8 @@ class RollingController:
         """
         self.env.reset(seed=seed, options={"scenario_seed": int(seed)})
         self.policy.reset(seed)
+        if hasattr(self.policy, "observe_day"):  # clairvoyant yardsticks only (perfect information)
+            self.policy.observe_day(self.base.simulator.scenario)
         if self.compensator is not None:
             self.compensator.reset()
         rng = np.random.default_rng([int(seed), 2])  # the SOCP's sampling stream, per day

@@ -19,6 +19,10 @@ class Policy(Protocol):
     ``act`` sees only the typed :class:`~env.observation.Observation` of step ``t``
     and the non-anticipative ``forecast`` of the rest of the day (may be ``None``),
     and returns the active-power :class:`~env.dispatch.Dispatch` in physical units.
+
+    A clairvoyant yardstick (perfect information) may also define
+    ``observe_day(scenario)``; the controller then hands it the realized day after
+    ``reset``. Ordinary policies must not.
     """
 
     name: str
