@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("stable_baselines3", reason="needs the rl extra: pip install -e '.[rl]'")
-
 
 def _example():  # noqa: ANN202 - the example module
     path = Path(__file__).parents[2] / "examples" / "train_ppo.py"
@@ -23,6 +21,7 @@ def _example():  # noqa: ANN202 - the example module
 
 @pytest.mark.slow
 def test_ppo_trains_a_few_thousand_steps_and_is_evaluated_like_any_policy() -> None:
+    pytest.importorskip("stable_baselines3", reason="the rl extra is needed: pip install -e '.[rl]'")
     example = _example()
     model = example.train(timesteps=2048, seed=0, socp=False)
     table = example.evaluate(model, days=1, seed=7)
