@@ -1,0 +1,374 @@
+"""Simulation-based rollout (seed 003, Algorithm 1; Bertsekas, MATH.md §7).
+
+At step ``t`` the rollout improves the base action ``u_base`` (seed 003's heuristic,
+:class:`policies.heuristic.HeuristicPolicy`) by a one-step lookahead
+
+    mu_tilde(x_t) in argmin_u  Q(u),   Q(u) = E[ g_t(x_t, u) + J_base,t+1(f_t(x_t, u, w)) ],
+
+with the expectation replaced by the mean over ``M`` future paths sampled from the
+non-anticipative forecast (``forecast.sample(M, rng)``) and the base policy's cost-to-go
+simulated to the end of the day in :class:`policies.surrogate.DaySurrogate`.
+
+* **Candidates** per controllable component (EV station power, storage power, DER
+  curtailment share, and thermal setpoints on T-D cases): ``u_i +- j delta span_i``,
+  ``j = 1..k``, projected to the step's limits (``span_i``: the station's flexible range
+  ``p_max - p_min`` now, the storage rating, 1 for a curtailment share, ``ramp dt`` for a unit).
+* **Multiagent rollout**: one component at a time, the others held at their current choice
+  (the components already decided at their chosen values, the rest at the base action), so
+  the work is linear in the number of components. The base action is the first candidate.
+* **Common random numbers**: every candidate of a step is simulated on the same paths; the
+  component switches to its best candidate only when the mean paired difference
+  ``mean_m (Q_m(u) - Q_m(u_current))`` is below ``-z SE`` (``SE = 0`` when ``M = 1``, seed
+  003's single-simulation case). With exact expectations this keeps rollout's cost
+  improvement property ``J_rollout <= J_base``.
+* ``no_exchange=True`` rolls out the no-exchange base rule (seed 003's third case); candidates
+  keep its constraint: every DER curtails at least the share that stops its node exporting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from env.dispatch import Dispatch
+from env.network import Grid
+from env.observation import Observation
+from env.physics.sweep import PowerFlowError
+from policies.heuristic import HeuristicPolicy
+from policies.surrogate import ActionBatch, DayPaths, DaySurrogate, EVTracker, Lookahead, SurrogateSettings, \
+    SurrogateState
+
+__all__ = ["COMPONENTS", "RolloutDecision", "RolloutPolicy", "RolloutRound", "RolloutSettings", "StepLimits",
+           "candidate_values", "choose", "improve"]
+
+#: Component kinds in the order the multiagent rollout visits them.
+COMPONENTS: tuple[str, ...] = ("ev", "storage", "curtail", "thermal")
+_FIELD = {"ev": "ev_p_mw", "storage": "storage_p_mw", "curtail": "der_curtail_frac", "thermal": "thermal_p_mw"}
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """Settings of :class:`RolloutPolicy` (frozen; unknown keys raise, see :meth:`from_kwargs`).
+
+    Attributes:
+        n_sims: ``M``, sampled future paths per step (1 = seed 003's single-simulation case).
+        delta: candidate step as a share of each component's span (see the module docstring).
+        n_levels: ``k``, candidates ``+- j delta span`` for ``j = 1..k``.
+        z: switch only when the mean paired difference is below ``-z SE``.
+        no_exchange: roll out the no-exchange base rule.
+        reserve_margin: the base rule's thermal reserve margin (T-D cases).
+        components: component kinds to improve (subset of ``ev, storage, curtail, thermal``).
+        q_comp_mvar: compensator output assumed in the simulations (each unit, MVAr).
+        seed: the policy's own seed; the paths of step ``t`` of day ``d`` come from
+            ``default_rng([seed, d, t])``.
+    """
+
+    n_sims: int = 8
+    delta: float = 0.5
+    n_levels: int = 2
+    z: float = 1.0
+    no_exchange: bool = False
+    reserve_margin: float = 0.10
+    components: tuple[str, ...] = COMPONENTS
+    q_comp_mvar: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_sims, bool) or not isinstance(self.n_sims, (int, np.integer)) or self.n_sims < 1:
+            raise ValueError(f"RolloutSettings.n_sims: must be an integer >= 1, got {self.n_sims!r}")
+        if not (np.isfinite(self.delta) and self.delta > 0):
+            raise ValueError(f"RolloutSettings.delta: must be > 0, got {self.delta}")
+        if isinstance(self.n_levels, bool) or not isinstance(self.n_levels, (int, np.integer)) or self.n_levels < 1:
+            raise ValueError(f"RolloutSettings.n_levels: must be an integer >= 1, got {self.n_levels!r}")
+        if not (np.isfinite(self.z) and self.z >= 0):
+            raise ValueError(f"RolloutSettings.z: must be >= 0, got {self.z}")
+        comps = tuple(self.components)
+        bad = sorted(set(comps) - set(COMPONENTS))
+        if bad:
+            raise ValueError(f"RolloutSettings.components: unknown {bad}; valid: {list(COMPONENTS)}")
+        object.__setattr__(self, "components", tuple(c for c in COMPONENTS if c in comps))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"RolloutSettings.seed: must be an integer >= 0, got {self.seed!r}")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "RolloutSettings":
+        """Build from keyword arguments; unknown keys raise ValueError listing the valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise ValueError(f"RolloutSettings: unknown keys {unknown}; valid keys: {valid}")
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class RolloutRound:
+    """One component's round: its candidate values (``values[0]`` = the current value, which
+    is the base action's), the mean Q and the paired difference statistics against ``values[0]``."""
+
+    kind: str
+    index: int
+    values: np.ndarray
+    q_mean: np.ndarray
+    diff_mean: np.ndarray
+    diff_se: np.ndarray
+    chosen: int
+
+
+@dataclass(frozen=True)
+class RolloutDecision:
+    """What the rollout did at one step (``policy.last_decision``)."""
+
+    step: int
+    base: Dispatch
+    chosen: Dispatch
+    rounds: tuple[RolloutRound, ...]
+    q_base_mean: float
+    q_chosen_mean: float
+    n_paths: int
+    decision_ms: float
+
+    @property
+    def switched(self) -> bool:
+        """Whether any component moved away from the base action."""
+        return any(r.chosen > 0 for r in self.rounds)
+
+
+def choose(q: np.ndarray, q_current: np.ndarray, weights: np.ndarray, z: float
+           ) -> tuple[int, np.ndarray, np.ndarray]:
+    """Pick among candidates by paired differences against the current choice.
+
+    ``d_cm = Q_cm - Q_current,m``; ``mean_c = sum_m w_m d_cm``; with ``n_eff = 1/sum w^2``,
+    ``SE_c^2 = sum_m w_m (d_cm - mean_c)^2 / (n_eff - 1)`` (0 when ``n_eff <= 1``). Returns the
+    best candidate's index if ``mean < -z SE`` (and below a 1e-9 relative tolerance), else -1,
+    with the means and SEs.
+    """
+    d = q - q_current[None, :]
+    mean = d @ weights
+    n_eff = 1.0 / float((weights * weights).sum())
+    if n_eff > 1.0 + 1e-9:
+        se = np.sqrt(np.maximum(((d - mean[:, None]) ** 2) @ weights, 0.0) / (n_eff - 1.0))
+    else:
+        se = np.zeros_like(mean)
+    best = int(np.argmin(mean))
+    tol = 1e-9 * max(1.0, float(np.abs(q_current @ weights)))
+    return (best if mean[best] < -z * se[best] - tol else -1), mean, se
+
+
+@dataclass(frozen=True)
+class StepLimits:
+    """(low, high, span) of every component kind at one step, as the env projects the action.
+
+    ``span`` scales the candidate steps: the station's flexible range ``p_max - p_min`` now, the
+    storage rating, 1 for a curtailment share (0 when the unit has no output), ``ramp dt``.
+    """
+
+    ev: tuple[np.ndarray, np.ndarray, np.ndarray]
+    storage: tuple[np.ndarray, np.ndarray, np.ndarray]
+    curtail: tuple[np.ndarray, np.ndarray, np.ndarray]
+    thermal: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    @classmethod
+    def build(cls, sur: DaySurrogate, ev_lo_mw: np.ndarray, ev_hi_mw: np.ndarray, storage_e_mwh: np.ndarray,
+              der_avail_mw: np.ndarray, thermal_p_last_mw: np.ndarray, dt_h: float) -> "StepLimits":
+        m = sur.model
+        ev_hi = np.maximum(ev_hi_mw, ev_lo_mw)
+        e = np.asarray(storage_e_mwh, dtype=float)
+        st_hi = np.minimum(m.st_p_max, (m.st_e_max - e) / (m.st_eta_c * dt_h))
+        st_lo = -np.minimum(m.st_p_max, e * m.st_eta_d / dt_h)
+        n = der_avail_mw.shape[0]
+        curt = (np.zeros(n), np.ones(n), np.where(der_avail_mw > 1e-9, 1.0, 0.0))
+        if m.is_td:
+            ramp = m.g_ramp * dt_h
+            last = np.asarray(thermal_p_last_mw, dtype=float)
+            lo, hi = np.maximum(m.g_p_min, last - ramp), np.minimum(m.g_p_max, last + ramp)
+            thermal = (lo, np.maximum(hi, lo), np.asarray(ramp, dtype=float))
+        else:
+            thermal = (np.zeros(0),) * 3
+        return cls((ev_lo_mw, ev_hi, ev_hi - ev_lo_mw), (st_lo, st_hi, np.asarray(m.st_p_max, dtype=float)),
+                   curt, thermal)
+
+    @classmethod
+    def from_observation(cls, sur: DaySurrogate, obs: Observation) -> "StepLimits":
+        """The limits of the env's step (EV station bounds of ``obs.ev``)."""
+        return cls.build(sur, obs.ev.p_min_kw * 1e-3, obs.ev.p_max_kw * 1e-3, obs.storage_e_mwh, obs.der_avail_mw,
+                         obs.thermal_p_last_mw, obs.dt_h)
+
+    @classmethod
+    def from_state(cls, sur: DaySurrogate, state: SurrogateState, paths: DayPaths) -> "StepLimits":
+        """The limits of the surrogate's own state (its EVs' must-run and headroom sums)."""
+        lo, hi = sur.ev_bounds(state, paths.dt_h)
+        return cls.build(sur, lo, hi, state.storage_e_mwh, paths.der_avail_mw[0, 0], state.thermal_p_last_mw,
+                         paths.dt_h)
+
+    def of(self, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return getattr(self, kind)
+
+    def with_floor(self, kind: str, low: np.ndarray) -> "StepLimits":
+        """A copy whose ``kind`` lower limits are raised to ``low``."""
+        lo, hi, span = self.of(kind)
+        new_lo = np.minimum(np.maximum(lo, low), hi)
+        return StepLimits(**{**{k: getattr(self, k) for k in ("ev", "storage", "curtail", "thermal")},
+                             kind: (new_lo, hi, span)})
+
+
+def candidate_values(limits: StepLimits, base: ActionBatch, settings: RolloutSettings
+                     ) -> list[tuple[str, int, np.ndarray]]:
+    """Per component ``(kind, index, values)``: ``base +- j delta span`` (``j = 1..k``) projected to
+    ``[low, high]``, the base value first, duplicates removed; components without room are left out."""
+    j = np.arange(1, settings.n_levels + 1, dtype=float) * settings.delta
+    steps = np.concatenate([[0.0], -j, j])
+    out = []
+    for kind in settings.components:
+        lo, hi, span = limits.of(kind)
+        b = getattr(base, _FIELD[kind])[0]
+        for i in range(b.shape[0]):
+            if span[i] <= 1e-12 or hi[i] - lo[i] <= 1e-12:
+                continue
+            vals = np.minimum(np.maximum(b[i] + steps * span[i], lo[i]), hi[i])
+            vals[0] = b[i]
+            _, first = np.unique(np.round(vals, 12), return_index=True)
+            out.append((kind, i, vals[np.sort(first)]))
+    return out
+
+
+def improve(look: Lookahead, base: ActionBatch, candidates: list[tuple[str, int, np.ndarray]], z: float,
+            reserves: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+            project: Callable[[ActionBatch], ActionBatch] | None = None
+            ) -> tuple[ActionBatch, tuple[RolloutRound, ...], np.ndarray]:
+    """Multiagent rollout (MATH §7): one component at a time, starting from the base action.
+
+    Each round prices the component's candidates with the others at their current choice on the
+    lookahead's paths and moves to the best one when :func:`choose` says so (the reference of
+    ``look`` follows). ``reserves(p)`` gives the reserves of thermal setpoints ``p`` (C, n_gen);
+    ``project`` maps candidate actions onto a case's extra constraints (no-exchange floor).
+
+    Returns:
+        the chosen action, the rounds played and the chosen action's Q per path.
+    """
+    current, q_cur = base, look.reference_cost
+    w = look.paths.probabilities
+    rounds: list[RolloutRound] = []
+    for kind, i, values in candidates:
+        cur_val = float(getattr(current, _FIELD[kind])[0, i])
+        values = values[np.abs(values - cur_val) > 1e-9]
+        if values.size == 0:
+            continue
+        also = {}
+        if kind == "thermal" and reserves is not None:
+            p = np.repeat(current.thermal_p_mw[:1], values.size, axis=0)
+            p[:, i] = values
+            also["thermal_r_up_mw"], also["thermal_r_dn_mw"] = reserves(p)
+        cand = current.vary(_FIELD[kind], i, values, **also)
+        if project is not None:
+            cand = project(cand)
+        q = look.evaluate(cand)
+        best, mean, se = choose(q, q_cur, w, z)
+        rounds.append(RolloutRound(kind, i, np.concatenate([[cur_val], values]),
+                                   np.concatenate([[q_cur @ w], q @ w]), mean, se, best + 1))
+        if best >= 0:
+            current = cand.take([best])
+            q_cur = look.commit_last(best)
+    return current, tuple(rounds), q_cur
+
+
+class RolloutPolicy:
+    """Simulation-based rollout of the heuristic base rule (see the module docstring).
+
+    Args:
+        grid: the grid dispatched.
+        n_sims: ``M`` future paths per step (1: seed 003's single-simulation case).
+        delta: candidate step as a share of each component's span.
+        n_levels: ``k`` candidate levels on each side.
+        no_exchange: roll out the no-exchange base rule (seed 003's third case).
+        z: switching threshold in standard errors of the paired difference.
+        seed: the policy's seed (paths of day ``d``, step ``t``: ``default_rng([seed, d, t])``).
+        **settings: other :class:`RolloutSettings` fields (``reserve_margin``, ``components``,
+            ``q_comp_mvar``).
+    """
+
+    def __init__(self, grid: Grid, n_sims: int = 8, delta: float = 0.5, n_levels: int = 2,
+                 no_exchange: bool = False, z: float = 1.0, seed: int = 0, **settings: Any) -> None:
+        self.settings = RolloutSettings.from_kwargs(n_sims=n_sims, delta=delta, n_levels=n_levels,
+                                                    no_exchange=no_exchange, z=z, seed=seed, **settings)
+        s = self.settings
+        self.grid = grid
+        self.name = "rollout_no_exchange" if s.no_exchange else "rollout"
+        self.base = HeuristicPolicy(grid, reserve_margin=s.reserve_margin, no_exchange=s.no_exchange)
+        self.surrogate = DaySurrogate(grid, SurrogateSettings(no_exchange=s.no_exchange,
+                                                              reserve_margin=s.reserve_margin,
+                                                              loss_factor=self.base.loss_factor,
+                                                              q_comp_mvar=s.q_comp_mvar))
+        self.tracker: EVTracker | None = None
+        self.last_decision: RolloutDecision | None = None
+        self._day = 0
+
+    # ------------------------------------------------------------------ protocol
+    def reset(self, seed: int | None = None) -> None:
+        """Start a day: forget the EV history; paths of this day use ``seed``."""
+        self._day = int(seed) if seed is not None else 0
+        self.tracker = None
+        self.last_decision = None
+
+    def act(self, obs: Observation, forecast: Any = None) -> Dispatch:
+        """The rollout's dispatch of step ``obs.step`` (the base action if ``forecast`` is None)."""
+        t0 = time.perf_counter()
+        base = self.base.act(obs, forecast)
+        if forecast is None or obs.ev is None:
+            return self._done(obs, base, base, (), 0.0, 0.0, 0, t0)
+        try:
+            return self._rollout(obs, forecast, base, t0)
+        except PowerFlowError:            # a sampled path overloads a feeder: keep the base action
+            return self._done(obs, base, base, (), float("nan"), float("nan"), 0, t0)
+
+    def _rollout(self, obs: Observation, forecast: Any, base: Dispatch, t0: float) -> Dispatch:
+        look = self.lookahead(obs, forecast, base)
+        b = ActionBatch.from_dispatch(base)
+        limits = StepLimits.from_observation(self.surrogate, obs)
+        project = None
+        if self.settings.no_exchange:          # no node may export: curtail at least the base's own-use share
+            limits = limits.with_floor("curtail", b.der_curtail_frac[0])
+            project = lambda a: self.surrogate.no_exchange_floor(look.paths, a)  # noqa: E731
+        cands = candidate_values(limits, b, self.settings)
+        chosen, rounds, q = improve(look, b, cands, self.settings.z, self._reserves(obs, look, b), project)
+        w = look.paths.probabilities
+        return self._done(obs, base, chosen.dispatch(0), rounds, float(look.reference_cost @ w), float(q @ w),
+                          look.paths.n_paths, t0)
+
+    # ------------------------------------------------------------------ parts
+    def lookahead(self, obs: Observation, forecast: Any, base: Dispatch) -> Lookahead:
+        """Sample the step's paths (common random numbers) and set up the Q-factor evaluator."""
+        s = self.settings
+        rng = np.random.default_rng([s.seed, self._day, int(obs.step)])
+        sample = forecast.sample(s.n_sims, rng)
+        paths = self.surrogate.paths_from_forecast(obs, sample)
+        ev = self._tracker(obs).state(obs.step, forecast.known_ev, obs.ev, paths.ev_dwell_steps)
+        state = SurrogateState(step=int(obs.step), storage_e_mwh=np.asarray(obs.storage_e_mwh, dtype=float),
+                               ev=ev, thermal_p_last_mw=np.asarray(obs.thermal_p_last_mw, dtype=float))
+        return self.surrogate.lookahead(state, paths, ActionBatch.from_dispatch(base))
+
+    def _reserves(self, obs: Observation, look: Lookahead, base: ActionBatch
+                  ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+        """The base rule's reserves for candidate thermal setpoints (T-D cases)."""
+        if not self.surrogate.is_td or "thermal" not in self.settings.components:
+            return None
+        margin = self.surrogate.thermal_margin(look.state, look.paths, base)
+        last = np.asarray(obs.thermal_p_last_mw, dtype=float)
+        return lambda p: self.surrogate.reserves_for(p, margin, last, obs.dt_h)
+
+    def _tracker(self, obs: Observation) -> EVTracker:
+        if self.tracker is None or self.tracker.n_steps != obs.n_steps or self.tracker.dt_h != obs.dt_h:
+            self.tracker = EVTracker(self.surrogate.n_station, obs.n_steps, obs.dt_h,
+                                     self.grid.layout.ev_efficiency)
+        return self.tracker
+
+    def _done(self, obs: Observation, base: Dispatch, chosen: Dispatch, rounds: tuple[RolloutRound, ...],
+              q_base: float, q_chosen: float, n_paths: int, t0: float) -> Dispatch:
+        if obs.ev is not None:
+            self._tracker(obs).record(obs.step, chosen.ev_p_mw)
+        self.last_decision = RolloutDecision(int(obs.step), base, chosen, rounds, q_base, q_chosen, n_paths,
+                                             (time.perf_counter() - t0) * 1e3)
+        return chosen

@@ -1,0 +1,1223 @@
+"""A fast, vectorized model of the rest of a day, for simulation-based policies (rollout).
+
+:class:`DaySurrogate` plays the base rule (seed 003's heuristic, :mod:`policies.heuristic`)
+from a state at step ``t`` to the end of the day on ``M`` sampled future paths and ``C``
+candidate first-step actions at once (arrays ``(H, C, M, ...)``, ``H = T - t`` steps, row 0 =
+step ``t``), and prices every step with the env's cost accounting (:data:`env.simulator.COST_KEYS`).
+
+What it models exactly (as :class:`env.simulator.GridSimulator` does):
+
+* **EVs** per EV: the connected EVs' energies (rebuilt by :class:`EVTracker` from what a policy
+  may know), the station split of step ``t`` (must-run floor, then least laxity up to each
+  headroom, as :class:`env.evcs.EVFleet`), then as-soon-as-possible charging to capacity
+  (the base rule: ``b_k = min(E_cap, e + eta pmax dt k)``, MATH §3), departures and unmet
+  energy ``max(0, e_req - e)``; the sampled future arrivals charge ASAP from arrival
+  (:func:`env.evcs.asap_profile`).
+* **Storage**: the base rule's charge/discharge, the env's projection and
+  ``e += (eta_c p+ + p-/eta_d) dt``.
+* **Costs**: import at the time-of-use price and export at the sell price (single feeder),
+  EV revenue and subsidy, renewable generation cost, storage degradation, curtailment, EV
+  unmet energy and voltage penalties. On T-D cases: the thermal rule (merit order within the
+  ramp window, reserve margin), fuel ``c2 P^2 + c1 P``, reserve cost, and the real-time
+  balancing of the imbalance ``T loads + sum head P - thermal - wind`` by the reserves, then
+  shedding (deficit) or curtailment and thermal back-off (surplus); boundary violations with
+  no EV reserve offered (the base rule offers none).
+
+Feeder physics: the reference trajectory (the first action priced, normally the base
+action) is solved by the AC backward/forward sweep on every step and path (to 1e-8 p.u.);
+a candidate re-solves only the (step, path) points where its feeder controls differ from the
+current reference, by sweeps warm-started at the reference voltages (row 0, the nowcast, once
+per candidate), so candidate costs are those of the full AC model. Above ``max_columns`` such
+points per feeder (never reached on d33 / t30d2 days) the first-order expansion of the sweep's
+fixed point is used instead: ``dV = -DLF (dp / conj(V)) + DLF diag(conj(S)/conj(V)^2) conj(dV)``
+solved per step at the path-mean point, ``d|V| = Re(conj(V) dV)/|V|``, head power
+``dP = Re(V0 conj(sum dI))`` (losses included).
+
+What it approximates:
+
+* **Compensators** are held at ``settings.q_comp_mvar`` (default 0: the reactive controller's
+  future setpoints are not simulated, so with the reactive SOCP on, the voltage term is
+  pessimistic).
+* **EVs arriving in the current step** are known to the policy only as station totals: they are
+  one pseudo-EV per station (the totals' energies and power) staying the mean dwell of the
+  sampled sessions arriving within an hour of now.
+* **The future** is the forecast's sampled paths (its EV sessions charge ASAP from arrival).
+* Load shedding after a failed sweep (overload) and line flows are not modelled; the T-D
+  balancing sheds / curtails by amounts without re-solving the feeders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from env.dispatch import Dispatch
+from env.evcs import EVCSBounds, asap_profile
+from env.network import Grid
+from env.physics.sweep import PowerFlowError
+from env.simulator import COST_KEYS, GridModel
+from scenarios import EVSessions, ScenarioSet
+
+__all__ = [
+    "ActionBatch", "ConnectedEVs", "DayPaths", "DaySurrogate", "EVTracker", "Lookahead", "SurrogateSettings",
+    "SurrogateState", "ev_asap", "ev_split",
+]
+
+_TOL_KWH = 1e-9
+_SUMMED = tuple(k for k in COST_KEYS if k not in ("total", "boundary_energy"))
+
+
+# ============================================================================ settings
+
+
+@dataclass(frozen=True)
+class SurrogateSettings:
+    """Options of the day model (frozen; unknown keys raise, see :meth:`from_kwargs`).
+
+    Attributes:
+        no_exchange: the base rule without power exchange among nodes (seed 003's third case).
+        reserve_margin, loss_factor: the base rule's thermal reserve margin and feeder loss
+            allowance (as :class:`policies.heuristic.HeuristicPolicy`).
+        sweep_tol_pu: tolerance of the reference AC sweeps.
+        q_comp_mvar: compensator output assumed at every future step (MVAr, each unit).
+    """
+
+    no_exchange: bool = False
+    reserve_margin: float = 0.10
+    loss_factor: float = 0.03
+    sweep_tol_pu: float = 1e-8
+    q_comp_mvar: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.reserve_margin < 1:
+            raise ValueError(f"SurrogateSettings.reserve_margin: must be in [0, 1), got {self.reserve_margin}")
+        if not (np.isfinite(self.loss_factor) and self.loss_factor >= 0):
+            raise ValueError(f"SurrogateSettings.loss_factor: must be finite >= 0, got {self.loss_factor}")
+        if not 0 < self.sweep_tol_pu < 1e-3:
+            raise ValueError(f"SurrogateSettings.sweep_tol_pu: must be in (0, 1e-3), got {self.sweep_tol_pu}")
+        if not np.isfinite(self.q_comp_mvar):
+            raise ValueError("SurrogateSettings.q_comp_mvar: must be finite")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "SurrogateSettings":
+        """Build from keyword arguments; unknown keys raise ValueError listing the valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise ValueError(f"SurrogateSettings: unknown keys {unknown}; valid keys: {valid}")
+        return cls(**kwargs)
+
+
+# ============================================================================ EVs
+
+
+@dataclass(frozen=True)
+class ConnectedEVs:
+    """The EVs connected at a step, one entry each (kW / kWh, 0-based station index).
+
+    ``deadline_step = min(departure_step, n_steps)``: the EV charges during steps
+    ``< deadline_step`` and its unmet energy is counted when it leaves.
+    """
+
+    station: np.ndarray
+    e_kwh: np.ndarray
+    e_capacity_kwh: np.ndarray
+    e_request_kwh: np.ndarray
+    p_max_kw: np.ndarray
+    efficiency: np.ndarray
+    deadline_step: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = np.asarray(self.station).shape[0]
+        for f in fields(self):
+            dtype = np.intp if f.name in ("station", "deadline_step") else float
+            arr = np.asarray(getattr(self, f.name), dtype=dtype).reshape(-1)
+            if arr.shape != (n,):
+                raise ValueError(f"ConnectedEVs.{f.name}: expected {n} values, got {arr.shape[0]}")
+            if dtype is float and not np.isfinite(arr).all():
+                raise ValueError(f"ConnectedEVs.{f.name}: values must be finite")
+            object.__setattr__(self, f.name, arr)
+        if (self.p_max_kw <= 0).any() or ((self.efficiency <= 0) | (self.efficiency > 1)).any():
+            raise ValueError("ConnectedEVs: need p_max_kw > 0 and 0 < efficiency <= 1")
+
+    def __len__(self) -> int:
+        return int(self.station.shape[0])
+
+    @classmethod
+    def empty(cls) -> "ConnectedEVs":
+        z = np.zeros(0)
+        return cls(z, z, z, z, z, z, z)
+
+    @classmethod
+    def from_sessions(cls, s: EVSessions, e_kwh: np.ndarray, n_steps: int) -> "ConnectedEVs":
+        return cls(s.station, e_kwh, s.e_capacity_kwh, s.e_request_kwh, s.p_max_kw, s.efficiency,
+                   np.minimum(s.departure_step, n_steps))
+
+    def concat(self, other: "ConnectedEVs") -> "ConnectedEVs":
+        return ConnectedEVs(**{f.name: np.concatenate([getattr(self, f.name), getattr(other, f.name)])
+                               for f in fields(self)})
+
+
+def _ev_limits(ev: ConnectedEVs, e_kwh: np.ndarray, t: int, dt_h: float) -> tuple[np.ndarray, np.ndarray]:
+    """(must-run ``p_lo``, headroom) per EV in kW, ``e_kwh`` of shape (..., n_ev).
+
+    ``head = min(pmax, max(E_cap - e, 0)/(eta dt))``;
+    ``p_lo = min(max(e_req - e - eta pmax dt (D - 1 - t), 0)/(eta dt), head)`` (MATH §3).
+    """
+    eta_dt = ev.efficiency * dt_h
+    head = np.minimum(ev.p_max_kw, np.maximum(ev.e_capacity_kwh - e_kwh, 0.0) / eta_dt)
+    need = ev.e_request_kwh - ev.efficiency * ev.p_max_kw * dt_h * (ev.deadline_step - 1 - t) - e_kwh
+    return np.minimum(np.maximum(need, 0.0) / eta_dt, head), head
+
+
+def ev_split(ev: ConnectedEVs, t: int, dt_h: float, target_kw: np.ndarray, n_station: int) -> np.ndarray:
+    """Per-EV powers (C, n_ev) kW of station setpoints ``target_kw`` (C, n_station), as the env.
+
+    ``P_s = clip(P_set_s, sum p_lo, sum head)``; every EV gets its must-run ``p_lo``, the rest
+    ``P_s - sum p_lo`` goes by increasing laxity ``LAX = (D - t) dt - (e_req - e)/(eta pmax)``
+    up to each headroom (:meth:`env.evcs.EVFleet.step`, no V2G, must-run enforced).
+    """
+    target = np.atleast_2d(np.asarray(target_kw, dtype=float))
+    if len(ev) == 0:
+        return np.zeros((target.shape[0], 0))
+    p_lo, head = _ev_limits(ev, ev.e_kwh, t, dt_h)
+    onehot = _onehot(ev.station, n_station)
+    lo_sum, hi_sum = p_lo @ onehot, head @ onehot
+    extra = np.minimum(np.maximum(target, lo_sum), hi_sum) - lo_sum           # (C, n_station)
+    lax = (ev.deadline_step - t) * dt_h - (ev.e_request_kwh - ev.e_kwh) / (ev.efficiency * ev.p_max_kw)
+    order = np.lexsort((lax, ev.station))                                     # station, then laxity (stable)
+    st_o = ev.station[order]
+    room_o = (head - p_lo)[order]
+    cum = np.cumsum(room_o)
+    first = np.searchsorted(st_o, st_o)                                       # first position of each station
+    excl = cum - room_o - (cum[first] - room_o[first])
+    give_o = np.minimum(np.maximum(extra[:, st_o] - excl, 0.0), room_o)
+    p = np.broadcast_to(p_lo, give_o.shape).copy()
+    p[:, order] += give_o
+    return p
+
+
+def ev_asap(ev: ConnectedEVs, e_kwh: np.ndarray, t_from: int, n_rows: int, dt_h: float, n_station: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """ASAP charging (to capacity) of connected EVs from the start of step ``t_from``.
+
+    With ``e_kwh`` (C, n_ev) at that time and ``gain = eta pmax dt``, the battery after ``k``
+    steps is ``b_k = min(E_cap, e + gain k)`` and the grid power in step ``t_from + k`` is
+    ``(b_{k+1} - b_k)/(eta dt)`` while ``t_from + k < D``.
+
+    Returns:
+        power (n_rows, C, n_station) in MW, and unmet energy (n_rows, C) in kWh counted on the
+        row where each EV leaves (``D - 1 - t_from``; EVs leaving after the rows are dropped).
+    """
+    e = np.atleast_2d(e_kwh)
+    C = e.shape[0]
+    if len(ev) == 0 or n_rows <= 0:
+        return np.zeros((max(n_rows, 0), C, n_station)), np.zeros((max(n_rows, 0), C))
+    gain = ev.efficiency * ev.p_max_kw * dt_h
+    k = np.arange(n_rows + 1, dtype=float)[:, None, None]
+    steps_left = np.maximum(ev.deadline_step - t_from, 0)                      # (n_ev,)
+    b = np.minimum(ev.e_capacity_kwh, e[None] + gain * np.minimum(k, steps_left))   # (n_rows + 1, C, n_ev)
+    p_kw = np.diff(b, axis=0) / (ev.efficiency * dt_h)
+    power = (p_kw @ _onehot(ev.station, n_station)) * 1e-3
+    b_end = np.minimum(ev.e_capacity_kwh, e + gain * steps_left)
+    unmet = ev.e_request_kwh - b_end
+    unmet = np.where(unmet < _TOL_KWH, 0.0, unmet)                             # (C, n_ev)
+    row = ev.deadline_step - 1 - t_from
+    unmet_rows = np.zeros((n_rows, C))
+    ok = (row >= 0) & (row < n_rows)
+    np.add.at(unmet_rows, row[ok], unmet[:, ok].T)
+    return power, unmet_rows
+
+
+def _onehot(idx: np.ndarray, n: int) -> np.ndarray:
+    m = np.zeros((idx.shape[0], n))
+    m[np.arange(idx.shape[0]), idx] = 1.0
+    return m
+
+
+class EVTracker:
+    """Per-EV energies of the connected EVs, rebuilt from what a policy may know.
+
+    A policy sees the sessions that plugged in before ``t`` (``forecast.known_ev``, with their
+    declared departure and request), the station totals of step ``t`` (``obs.ev``) and its own
+    station setpoints. The env's split is deterministic, so replaying the setpoints through
+    :func:`ev_split` reproduces every known EV's energy; the EVs plugging in at ``t`` are known
+    only as station totals and become one pseudo-EV per station (``dwell_steps`` long).
+
+    Call :meth:`reset` each day, :meth:`state` at every step, and :meth:`record` with the
+    station setpoints sent (MW).
+    """
+
+    def __init__(self, n_station: int, n_steps: int, dt_h: float, efficiency: float) -> None:
+        self.n_station, self.n_steps, self.dt_h, self.efficiency = int(n_station), int(n_steps), float(dt_h), \
+            float(efficiency)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the day."""
+        self._setpoints: dict[int, np.ndarray] = {}
+        self._t = -1                      # energies below hold at the start of step _t
+        self._e = np.zeros(0)             # per known session
+        self._n = 0
+
+    def record(self, t: int, ev_p_mw: np.ndarray) -> None:
+        """The station setpoints (MW) sent at step ``t``."""
+        self._setpoints[int(t)] = np.asarray(ev_p_mw, dtype=float) * 1e3
+
+    def known_state(self, t: int, known: EVSessions) -> ConnectedEVs:
+        """The known EVs (arrived before ``t``) still connected at ``t``, with their energies."""
+        if len(known) and int(known.arrival_step.max()) >= t:
+            raise ValueError(f"EVTracker: sessions arriving at or after t={t} cannot be known")
+        n = len(known)
+        if self._t == t and n == self._n:
+            e = self._e
+        elif self._t == t - 1 and n >= self._n and (t - 1) in self._setpoints:
+            e = np.concatenate([self._e, known.e_arrival_kwh[self._n:]])
+            e = self._play(known, e, t - 1)
+        else:                                          # replay the day (first call, or a gap)
+            e = known.e_arrival_kwh.astype(float).copy()
+            for tau in range(t):
+                e = self._play(known, e, tau)
+        self._t, self._e, self._n = t, e, n
+        dead = np.minimum(known.departure_step, self.n_steps)
+        on = dead > t
+        return ConnectedEVs.from_sessions(known.select(on), e[on], self.n_steps)
+
+    def _play(self, known: EVSessions, e: np.ndarray, tau: int) -> np.ndarray:
+        """Energies after step ``tau`` (EVs connected at ``tau`` split the recorded setpoint)."""
+        dead = np.minimum(known.departure_step, self.n_steps)
+        on = (known.arrival_step <= tau) & (dead > tau)
+        if not on.any():
+            return e
+        ev = ConnectedEVs.from_sessions(known.select(on), e[on], self.n_steps)
+        target = self._setpoints.get(tau, np.full(self.n_station, np.inf))   # unknown: ASAP
+        p = ev_split(ev, tau, self.dt_h, target[None, :], self.n_station)[0]
+        out = e.copy()
+        out[on] = e[on] + ev.efficiency * p * self.dt_h
+        return out
+
+    def state(self, t: int, known: EVSessions, bounds: EVCSBounds, dwell_steps: np.ndarray | float
+              ) -> ConnectedEVs:
+        """All EVs connected at ``t``: the known ones plus one pseudo-EV per station for the
+        EVs plugging in at ``t`` (station totals of ``bounds`` minus the known EVs')."""
+        ev = self.known_state(t, known)
+        onehot = _onehot(ev.station, self.n_station)
+        rated = bounds.p_rated_kw - ev.p_max_kw @ onehot
+        new = rated > 1e-9
+        if not new.any():
+            return ev
+        st = np.flatnonzero(new)
+        e = np.maximum(bounds.e_kwh - ev.e_kwh @ onehot, 0.0)[st]
+        cap = np.maximum(bounds.e_capacity_kwh - ev.e_capacity_kwh @ onehot, 0.0)[st]
+        req = np.maximum(bounds.e_target_kwh - ev.e_request_kwh @ onehot, 0.0)[st]
+        cap = np.maximum(cap, e)
+        req = np.clip(req, e, cap)
+        dwell = np.broadcast_to(np.asarray(dwell_steps, dtype=float), (self.n_station,))[st]
+        dead = np.minimum(t + np.maximum(np.round(dwell), 1).astype(np.intp), self.n_steps)
+        pseudo = ConnectedEVs(st, e, cap, req, rated[st], np.full(st.shape, self.efficiency), dead)
+        return ev.concat(pseudo)
+
+
+# ============================================================================ inputs
+
+
+@dataclass(frozen=True)
+class SurrogateState:
+    """The state at ``step``: storage energy, connected EVs, last thermal setpoints."""
+
+    step: int
+    storage_e_mwh: np.ndarray
+    ev: ConnectedEVs
+    thermal_p_last_mw: np.ndarray
+
+
+@dataclass(frozen=True)
+class ActionBatch:
+    """``C`` candidate dispatches of one step (arrays of shape (C, n)), MW / shares."""
+
+    ev_p_mw: np.ndarray
+    storage_p_mw: np.ndarray
+    der_curtail_frac: np.ndarray
+    thermal_p_mw: np.ndarray
+    thermal_r_up_mw: np.ndarray
+    thermal_r_dn_mw: np.ndarray
+
+    def __post_init__(self) -> None:
+        c = None
+        for f in fields(self):
+            arr = np.array(getattr(self, f.name), dtype=float, ndmin=2)
+            if arr.ndim != 2 or (c is not None and arr.shape[0] != c):
+                raise ValueError(f"ActionBatch.{f.name}: expected a (C, n) array, got shape {arr.shape}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"ActionBatch.{f.name}: values must be finite")
+            c = arr.shape[0]
+            object.__setattr__(self, f.name, arr)
+
+    def __len__(self) -> int:
+        return int(self.ev_p_mw.shape[0])
+
+    @classmethod
+    def from_dispatch(cls, d: Dispatch) -> "ActionBatch":
+        return cls(d.ev_p_mw[None], d.storage_p_mw[None], d.der_curtail_frac[None], d.thermal_p_mw[None],
+                   d.thermal_r_up_mw[None], d.thermal_r_dn_mw[None])
+
+    def dispatch(self, i: int = 0) -> Dispatch:
+        """Candidate ``i`` as a :class:`Dispatch` (no EV reserves, no reactive setpoints)."""
+        z = np.zeros(0) if self.thermal_p_mw.shape[1] == 0 else np.zeros(self.ev_p_mw.shape[1])
+        return Dispatch(ev_p_mw=self.ev_p_mw[i], storage_p_mw=self.storage_p_mw[i],
+                        der_curtail_frac=self.der_curtail_frac[i], thermal_p_mw=self.thermal_p_mw[i],
+                        thermal_r_up_mw=self.thermal_r_up_mw[i], thermal_r_dn_mw=self.thermal_r_dn_mw[i],
+                        ev_r_up_mw=z, ev_r_dn_mw=z)
+
+    def take(self, idx: np.ndarray | list[int]) -> "ActionBatch":
+        idx = np.asarray(idx, dtype=np.intp)
+        return ActionBatch(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    def vary(self, name: str, index: int, values: np.ndarray, **also: np.ndarray) -> "ActionBatch":
+        """``len(values)`` copies of candidate 0 with ``name[index]`` set to each value
+        (``also``: other fields replaced by (C, n) arrays, e.g. recomputed reserves)."""
+        values = np.asarray(values, dtype=float).reshape(-1)
+        out = {f.name: np.repeat(getattr(self, f.name)[:1], values.shape[0], axis=0) for f in fields(self)}
+        out[name][:, index] = values
+        out.update(also)
+        return ActionBatch(**out)
+
+
+@dataclass(frozen=True)
+class DayPaths:
+    """Exogenous inputs of steps ``start_step .. n_steps - 1`` on ``M`` paths (row 0 = step t).
+
+    Attributes:
+        start_step, n_steps, dt_h: the rows' steps and length.
+        probabilities: (M,) path weights (sum 1).
+        load_p_mw, load_q_mvar: (H, M, n_load) loads in ``Layout`` order.
+        der_avail_mw: (H, M, n_der) available DER output, dispatch order.
+        price_buy_per_mwh: (H,) purchase price of every row.
+        ev_future_mw: (H, M, n_station) ASAP charging of the EVs arriving after ``start_step``.
+        ev_future_unmet_kwh: (H, M) their unmet energy on the row they leave.
+        tso_requirement_mw: (H, M, n_boundary).
+        ev_dwell_steps: (n_station,) expected stay of an EV plugging in at ``start_step``.
+    """
+
+    start_step: int
+    n_steps: int
+    dt_h: float
+    probabilities: np.ndarray
+    load_p_mw: np.ndarray
+    load_q_mvar: np.ndarray
+    der_avail_mw: np.ndarray
+    price_buy_per_mwh: np.ndarray
+    ev_future_mw: np.ndarray
+    ev_future_unmet_kwh: np.ndarray
+    tso_requirement_mw: np.ndarray
+    ev_dwell_steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self) -> None:
+        H, M = self.n_steps - self.start_step, np.asarray(self.probabilities).shape[0]
+        p = np.asarray(self.probabilities, dtype=float)
+        if M < 1 or (p < 0).any() or not np.isclose(p.sum(), 1.0):
+            raise ValueError("DayPaths.probabilities: need M >= 1 weights >= 0 summing to 1")
+        for name in ("load_p_mw", "load_q_mvar", "der_avail_mw", "ev_future_mw", "tso_requirement_mw",
+                     "ev_future_unmet_kwh"):
+            arr = np.asarray(getattr(self, name), dtype=float)
+            if arr.shape[:2] != (H, M) or not np.isfinite(arr).all():
+                raise ValueError(f"DayPaths.{name}: expected finite (H={H}, M={M}, ...), got shape {arr.shape}")
+        if np.asarray(self.price_buy_per_mwh).shape != (H,):
+            raise ValueError(f"DayPaths.price_buy_per_mwh: expected ({H},)")
+
+    @property
+    def n_paths(self) -> int:
+        return int(self.probabilities.shape[0])
+
+    @property
+    def horizon(self) -> int:
+        return self.n_steps - self.start_step
+
+
+# ============================================================================ trajectories
+
+
+@dataclass
+class _Traj:
+    """Dispatch trajectory of C candidates on M paths, rows (H, C, M, n) (broadcastable)."""
+
+    ev_mw: np.ndarray          # (H, C, M, n_station)
+    ev_unmet_kwh: np.ndarray   # (H, C, M)
+    storage_mw: np.ndarray     # (H, C, M, n_st)
+    der_used_mw: np.ndarray    # (H, C, M, n_der)
+    thermal_mw: np.ndarray     # (H, C, M, n_gen) setpoints after projection
+    r_up_mw: np.ndarray
+    r_dn_mw: np.ndarray
+    next_key: np.ndarray       # (C, n) state after row 0 (EV energies, storage, thermal)
+
+
+@dataclass
+class _Physics:
+    """Feeder results per row: head P (H, C, M, F) MW, voltage violation (H, C, M) p.u. summed."""
+
+    head_mw: np.ndarray
+    v_viol_pu: np.ndarray
+
+
+class DaySurrogate:
+    """The day model of a grid (see the module docstring), built once per grid.
+
+    Args:
+        grid: the grid.
+        settings: :class:`SurrogateSettings`.
+    """
+
+    def __init__(self, grid: Grid, settings: SurrogateSettings | None = None) -> None:
+        self.grid = grid
+        self.settings = settings or SurrogateSettings()
+        self.model = m = GridModel(grid)
+        self.tariff = grid.tariff
+        self.sizes = m.sizes
+        self.n_station = m.sizes.n_evcs
+        self.is_td = m.is_td
+        self.der_is_pv, self.der_col = m.der_columns()
+        self.n_der_f = m.n_der_f
+        # ctrl vector of the feeders: [EV stations, storage, DER used on feeders] (consumption signs in m_ctrl)
+        ctrl_feeder = np.concatenate([m.ev_feeder, m.st_feeder, m.der_feeder])
+        self._feeder_ctrl = [np.flatnonzero(ctrl_feeder == k) for k in range(m.n_feeder)]
+        self._m_ctrl = np.asarray(m.m_ctrl)
+        self._load_bus = np.asarray(m.m_load)                          # (n_fb, n_load_f)
+        q = np.zeros(m.n_fb)
+        q += m.m_comp @ np.full(m.sizes.n_comp, self.settings.q_comp_mvar)
+        self._q_comp_fb = q
+        self._st_share = self._storage_share()
+        self._der_bus = np.asarray(m.m_ctrl[:, m.sizes.n_evcs + m.sizes.n_storage:] * -1.0)   # (n_fb, n_der_f)
+        self._ev_bus = np.asarray(m.m_ctrl[:, :m.sizes.n_evcs])
+        if self.is_td:
+            self._merit = np.argsort(m.g_c1, kind="stable")
+
+    def _storage_share(self) -> np.ndarray:
+        m = self.model
+        tot = m.f_st @ m.st_p_max
+        return np.divide(m.st_p_max, tot[m.st_feeder], out=np.zeros_like(m.st_p_max), where=tot[m.st_feeder] > 0)
+
+    # ------------------------------------------------------------------ inputs
+    def paths_from_forecast(self, obs: Any, sample: ScenarioSet) -> DayPaths:
+        """The paths of ``forecast.sample`` (rows ``t..T-1``) with row 0 replaced by the nowcast.
+
+        EVs the sample lets arrive at ``t`` are dropped (the real ones are in ``obs.ev``); their
+        mean dwell per hour is kept as the pseudo-EVs' dwell.
+        """
+        t, T, dt = int(obs.step), int(obs.n_steps), float(obs.dt_h)
+        if sample.start_step != t or sample.horizon != T - t:
+            raise ValueError(f"paths_from_forecast: sample covers steps {sample.start_step}.."
+                             f"{sample.start_step + sample.horizon - 1}, expected {t}..{T - 1}")
+        load = np.moveaxis(sample.load_p_mw, 1, 0).copy()                 # (H, M, n_load)
+        load_q = np.moveaxis(sample.load_pu, 1, 0) * self.model.load_q_base
+        der = np.moveaxis(self._der_mw(sample.pv_p_mw, sample.wind_p_mw), 1, 0).copy()
+        load[0], der[0] = obs.load_p_mw, obs.der_avail_mw
+        load_q[0] = obs.load_q_mvar
+        ev_mw, unmet, dwell = self._future_ev(sample.ev_sessions, t, T, dt, len(sample))
+        return DayPaths(start_step=t, n_steps=T, dt_h=dt, probabilities=sample.probabilities,
+                        load_p_mw=load, load_q_mvar=load_q, der_avail_mw=der,
+                        price_buy_per_mwh=np.asarray(obs.price_ahead_per_mwh, dtype=float),
+                        ev_future_mw=ev_mw, ev_future_unmet_kwh=unmet,
+                        tso_requirement_mw=np.moveaxis(sample.tso_requirement_mw, 1, 0), ev_dwell_steps=dwell)
+
+    def paths_from_scenario(self, scenario: Any) -> tuple[DayPaths, SurrogateState]:
+        """The realized day (a ``scenarios.Scenario``) as one path, with the state before the day
+        (storage at its initial energy, the EVs arriving at step 0 connected)."""
+        m, lay = self.model, self.grid.layout
+        T, dt = int(scenario.n_steps), scenario.dt_minutes / 60.0
+        load = (scenario.load_pu * lay.load_p_mw)[:, None]
+        load_q = (scenario.load_pu * m.load_q_base)[:, None]
+        der = self._der_mw(scenario.pv_p_mw, scenario.wind_p_mw)[:, None]
+        ev = scenario.ev
+        now = ev.select(ev.arrival_step == 0)
+        ev_mw, unmet, _ = self._future_ev((ev,), 0, T, dt, 1)
+        price = self.tariff.buy_price_at(np.arange(T) * dt)
+        paths = DayPaths(start_step=0, n_steps=T, dt_h=dt, probabilities=np.ones(1), load_p_mw=load,
+                         load_q_mvar=load_q, der_avail_mw=der, price_buy_per_mwh=price, ev_future_mw=ev_mw,
+                         ev_future_unmet_kwh=unmet, tso_requirement_mw=np.asarray(scenario.tso_requirement_mw)[:, None],
+                         ev_dwell_steps=np.zeros(self.n_station))
+        state = SurrogateState(step=0, storage_e_mwh=m.st_e_init.astype(float).copy(),
+                               ev=ConnectedEVs.from_sessions(now, now.e_arrival_kwh, T),
+                               thermal_p_last_mw=self._initial_thermal(load[0, 0], der[0, 0]))
+        return paths, state
+
+    def _initial_thermal(self, load_mw: np.ndarray, der_mw: np.ndarray) -> np.ndarray:
+        """The env's thermal state before the day (``GridSimulator._initial_thermal``)."""
+        m = self.model
+        if not m.is_td:
+            return np.zeros(0)
+        demand = load_mw.sum() - der_mw.sum()
+        room = m.g_p_max - m.g_p_min
+        return m.g_p_min + room * np.clip(demand - m.g_p_min.sum(), 0.0, room.sum()) / max(room.sum(), 1e-12)
+
+    def _der_mw(self, pv_mw: np.ndarray, wind_mw: np.ndarray) -> np.ndarray:
+        out = np.zeros(pv_mw.shape[:-1] + (self.der_is_pv.shape[0],))
+        out[..., self.der_is_pv] = pv_mw[..., self.der_col[self.der_is_pv]]
+        out[..., ~self.der_is_pv] = wind_mw[..., self.der_col[~self.der_is_pv]]
+        return out
+
+    def _future_ev(self, sessions: tuple[EVSessions, ...], t: int, T: int, dt: float, n_paths: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ASAP power (H, M, n_station) and unmet (H, M) of the sessions arriving after ``t``,
+        and the mean dwell (steps) of sessions arriving within an hour of ``t``."""
+        H, ns = T - t, self.n_station
+        power, unmet = np.zeros((H, n_paths, ns)), np.zeros((H, n_paths))
+        dwell_all: list[np.ndarray] = []
+        if not sessions:
+            return power, unmet, np.full(ns, 4.0 / dt)
+        for j, s in enumerate(sessions):
+            near = np.abs(s.arrival_step - t) <= max(1, int(round(1.0 / dt)))
+            dwell_all.append(s.departure_step[near] - s.arrival_step[near])
+            fut = s.select(s.arrival_step > t)
+            if not len(fut):
+                continue
+            power[:, j] = asap_profile(fut, ns, dt, T)[t:] * 1e-3
+            dead = np.minimum(fut.departure_step, T)
+            gain = fut.efficiency * fut.p_max_kw * dt
+            b_end = np.minimum(fut.e_capacity_kwh, fut.e_arrival_kwh + gain * (dead - fut.arrival_step))
+            miss = fut.e_request_kwh - b_end
+            miss = np.where(miss < _TOL_KWH, 0.0, miss)
+            np.add.at(unmet[:, j], dead - 1 - t, miss)
+        d = np.concatenate(dwell_all) if dwell_all else np.zeros(0)
+        dwell = float(d.mean()) if d.size else 4.0 / dt
+        return power, unmet, np.full(ns, dwell)
+
+    # ------------------------------------------------------------------ the base rule, vectorized
+    def base_action(self, state: SurrogateState, paths: DayPaths) -> ActionBatch:
+        """The base rule's action at row 0 (the nowcast), as :class:`HeuristicPolicy` computes it."""
+        m = self.model
+        t, dt = state.step, paths.dt_h
+        _, head = _ev_limits(state.ev, state.ev.e_kwh, t, dt)
+        ev = (head @ _onehot(state.ev.station, self.n_station)) * 1e-3
+        load, der = paths.load_p_mw[:1, None, :1], paths.der_avail_mw[:1, None, :1]      # (1, 1, 1, n)
+        ev4 = ev[None, None, None]
+        curt, der_used = self._curtail(load, ev4, der)
+        net = self._feeder_net(load, ev4, der_used)[0]                                   # (1, 1, F)
+        st = self._storage_rule(net, state.storage_e_mwh[None, None], dt)                # (1, 1, n_st)
+        th: tuple[np.ndarray, ...] = (np.zeros((1, 0)),) * 3
+        if self.is_td:
+            fnet = net + st @ m.f_st.T
+            p, r_up, r_dn = self._thermal_rule(load[0], der_used[0], fnet, state.thermal_p_last_mw[None, None], dt)
+            th = tuple(a[:, 0] for a in self._project_thermal(p, r_up, r_dn, state.thermal_p_last_mw, dt))
+        return ActionBatch(ev[None], st[:, 0], curt[0, :, 0], *th)
+
+    def ev_bounds(self, state: SurrogateState, dt_h: float) -> tuple[np.ndarray, np.ndarray]:
+        """Station power range (MW) of the surrogate's EVs now: (sum must-run, sum headroom)."""
+        p_lo, head = _ev_limits(state.ev, state.ev.e_kwh, state.step, dt_h)
+        onehot = _onehot(state.ev.station, self.n_station)
+        return (p_lo @ onehot) * 1e-3, (head @ onehot) * 1e-3
+
+    def step(self, state: SurrogateState, paths: DayPaths, action: ActionBatch
+             ) -> tuple[np.ndarray, SurrogateState]:
+        """Play row 0 with one action: (its cost on every path (M,), the state at the next step).
+
+        The EVs leaving at the end of the step drop out; no EV arrives (paths carry future
+        arrivals only as ASAP profiles), so use it on paths without future arrivals.
+        """
+        if len(action) != 1:
+            raise ValueError("DaySurrogate.step: one action")
+        tr = self._trajectory(state, paths, action, n_rows=1)
+        ph, _ = self._exact_physics(paths, tr, 1)
+        cost = self._costs(paths, tr, ph, 1)["total"][0, 0]
+        ev, n_ev, n_st = state.ev, len(state.ev), self.sizes.n_storage
+        e1 = tr.next_key[0, :n_ev]
+        stay = ev.deadline_step > state.step + 1
+        ev1 = ConnectedEVs(ev.station[stay], e1[stay], ev.e_capacity_kwh[stay], ev.e_request_kwh[stay],
+                           ev.p_max_kw[stay], ev.efficiency[stay], ev.deadline_step[stay])
+        nxt = SurrogateState(state.step + 1, tr.next_key[0, n_ev:n_ev + n_st].copy(), ev1,
+                             tr.next_key[0, n_ev + n_st:].copy())
+        return cost, nxt
+
+    def no_exchange_floor(self, paths: DayPaths, actions: ActionBatch) -> ActionBatch:
+        """Raise each candidate's curtailment to the no-exchange rule's own-use share at row 0
+        (given its EV setpoints), so that no node exports renewable power (no-exchange case)."""
+        if not self.settings.no_exchange or self.n_der_f == 0:
+            return actions
+        load, der = paths.load_p_mw[:1, None, :1], paths.der_avail_mw[:1, None, :1]
+        own, _ = self._curtail(load, actions.ev_p_mw[None, :, None], der)                 # (1, C, 1, n_der)
+        curt = np.maximum(actions.der_curtail_frac, own[0, :, 0])
+        return ActionBatch(actions.ev_p_mw, actions.storage_p_mw, curt, actions.thermal_p_mw,
+                           actions.thermal_r_up_mw, actions.thermal_r_dn_mw)
+
+    def thermal_margin(self, state: SurrogateState, paths: DayPaths, action: ActionBatch) -> float:
+        """The base rule's reserve margin (MW) at row 0 given the feeder part of ``action``."""
+        m = self.model
+        if not self.is_td:
+            return 0.0
+        ev = action.ev_p_mw[:1][None, :, None]
+        load, der = paths.load_p_mw[:1, None, :1], paths.der_avail_mw[:1, None, :1]
+        der_used = der * (1.0 - action.der_curtail_frac[:1][None, :, None])
+        fnet = self._feeder_net(load, ev, der_used)[0] + action.storage_p_mw[:1][:, None] @ m.f_st.T
+        demand = self._thermal_demand(load[0], der_used[0], fnet)
+        return float(self.settings.reserve_margin * demand.reshape(-1)[0])
+
+    def reserves_for(self, p: np.ndarray, margin_mw: float, p_last: np.ndarray, dt: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The base rule's reserves (C, n_gen) for thermal setpoints ``p`` (C, n_gen): the margin
+        split by headroom ``min(p_max - P, ramp dt)`` / ``min(P - p_min, ramp dt)``, then projected."""
+        if not self.is_td:
+            z = np.zeros((p.shape[0], 0))
+            return z, z
+        m = self.model
+        ramp = m.g_ramp * dt
+        up_room = np.minimum(m.g_p_max - p, ramp)
+        dn_room = np.minimum(p - m.g_p_min, ramp)
+        margin = np.full(p.shape[0], margin_mw)
+        r_up = up_room * _share(margin, up_room.sum(-1))[:, None]
+        r_dn = dn_room * _share(margin, dn_room.sum(-1))[:, None]
+        _, r_up, r_dn = self._project_thermal(p, r_up, r_dn, p_last, dt)
+        return r_up, r_dn
+
+    def _curtail(self, load: np.ndarray, ev: np.ndarray, der: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(curtailment share, DER used) of the base rule, arrays (h, C, M, n_der).
+
+        With exchange: none. Without (seed 003's third case): per bus
+        ``keep = min(avail_bus, demand_bus) / avail_bus`` so that no node exports.
+        """
+        shape = np.broadcast_shapes(der.shape[:-1], ev.shape[:-1], load.shape[:-1]) + der.shape[-1:]
+        if not self.settings.no_exchange or self.n_der_f == 0:
+            return np.zeros(shape), np.broadcast_to(der, shape)
+        m = self.model
+        demand = load[..., :m.n_load_f] @ self._load_bus.T + ev @ self._ev_bus.T     # (h, C, M, n_fb)
+        avail_bus = der[..., :m.n_der_f] @ self._der_bus.T
+        demand, avail_bus = np.broadcast_arrays(demand, avail_bus)
+        keep = np.divide(np.minimum(avail_bus, demand), avail_bus, out=np.ones(demand.shape), where=avail_bus > 0)
+        curt = np.zeros(shape)
+        curt[..., :m.n_der_f] = 1.0 - keep @ self._der_bus                          # each DER: its bus's share
+        return curt, der * (1.0 - curt)
+
+    def _feeder_net(self, load: np.ndarray, ev: np.ndarray, der_used: np.ndarray) -> np.ndarray:
+        """Feeder net demand (h, C, M, F): loads + EVs - DER used on the feeder."""
+        m = self.model
+        return (load[..., :m.n_load_f] @ m.f_load.T + ev @ m.f_ev.T - der_used[..., :m.n_der_f] @ m.f_der.T)
+
+    def _storage_rule(self, net_f: np.ndarray, e: np.ndarray, dt: float) -> np.ndarray:
+        """Base storage power (C, M, n_st), projected as the env does.
+
+        Surplus (net < 0, exchange allowed): charge ``min(-net share, p_max, room)``;
+        deficit: discharge ``min(net share, p_max, e eta_d / dt)``.
+        """
+        m = self.model
+        net = net_f[..., m.st_feeder] * self._st_share
+        room = (m.st_e_max - e) / (m.st_eta_c * dt)
+        avail = e * m.st_eta_d / dt
+        charge = np.minimum(np.minimum(-net, m.st_p_max), room)
+        dis = -np.minimum(np.minimum(net, m.st_p_max), avail)
+        p = np.where(net > 0, dis, 0.0)
+        if not self.settings.no_exchange:
+            p = np.where(net < 0, charge, p)
+        return self._project_storage(p, e, dt)
+
+    def _project_storage(self, p: np.ndarray, e: np.ndarray, dt: float) -> np.ndarray:
+        m = self.model
+        hi = np.minimum(m.st_p_max, (m.st_e_max - e) / (m.st_eta_c * dt))
+        lo = -np.minimum(m.st_p_max, e * m.st_eta_d / dt)
+        return np.minimum(np.maximum(p, lo), hi)
+
+    def _storage_next(self, p: np.ndarray, e: np.ndarray, dt: float) -> np.ndarray:
+        m = self.model
+        e1 = e + (m.st_eta_c * np.maximum(p, 0.0) + np.minimum(p, 0.0) / m.st_eta_d) * dt
+        return np.minimum(np.maximum(e1, 0.0), m.st_e_max)
+
+    def _thermal_demand(self, load: np.ndarray, der_used: np.ndarray, feeder_net: np.ndarray) -> np.ndarray:
+        """``max(T loads + sum feeder_net (1 + loss) - T wind, 0)`` (MW)."""
+        m = self.model
+        wind = der_used[..., m.n_der_f:].sum(-1)
+        demand = load[..., m.n_load_f:].sum(-1) + feeder_net.sum(-1) * (1 + self.settings.loss_factor) - wind
+        return np.maximum(demand, 0.0)
+
+    def _thermal_rule(self, load: np.ndarray, der_used: np.ndarray, feeder_net: np.ndarray, p_last: np.ndarray,
+                      dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Merit order on the thermal demand within the ramp window, and the reserve margin split
+        by headroom (``HeuristicPolicy._thermal``); arrays (C, M, n_gen)."""
+        m = self.model
+        demand = self._thermal_demand(load, der_used, feeder_net)
+        ramp = m.g_ramp * dt
+        shape = np.broadcast_shapes(p_last.shape, demand.shape + (m.n_gen,))
+        lo = np.broadcast_to(np.maximum(m.g_p_min, p_last - ramp), shape)
+        hi = np.broadcast_to(np.minimum(m.g_p_max, p_last + ramp), shape)
+        p = self._merit_order(lo, hi, np.broadcast_to(demand, shape[:-1]))
+        p = np.minimum(np.maximum(p, lo), hi)
+        margin = self.settings.reserve_margin * demand
+        up_room = np.minimum(m.g_p_max - p, ramp)
+        dn_room = np.minimum(p - m.g_p_min, ramp)
+        r_up = up_room * _share(margin, up_room.sum(-1))[..., None]
+        r_dn = dn_room * _share(margin, dn_room.sum(-1))[..., None]
+        return p, r_up, r_dn
+
+    def _merit_order(self, lo: np.ndarray, hi: np.ndarray, demand: np.ndarray) -> np.ndarray:
+        """Cheapest-first (c1) from ``lo`` up to ``hi`` to cover ``demand`` (vectorized merit_order)."""
+        o = self._merit
+        room = np.maximum(hi - lo, 0.0)[..., o]
+        rest = demand - lo.sum(-1)
+        before = np.cumsum(room, axis=-1) - room
+        give = np.minimum(np.maximum(rest[..., None] - before, 0.0), room)
+        p = lo.copy()
+        p[..., o] += give
+        return p
+
+    def _project_thermal(self, p: np.ndarray, r_up: np.ndarray, r_dn: np.ndarray, p_last: np.ndarray,
+                         dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The env's projection of thermal setpoints and reserves (``GridSimulator._project``):
+        ``P`` into ``[max(p_min, P_last - ramp dt), min(p_max, P_last + ramp dt)]``, reserves
+        into ``[0, up_lim - P]`` / ``[0, P - dn_lim]``."""
+        m = self.model
+        if not self.is_td:
+            return p, r_up, r_dn
+        ramp = m.g_ramp * dt
+        up_lim = np.minimum(m.g_p_max, p_last + ramp)
+        dn_lim = np.maximum(m.g_p_min, p_last - ramp)
+        p = np.minimum(np.maximum(p, dn_lim), np.maximum(up_lim, dn_lim))
+        r_up = np.minimum(np.maximum(r_up, 0.0), np.maximum(up_lim - p, 0.0))
+        r_dn = np.minimum(np.maximum(r_dn, 0.0), np.maximum(p - dn_lim, 0.0))
+        return p, r_up, r_dn
+
+    # ------------------------------------------------------------------ dispatch trajectories
+    def _trajectory(self, state: SurrogateState, paths: DayPaths, first: ActionBatch, n_rows: int | None = None
+                    ) -> _Traj:
+        """Row 0 with the candidates, then the base rule on every path (rows 1..n_rows-1)."""
+        m, dt, t = self.model, paths.dt_h, state.step
+        H = paths.horizon if n_rows is None else min(n_rows, paths.horizon)
+        C, M = len(first), paths.n_paths
+        ev_state = state.ev
+        # ---- row 0: the candidates (projected like the env)
+        p_ev = ev_split(ev_state, t, dt, first.ev_p_mw * 1e3, self.n_station)              # (C, n_ev) kW
+        onehot = _onehot(ev_state.station, self.n_station)
+        ev0 = (p_ev @ onehot) * 1e-3
+        e1 = ev_state.e_kwh + ev_state.efficiency * p_ev * dt
+        st0 = self._project_storage(first.storage_p_mw, state.storage_e_mwh, dt)              # (C, n_st)
+        curt0 = np.minimum(np.maximum(first.der_curtail_frac, 0.0), 1.0)
+        der0 = paths.der_avail_mw[0][None] * (1.0 - curt0[:, None])                           # (C, M, n_der)
+        th0 = self._project_thermal(first.thermal_p_mw, first.thermal_r_up_mw, first.thermal_r_dn_mw,
+                                    state.thermal_p_last_mw, dt)
+        est1 = self._storage_next(st0, state.storage_e_mwh, dt)
+        unmet0 = np.zeros(C)
+        leave0 = ev_state.deadline_step == t + 1
+        if leave0.any():
+            miss = ev_state.e_request_kwh[leave0] - e1[:, leave0]
+            unmet0 = np.where(miss < _TOL_KWH, 0.0, miss).sum(axis=1)
+        key = np.concatenate([e1, est1, th0[0]], axis=1)
+        # ---- arrays of all rows
+        n_st, n_der, n_gen = self.sizes.n_storage, self.sizes.n_der, self.sizes.n_gen
+        ev_cur, unmet_cur = ev_asap(ev_state, e1, t + 1, H - 1, dt, self.n_station)          # (H-1, C, ns)
+        ev_all = np.empty((H, C, M, self.n_station))
+        ev_all[0] = ev0[:, None]
+        ev_all[1:] = ev_cur[:, :, None] + paths.ev_future_mw[1:H, None]
+        unmet = np.empty((H, C, M))
+        unmet[0] = unmet0[:, None] + paths.ev_future_unmet_kwh[0][None]
+        unmet[1:] = unmet_cur[:, :, None] + paths.ev_future_unmet_kwh[1:H, None]
+        st_all = np.empty((H, C, M, n_st))
+        st_all[0] = st0[:, None]
+        der_all = np.empty((H, C, M, n_der))
+        der_all[0] = der0
+        th_all = [np.empty((H, C, M, n_gen)) for _ in range(3)]
+        for a, v in zip(th_all, th0):
+            a[0] = v[:, None]
+        if H > 1:
+            load = paths.load_p_mw[1:H, None]                                                # (H-1, 1, M, n)
+            _, der_all[1:] = self._curtail(load, ev_all[1:], paths.der_avail_mw[1:H, None])
+            net = self._feeder_net(load, ev_all[1:], der_all[1:])                             # (H-1, C, M, F)
+            self._storage_loop(net, est1, st_all, dt)
+            if self.is_td:
+                p_last = np.broadcast_to(th0[0][:, None], (C, M, n_gen)).copy()
+                for k in range(1, H):
+                    fnet = net[k - 1] + st_all[k] @ m.f_st.T
+                    th = self._thermal_rule(load[k - 1], der_all[k], fnet, p_last, dt)
+                    for a, v in zip(th_all, self._project_thermal(*th, p_last, dt)):
+                        a[k] = v
+                    p_last = th_all[0][k]
+        return _Traj(ev_all, unmet, st_all, der_all, th_all[0], th_all[1], th_all[2], key)
+
+    def _storage_loop(self, net: np.ndarray, e1: np.ndarray, out: np.ndarray, dt: float) -> None:
+        """The base storage rule on rows 1.. (``out[1:]``, (H, C, M, n_st)) from energies ``e1`` (C, n_st).
+
+        With the feeder's net demand shared by rating, ``n``: discharge ``min(n+, p_max, e eta_d/dt)``,
+        charge ``min(n-, p_max, (e_max - e)/(eta_c dt))`` (none without exchange);
+        ``e += eta_c dt charge - dt/eta_d discharge`` (:meth:`_storage_rule` unrolled).
+        """
+        m = self.model
+        if out.shape[-1] == 0:
+            return
+        n = net[..., m.st_feeder] * self._st_share                                      # (H-1, C, M, n_st)
+        pos = np.maximum(n, 0.0)
+        neg = np.zeros_like(n) if self.settings.no_exchange else np.maximum(-n, 0.0)
+        p_max, e_max = m.st_p_max, m.st_e_max
+        ed, ic = m.st_eta_d / dt, 1.0 / (m.st_eta_c * dt)
+        a_c, a_d = m.st_eta_c * dt, dt / m.st_eta_d
+        e = np.broadcast_to(e1[:, None], pos.shape[1:]).copy()
+        for k in range(pos.shape[0]):
+            dis = np.minimum(pos[k], np.minimum(p_max, e * ed))
+            ch = np.minimum(neg[k], np.minimum(p_max, (e_max - e) * ic))
+            np.subtract(ch, dis, out=out[k + 1])
+            e += a_c * ch
+            e -= a_d * dis
+            np.minimum(np.maximum(e, 0.0, out=e), e_max, out=e)
+
+    # ------------------------------------------------------------------ physics
+    def _ctrl(self, tr: _Traj) -> np.ndarray:
+        """Feeder control vector (H, C, M, n_ctrl): [EV, storage, feeder DER used]."""
+        return np.concatenate([tr.ev_mw, tr.storage_mw, tr.der_used_mw[..., :self.n_der_f]], axis=-1)
+
+    def _exact_physics(self, paths: DayPaths, tr: _Traj, n_rows: int
+                       ) -> tuple[_Physics, list[dict[str, Any]]]:
+        """AC sweeps of every (row, candidate, path); also each feeder's operating points
+        (complex voltages and injections, for warm-started re-solves and the expansion)."""
+        m = self.model
+        ctrl = self._ctrl(tr)
+        H, C, M = ctrl.shape[:3]
+        load = paths.load_p_mw[:n_rows, None, :, :m.n_load_f] @ self._load_bus.T           # (H, 1, M, n_fb)
+        load_q = paths.load_q_mvar[:n_rows, None, :, :m.n_load_f] @ self._load_bus.T
+        p = load + ctrl @ self._m_ctrl.T
+        q = np.broadcast_to(load_q - self._q_comp_fb, p.shape)
+        s = (p + 1j * q) * m.inv_base_fb                                                    # (H, C, M, n_fb)
+        head = np.empty((H, C, M, m.n_feeder))
+        viol = np.zeros((H, C, M))
+        feeders: list[dict[str, Any]] = [{} for _ in range(m.n_feeder)]
+        for g in m.groups:
+            sw = g.sweep
+            for j, k in enumerate(g.feeders):
+                cols = s[..., g.idx[:, j]].reshape(-1, sw.n_bus).T                          # (n_bus, HCM)
+                res = sw.solve(cols, v_slack_pu=g.v0, tol=self.settings.sweep_tol_pu)
+                v = res.v_pu.T.reshape(H, C, M, sw.n_bus)
+                vm = np.abs(v)
+                viol += self._viol(k, vm)
+                head[..., k] = res.s_slack_pu.real.reshape(H, C, M) * g.base_mva
+                idx = self._feeder_ctrl[k]
+                feeders[k] = {"v": v, "vm": vm, "s": cols.T.reshape(H, C, M, sw.n_bus), "ctrl_idx": idx,
+                              "m_loc": self._m_ctrl[m.feeder_bus_slices[k]][:, idx], "group": g}
+        return _Physics(head, viol), feeders
+
+    def _viol(self, k: int, vm: np.ndarray) -> np.ndarray:
+        """Sum over feeder ``k``'s buses of ``max(vmin - |V|, |V| - vmax, 0)`` (p.u.)."""
+        sl = self.model.feeder_bus_slices[k]
+        lo, hi = self.model.vmin_fb[sl], self.model.vmax_fb[sl]
+        return (np.maximum(lo - vm, 0.0) + np.maximum(vm - hi, 0.0)).sum(-1)
+
+    @staticmethod
+    def _sensitivities(L: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(sv, hf) of a feeder at the path-mean operating point of each row, computed on first
+        use (:func:`_sweep_sensitivities`; sv per MW)."""
+        if "sv" not in L:
+            g, v, s = L["group"], L["v"], L["s"]
+            H, nb = v.shape[0], v.shape[-1]
+            vbar = v.reshape(H, -1, nb).mean(axis=1)
+            sbar = s.reshape(H, -1, nb).mean(axis=1)
+            sv, hf = _sweep_sensitivities(np.asarray(g.sweep.dlf), vbar, sbar, L["m_loc"], g.sweep.slack_bus, g.v0)
+            L["sv"], L["hf"] = sv / g.base_mva, hf
+        return L["sv"], L["hf"]
+
+    def _delta_physics(self, ref: "_Reference", tr: _Traj, n_rows: int, max_columns: int,
+                       commit: bool = False, keep: list | None = None) -> _Physics:
+        """Feeder results of candidates against the reference trajectory ``ref``.
+
+        Where a (row, candidate, path) has the reference's controls, the reference's results are
+        reused; the others are re-solved by AC sweeps warm-started at the reference voltages
+        (row 0, the nowcast, once per candidate when it is common to all paths); beyond
+        ``max_columns`` columns per feeder the first-order expansion is used instead. With
+        ``commit`` (one candidate) the reference becomes that candidate's trajectory; ``keep``
+        receives the re-solved points ``(k, h, c, m, V, |V|, S, row0)`` (for :meth:`Lookahead.commit_last`).
+        """
+        m = self.model
+        ctrl = self._ctrl(tr)
+        H, C, M = ctrl.shape[:3]
+        d = ctrl - ref.ctrl[:n_rows]                                                        # (H, C, M, n_ctrl)
+        head = np.broadcast_to(ref.head[:n_rows], (H, C, M, m.n_feeder)).copy()
+        viol = np.broadcast_to(ref.viol[:n_rows], (H, C, M)).copy()
+        for k in range(m.n_feeder):
+            L = ref.feeders[k]
+            dk = d[..., L["ctrl_idx"]]
+            changed = np.abs(dk).max(axis=-1, initial=0.0) > 1e-12
+            if ref.row0_shared and M > 1:
+                changed[0, :, 1:] = False                                                  # solved once, copied below
+            if not changed.any():
+                continue
+            h, c, mm = np.nonzero(changed)
+            du = dk[h, c, mm]                                                               # (n_col, n_i)
+            g = L["group"]
+            s_new = L["s"][h, 0, mm] + (du @ L["m_loc"].T) / g.base_mva                     # (n_col, n_bus)
+            vm_old = L["vm"][h, 0, mm]
+            if h.shape[0] <= max_columns:
+                v, head_pu = _sweep_warm(np.asarray(g.sweep.dlf), s_new.T, L["v"][h, 0, mm].T, g.v0,
+                                         g.sweep.slack_bus, self.settings.sweep_tol_pu)
+                v = v.T
+                vm = np.abs(v)
+                dhead = head_pu * g.base_mva - ref.head[h, 0, mm, k]
+            else:
+                sv, hf = self._sensitivities(L)
+                vm = vm_old + np.einsum("ni,nij->nj", du, sv[h])
+                dhead = np.einsum("ni,ni->n", du, hf[h])
+                v = L["v"][h, 0, mm] * (vm / vm_old)
+            dviol = self._viol(k, vm) - self._viol(k, vm_old)
+            head[h, c, mm, k] += dhead
+            viol[h, c, mm] += dviol
+            row0 = ref.row0_shared and M > 1 and bool((h == 0).any())
+            if row0:                                                                        # copy to all paths
+                r0 = h == 0
+                head[0, c[r0], :, k] = head[0, c[r0], :1, k]
+                viol[0, c[r0], :] = viol[0, c[r0], :1]
+            if keep is not None:
+                keep.append((k, h, c, mm, v, vm, s_new, row0))
+            if commit:
+                L["v"][h, 0, mm], L["vm"][h, 0, mm], L["s"][h, 0, mm] = v, vm, s_new
+                if row0:
+                    for name in ("v", "vm", "s"):
+                        L[name][0, 0, 1:] = L[name][0, 0, :1]
+                L.pop("sv", None)
+                L.pop("hf", None)
+        if commit:
+            ref.ctrl[:n_rows] = ctrl
+            ref.head[:n_rows] = head
+            ref.viol[:n_rows] = viol
+        return _Physics(head, viol)
+
+    # ------------------------------------------------------------------ costs
+    def _costs(self, paths: DayPaths, tr: _Traj, ph: _Physics, n_rows: int) -> dict[str, np.ndarray]:
+        """Cost breakdown per row (H, C, M), keys of :data:`env.simulator.COST_KEYS`."""
+        m, tar, dt = self.model, self.tariff, paths.dt_h
+        H = n_rows
+        shape = ph.v_viol_pu.shape
+        z = np.zeros(shape)
+        cost = {k: z for k in COST_KEYS}
+        ev_mwh = tr.ev_mw.sum(-1) * dt
+        cost["ev_revenue"] = -ev_mwh * tar.ev_charging_price_per_mwh
+        cost["ev_subsidy"] = ev_mwh * tar.ev_subsidy_per_mwh
+        cost["storage_degradation"] = np.abs(tr.storage_mw).sum(-1) * dt * tar.storage_cost_per_mwh
+        cost["ev_unmet"] = tr.ev_unmet_kwh * 1e-3 * tar.penalty_ev_unmet_per_mwh
+        cost["voltage_violation"] = ph.v_viol_pu * dt * tar.penalty_voltage_per_puh
+        der_used = tr.der_used_mw
+        avail = np.broadcast_to(paths.der_avail_mw[:H, None].sum(-1), shape)
+        backoff = z
+        if m.is_td:
+            der_used, backoff, bal = self._balance(paths, tr, ph, H)
+            cost.update(bal)
+        else:
+            head = ph.head_mw.sum(-1)
+            price = paths.price_buy_per_mwh[:H, None, None]
+            cost["energy_bought"] = np.maximum(head, 0.0) * dt * price
+            cost["energy_sold"] = -np.maximum(-head, 0.0) * dt * tar.price_sell_per_mwh
+        if m.is_td:
+            cost["boundary_energy"] = ph.head_mw.sum(-1) * dt * paths.price_buy_per_mwh[:H, None, None]
+        cost["renewable_generation"] = der_used @ m.der_cost * dt
+        cost["curtailment"] = (avail - der_used.sum(-1) + backoff) * dt * tar.penalty_curtailment_per_mwh
+        cost["total"] = sum(cost[k] for k in _SUMMED)
+        return cost
+
+    def _balance(self, paths: DayPaths, tr: _Traj, ph: _Physics, H: int
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """T-D real-time balancing of ``D = T loads + sum head - thermal - T wind`` (approximate
+        ``GridSimulator._balance``): reserves pro rata, then shed (deficit) or curtail wind,
+        feeder DER and back thermal off (surplus); the rest goes to the reference unit."""
+        m, tar, dt = self.model, self.tariff, paths.dt_h
+        load_t = np.broadcast_to(paths.load_p_mw[:H, None, :, m.n_load_f:].sum(-1), ph.v_viol_pu.shape)
+        load_f = np.broadcast_to(paths.load_p_mw[:H, None, :, :m.n_load_f].sum(-1), load_t.shape)
+        der = np.array(np.broadcast_to(tr.der_used_mw, load_t.shape + tr.der_used_mw.shape[-1:]))
+        wind_t = der[..., m.n_der_f:].sum(-1)
+        der_f = der[..., :m.n_der_f].sum(-1)
+        thermal = tr.thermal_mw.copy()
+        D = load_t + ph.head_mw.sum(-1) - thermal.sum(-1) - wind_t
+        up_cap, dn_cap = tr.r_up_mw.sum(-1), tr.r_dn_mw.sum(-1)
+        up = np.minimum(np.maximum(D, 0.0), up_cap)
+        thermal += tr.r_up_mw * _share(up, up_cap)[..., None]
+        rest = np.maximum(D, 0.0) - up
+        shed = np.minimum(rest, load_t + load_f)
+        dn = np.minimum(np.maximum(-D, 0.0), dn_cap)
+        thermal -= tr.r_dn_mw * _share(dn, dn_cap)[..., None]
+        rest_s = np.maximum(-D, 0.0) - dn
+        cut_t = np.minimum(rest_s, wind_t)
+        rest_s = rest_s - cut_t
+        cut_f = np.minimum(rest_s, der_f)
+        rest_s = rest_s - cut_f
+        room = np.maximum(thermal - np.minimum(m.g_p_min, thermal), 0.0)
+        back = np.minimum(rest_s, room.sum(-1))
+        thermal -= room * _share(back, room.sum(-1))[..., None]
+        left = (rest - shed) - (rest_s - back)                  # unbalanced (signed) -> reference unit
+        thermal[..., m.ref_unit] += left
+        der[..., m.n_der_f:] *= (1.0 - _share(cut_t, wind_t))[..., None]
+        der[..., :m.n_der_f] *= (1.0 - _share(cut_f, der_f))[..., None]
+        req = np.abs(paths.tso_requirement_mw[:H, None]).sum(-1)
+        out = {
+            "thermal_fuel": (m.g_c2 * thermal * thermal + m.g_c1 * thermal).sum(-1) * dt,
+            "reserves": (tr.r_up_mw + tr.r_dn_mw) @ m.g_cr * dt,
+            "load_shed": shed * dt * tar.penalty_load_shed_per_mwh,
+            "boundary_violation": np.broadcast_to(req, load_t.shape) * dt * tar.penalty_boundary_per_mwh,
+        }
+        return der, back, out
+
+    # ------------------------------------------------------------------ public
+    def simulate(self, state: SurrogateState, paths: DayPaths, first: ActionBatch | None = None
+                 ) -> dict[str, np.ndarray]:
+        """Cost breakdown (C, M) of each first-step action (default: the base action) followed by
+        the base rule to the day's end, with exact AC sweeps on every step."""
+        first = first if first is not None else self.base_action(state, paths)
+        tr = self._trajectory(state, paths, first)
+        ph, _ = self._exact_physics(paths, tr, paths.horizon)
+        return {k: v.sum(axis=0) for k, v in self._costs(paths, tr, ph, paths.horizon).items()}
+
+    def lookahead(self, state: SurrogateState, paths: DayPaths, reference: ActionBatch,
+                  max_columns: int = 4096) -> "Lookahead":
+        """A :class:`Lookahead` that prices candidates around ``reference`` (one action)."""
+        return Lookahead(self, state, paths, reference, max_columns)
+
+
+def _sweep_warm(dlf: np.ndarray, s: np.ndarray, v_start: np.ndarray, v0: complex, slack: int, tol: float,
+                max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed point ``V = V0 - DLF conj(S / V)`` from ``v_start`` (columns = operating points,
+    per unit) until ``max |dV| < tol``; returns (|V| (n_bus, K), head P ``Re(V0 conj(sum I))`` (K,)).
+
+    Raises:
+        PowerFlowError: no convergence (an overloaded feeder).
+    """
+    s_conj = np.conj(s)
+    s_conj[slack] = 0.0
+    v = v_start
+    for _ in range(max_iter):
+        i_bus = s_conj / np.conj(v)
+        v_new = v0 - dlf @ i_bus
+        step = np.abs(v_new - v).max(initial=0.0)
+        v = v_new
+        if step < tol:
+            break
+    else:
+        raise PowerFlowError("surrogate", 0, f"warm sweep: no convergence within {max_iter} iterations")
+    i_bus = s_conj / np.conj(v)
+    return np.abs(v), (v0 * np.conj(i_bus.sum(axis=0))).real
+
+
+def _sweep_sensitivities(dlf: np.ndarray, v: np.ndarray, s: np.ndarray, m_loc: np.ndarray, slack: int,
+                         v0: complex) -> tuple[np.ndarray, np.ndarray]:
+    """Derivatives of ``|V|`` and the head power of the sweep's fixed point w.r.t. real injections.
+
+    At ``V = V0 - DLF conj(S / V)`` (per unit, ``v``, ``s`` of shape (H, n_bus), ``S`` = net
+    consumption), a consumption change ``dp = m_loc u`` gives
+    ``dV = -DLF (dp / conj(V)) + DLF diag(conj(S) / conj(V)^2) conj(dV)``, a real linear system
+    in ``(Re dV, Im dV)`` solved per row; then ``d|V_j| = Re(conj(V_j) dV_j) / |V_j|`` and
+    ``dP_head = Re(V0 conj(sum_j dI_j))`` with ``dI = dp / conj(V) - conj(S) conj(dV) / conj(V)^2``.
+
+    Returns:
+        sv (H, n_u, n_bus): ``d|V_j| / du_i``; hf (H, n_u): ``dP_head / du_i`` (both per unit).
+    """
+    H, n = v.shape
+    s = s.copy()
+    s[:, slack] = 0.0
+    cv = np.conj(v)
+    d2 = np.conj(s) / (cv * cv)                                                  # (H, n)
+    B = dlf[None] * d2[:, None, :]                                               # (H, n, n)
+    K = np.block([[B.real, B.imag], [B.imag, -B.real]])                          # (H, 2n, 2n)
+    A = np.eye(2 * n)[None] - K
+    c = -np.einsum("jb,hb,bi->hji", dlf, 1.0 / cv, m_loc)                       # (H, n, n_u)
+    x = np.linalg.solve(A, np.concatenate([c.real, c.imag], axis=1))           # (H, 2n, n_u)
+    dv = x[:, :n] + 1j * x[:, n:]
+    sv = ((v.real[:, :, None] * dv.real + v.imag[:, :, None] * dv.imag) / np.abs(v)[:, :, None])
+    di = m_loc[None] / cv[:, :, None] - d2[:, :, None] * np.conj(dv)            # (H, n, n_u)
+    di[:, slack] = 0.0
+    hf = (v0 * np.conj(di.sum(axis=1))).real
+    return np.swapaxes(sv, 1, 2), hf
+
+
+def _share(amount: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """``min(1, amount / total)`` where ``total > 0``, else 0."""
+    amount, total = np.broadcast_arrays(np.asarray(amount, dtype=float), np.asarray(total, dtype=float))
+    return np.minimum(np.divide(amount, total, out=np.zeros(total.shape), where=total > 0), 1.0)
+
+
+@dataclass
+class _Reference:
+    """The trajectory candidates are priced against (initially the reference action's; after a
+    :meth:`Lookahead.commit`, the committed action's), with its feeder operating points."""
+
+    ctrl: np.ndarray            # (H, 1, M, n_ctrl)
+    head: np.ndarray            # (H, 1, M, F)
+    viol: np.ndarray            # (H, 1, M)
+    feeders: list[dict[str, Any]]
+    row0_shared: bool           # row 0 (the nowcast) identical on every path
+    key: np.ndarray             # state after row 0
+    rows: np.ndarray            # (H, M) total cost per row
+
+
+class Lookahead:
+    """Q-factors of first-step actions at one state, on one set of paths (common random numbers).
+
+    ``Q(u)[m] = cost of row 0 with u + cost of the base rule on rows 1.. of path m``. The
+    reference action is simulated with AC sweeps on every row and path; other candidates re-solve
+    only the (row, path) points where their controls differ from the current reference (warm-started
+    sweeps), and candidates whose state after row 0 equals the reference's (e.g. a curtailment
+    change) share its rows 1.. . :meth:`commit` moves the reference to a chosen candidate.
+
+    Args:
+        max_columns: per feeder and evaluation, at most this many operating points are re-solved
+            by sweeps; beyond, the first-order expansion of the module docstring is used.
+    """
+
+    def __init__(self, sur: DaySurrogate, state: SurrogateState, paths: DayPaths, reference: ActionBatch,
+                 max_columns: int = 4096) -> None:
+        if len(reference) != 1:
+            raise ValueError("Lookahead: the reference must be one action")
+        self.sur, self.state, self.paths, self.max_columns = sur, state, paths, int(max_columns)
+        H = paths.horizon
+        tr = sur._trajectory(state, paths, reference)
+        ph, feeders = sur._exact_physics(paths, tr, H)
+        shared = bool(np.ptp(paths.load_p_mw[0], axis=0).max(initial=0.0) == 0.0
+                      and np.ptp(paths.der_avail_mw[0], axis=0).max(initial=0.0) == 0.0
+                      and np.ptp(paths.load_q_mvar[0], axis=0).max(initial=0.0) == 0.0)
+        rows = sur._costs(paths, tr, ph, H)["total"][:, 0]
+        self._ref = _Reference(sur._ctrl(tr).copy(), ph.head_mw.copy(), ph.v_viol_pu.copy(), feeders, shared,
+                               tr.next_key[0].copy(), rows)
+        self.reference_cost = rows.sum(axis=0)                                               # (M,)
+        self.current_cost = self.reference_cost.copy()
+
+    def evaluate(self, actions: ActionBatch) -> np.ndarray:
+        """Q (C, M) of ``actions`` on every path."""
+        sur, paths, ref = self.sur, self.paths, self._ref
+        H = paths.horizon
+        out = np.empty((len(actions), paths.n_paths))
+        self._last: list[tuple[Any, ...]] = []
+        tr1 = sur._trajectory(self.state, paths, actions, n_rows=1)
+        same = np.abs(tr1.next_key - ref.key).max(axis=1, initial=0.0) <= 1e-12
+        for sel, rows in ((same, 1), (~same, H)):
+            if not sel.any():
+                continue
+            idx = np.flatnonzero(sel)
+            tr = _take_traj(tr1, idx) if rows == 1 else sur._trajectory(self.state, paths, actions.take(idx))
+            keep: list[tuple[Any, ...]] = []
+            ph = sur._delta_physics(ref, tr, rows, self.max_columns, keep=keep)
+            cost = sur._costs(paths, tr, ph, rows)["total"]
+            out[idx] = cost.sum(axis=0) + (ref.rows[1:].sum(axis=0) if rows == 1 else 0.0)
+            self._last.append((idx, tr, rows, ph, keep, cost))
+        return out
+
+    def commit_last(self, i: int) -> np.ndarray:
+        """:meth:`commit` candidate ``i`` of the last :meth:`evaluate` (no re-simulation)."""
+        ref = self._ref
+        for idx, tr, rows, ph, keep, cost in self._last:
+            hit = np.flatnonzero(idx == i)
+            if not hit.size:
+                continue
+            j = int(hit[0])
+            for k, h, c, mm, v, vm, s_new, row0 in keep:
+                L, on = ref.feeders[k], c == j
+                L["v"][h[on], 0, mm[on]], L["vm"][h[on], 0, mm[on]], L["s"][h[on], 0, mm[on]] = v[on], vm[on], \
+                    s_new[on]
+                if row0 and (h[on] == 0).any():
+                    for name in ("v", "vm", "s"):
+                        L[name][0, 0, 1:] = L[name][0, 0, :1]
+                L.pop("sv", None)
+                L.pop("hf", None)
+            ref.ctrl[:rows] = self.sur._ctrl(tr)[:, j:j + 1]
+            ref.head[:rows] = ph.head_mw[:, j:j + 1]
+            ref.viol[:rows] = ph.v_viol_pu[:, j:j + 1]
+            ref.rows[:rows] = cost[:, j]
+            ref.key = tr.next_key[j].copy()
+            self.current_cost = ref.rows.sum(axis=0)
+            return self.current_cost
+        raise ValueError(f"Lookahead.commit_last: no candidate {i} in the last evaluation")
+
+    def commit(self, action: ActionBatch) -> np.ndarray:
+        """Make ``action`` (one) the reference candidates are priced against; returns its Q (M,)."""
+        self.evaluate(action)
+        return self.commit_last(0)
+
+
+def _take_traj(tr: _Traj, idx: np.ndarray) -> _Traj:
+    return _Traj(*(getattr(tr, f.name)[:, idx] if f.name != "next_key" else tr.next_key[idx]
+                   for f in fields(tr)))
