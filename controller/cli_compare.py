@@ -1,0 +1,152 @@
+"""``gridroll compare`` and ``gridroll stress``: policies x regimes x days on common random numbers.
+
+Both run the resumable sweep of :mod:`controller.experiments`, write
+``summary.parquet`` (one row per policy x regime x day), ``steps.parquet``,
+``comparison.parquet`` (the per-regime table) and PNG plots, and print a table
+per regime: KPI means, paired 95% CIs of each policy's cost minus the
+baseline's, regret against the perfect-information bound and the gap closed.
+``stress`` runs the stress regimes and adds the worst day of each KPI.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+COMPARE_REGIMES = ("sunny", "cloudy", "highly_fluctuating")
+STRESS_REGIMES = ("wind_ramp", "ev_surge", "high_penetration")
+_PRINT_KPIS = ("curtailment_mwh", "load_shed_mwh", "ev_unmet_mwh", "voltage_violation_puh", "losses_mwh",
+               "max_line_loading", "boundary_violation_mw", "decision_ms_mean")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``compare`` and ``stress``."""
+    from policies import policy_names
+
+    p = sub.add_parser("compare", help="compare policies on the same sampled days (paired statistics, regret)")
+    _add_arguments(p, policy_names(), COMPARE_REGIMES, "runs/compare")
+    p.set_defaults(func=compare, worst=False)
+    p = sub.add_parser("stress", help="compare policies under the stress regimes, with worst-day KPIs")
+    _add_arguments(p, policy_names(), STRESS_REGIMES, "runs/stress")
+    p.set_defaults(func=compare, worst=True)
+
+
+def _add_arguments(p: argparse.ArgumentParser, policies: tuple[str, ...], regimes: tuple[str, ...],
+                   out: str) -> None:
+    p.add_argument("--case", default="d33", help="case name (see `gridroll cases`)")
+    p.add_argument("--policies", default=",".join(policies), help="comma-separated policy names")
+    p.add_argument("--regimes", default=",".join(regimes), help="comma-separated regime names")
+    p.add_argument("--days", type=int, default=20, help="days per regime; day k uses seed + k for every policy")
+    p.add_argument("--seed", type=int, default=1, help="seed of day 0")
+    p.add_argument("--dt-minutes", type=int, default=15, choices=(5, 15, 60))
+    p.add_argument("--out", default=out, help="output folder; an interrupted sweep resumes from it")
+    p.add_argument("--workers", type=int, default=1, help="parallel workers (processes or Ray actors)")
+    p.add_argument("--backend", default="local", choices=("local", "ray"))
+    p.add_argument("--ray-address", default=None, help="connect to this Ray cluster (else a local Ray)")
+    p.add_argument("--no-reactive", action="store_true", help="keep the compensators at 0 (no SOCP)")
+    p.add_argument("--scenarios", type=int, default=10, help="SOCP scenarios S after reduction")
+    p.add_argument("--solver", default="ECOS", choices=("ECOS", "CLARABEL"), help="SOCP solver")
+    p.add_argument("--baseline", default="heuristic", help="policy the paired differences are taken against")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the paired intervals")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _names(text: str, flag: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ValueError(f"{flag} is empty")
+    return names
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Run (or resume) the sweep, write the tables and plots, print the comparison."""
+    from controller.experiments import RunStore, SweepConfig, run_sweep
+    from controller.io import write_parquet_atomic
+    from controller.stats import KEY_KPIS, WORST_KPIS, compare_policies, find_bound_policy
+
+    if not 0.0 < args.confidence < 1.0:
+        raise ValueError(f"--confidence must be in (0, 1), got {args.confidence}")
+    config = SweepConfig(case=args.case, policies=_names(args.policies, "--policies"),
+                         regimes=_names(args.regimes, "--regimes"), days=args.days, seed=args.seed,
+                         dt_minutes=args.dt_minutes, reactive=not args.no_reactive, n_scenarios=args.scenarios,
+                         solver=args.solver)
+    result = run_sweep(config, args.out, workers=args.workers, backend=args.backend, progress=not args.no_progress,
+                       ray_address=args.ray_address)
+    out = result.out
+    table = compare_policies(result.summary, baseline=args.baseline, kpis=KEY_KPIS,
+                             worst=WORST_KPIS if args.worst else (), confidence=args.confidence)
+    written = [write_parquet_atomic(result.summary, out / "summary.parquet"),
+               write_parquet_atomic(table, out / "comparison.parquet")]
+    written.append(write_parquet_atomic(RunStore(out).steps(config.specs()), out / "steps.parquet"))
+    print(f"\n{result.n_ran} runs done, {result.n_reused} reused from {out} ({result.wall_s:.1f} s)")
+    print_comparison(table, result.summary, baseline=args.baseline, confidence=args.confidence, worst=args.worst)
+    if args.no_reactive and find_bound_policy(result.summary) is not None:
+        print("\nnote: --no-reactive keeps the controller's compensators at 0, but a clairvoyant policy that plans "
+              "its own compensator setpoints (perfect_information does) still uses them: the regret then includes "
+              "the value of reactive control.")
+    if not args.no_plots:
+        from controller.compare_report import write_comparison_plots
+
+        written += write_comparison_plots(result.summary, table, out, baseline=args.baseline,
+                                          bound_policy=find_bound_policy(result.summary))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _ci(mean: float, lo: float, hi: float) -> str:
+    if pd.isna(mean):
+        return ""
+    if pd.isna(lo):
+        return f"{mean:+,.1f}"
+    return f"{mean:+,.1f} [{lo:+,.1f}, {hi:+,.1f}]"
+
+
+def format_regime_table(table: pd.DataFrame, regime: str, baseline: str, worst: bool
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The printed tables of one regime: costs (one row per policy, CIs as text) and KPIs
+    (one row per KPI, one column per policy)."""
+    rows = table[table.regime == regime].set_index("policy")
+    costs = pd.DataFrame(index=rows.index)
+    costs["days"] = rows.n_days
+    costs["cost"] = rows.total_cost.map("{:,.1f}".format)
+    diff = f"diff_vs_{baseline}"
+    if diff in rows:
+        costs[f"cost - {baseline} [CI]"] = [_ci(*v) for v in rows[[diff, f"{diff}_lo", f"{diff}_hi"]].to_numpy()]
+    if "regret" in rows:
+        costs["regret [CI]"] = [_ci(*v) for v in rows[["regret", "regret_lo", "regret_hi"]].to_numpy()]
+        costs["gap closed"] = rows.gap_closed.map(lambda g: "" if pd.isna(g) else f"{g:.0%}")
+    if worst and "worst_total_cost" in rows:
+        costs["worst cost"] = rows.worst_total_cost.map("{:,.1f}".format)
+    kpis = {}
+    for kpi in _PRINT_KPIS:
+        if kpi in rows:
+            kpis[f"{kpi} (mean)" if worst else kpi] = rows[kpi]
+            if worst and f"worst_{kpi}" in rows:
+                kpis[f"{kpi} (worst)"] = rows[f"worst_{kpi}"]
+    return costs, pd.DataFrame(kpis).T
+
+
+def print_comparison(table: pd.DataFrame, summary: pd.DataFrame, *, baseline: str, confidence: float,
+                     worst: bool) -> None:
+    """Print the cost and KPI tables of each regime, and which model the bound comes from."""
+    from controller.stats import find_bound_policy
+
+    currency = str(summary["currency"].iloc[0]) if "currency" in summary else ""
+    print(f"\nMeans over days ({currency} for costs); [CI] = {confidence:.0%} paired t-interval over days"
+          + ("; worst = max over days" if worst else ""))
+    if baseline not in set(summary.policy):
+        print(f"(baseline {baseline!r} not among the policies: no paired differences)")
+    bound = find_bound_policy(summary)
+    if bound is not None:
+        models = ", ".join(sorted(set(summary.loc[summary.policy == bound, "bound_model"])))
+        print(f"regret and gap closed are against {bound}'s clairvoyant bound (model: {models}); its cost is the "
+              "bound (its executed cost is summary.parquet's executed_cost). The bound is a lower bound only if "
+              "that model relaxes the env's physics, so per-day regret can be negative.")
+    with pd.option_context("display.width", 250, "display.max_columns", 60, "display.float_format", "{:.4g}".format):
+        for regime in list(dict.fromkeys(table.regime)):
+            costs, kpis = format_regime_table(table, regime, baseline, worst)
+            print(f"\n== {regime} ==")
+            print(costs.to_string())
+            print(kpis.to_string())
