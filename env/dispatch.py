@@ -31,6 +31,7 @@ and reports what it moved.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Union
 
@@ -160,6 +161,9 @@ def _ro(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+_ONE = np.ones(())  # 0-d one: ufuncs take it faster than a Python float
+
+
 @dataclass(frozen=True)
 class ActionLimits:
     """Ranges of every dispatch field at one step, flat in the action layout (physical units).
@@ -198,17 +202,25 @@ class ActionLimits:
         sign = self.sizes._sign  # type: ignore[attr-defined]
         object.__setattr__(self, "_at_minus", np.where(sign > 0, self.low, self.high))
         object.__setattr__(self, "_span", sign * (self.high - self.low))
+        object.__setattr__(self, "_half_span", 0.5 * self._span)  # type: ignore[attr-defined]
 
     @classmethod
-    def _trusted(cls, sizes: DispatchSizes, low: np.ndarray, high: np.ndarray, step: int) -> "ActionLimits":
-        """Build without validation from fresh finite arrays with ``low <= high`` (simulator fast path)."""
+    def _trusted(cls, sizes: DispatchSizes, low: np.ndarray, high: np.ndarray, step: int,
+                 at_minus: np.ndarray | None = None, span: np.ndarray | None = None) -> "ActionLimits":
+        """Build without validation from fresh finite arrays with ``low <= high`` (simulator fast path).
+
+        ``at_minus`` / ``span`` (optional, fresh): the decoding's ``x(-1)`` and signed span when
+        the caller has them, else derived (``where(sign > 0, low, high)``, ``sign (high - low)``).
+        """
         obj = object.__new__(cls)
-        setattr_ = object.__setattr__
-        setattr_(obj, "sizes", sizes)
-        setattr_(obj, "low", _ro(low))
-        setattr_(obj, "high", _ro(high))
-        setattr_(obj, "step", step)
-        obj._derive()
+        d = obj.__dict__
+        low.setflags(write=False)
+        high.setflags(write=False)
+        d["sizes"], d["low"], d["high"], d["step"] = sizes, low, high, step
+        if at_minus is None or span is None:
+            obj._derive()
+        else:
+            d["_at_minus"], d["_span"], d["_half_span"] = at_minus, span, span * 0.5
         return obj
 
     def bounds(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -220,8 +232,17 @@ class ActionLimits:
                          f"{[f for f, _ in self.sizes.layout()]}")
 
     def decode(self, a: np.ndarray) -> np.ndarray:
-        """Flat physical values of a flat action: ``x(-1) + (a + 1)/2 (x(+1) - x(-1))``."""
-        return self._at_minus + (a + 1.0) * 0.5 * self._span  # type: ignore[attr-defined]
+        """Flat physical values of a flat action: ``x(-1) + (a + 1)/2 (x(+1) - x(-1))``.
+
+        Computed as ``(a + 1) (span / 2) + x(-1)``: halving is exact, so this is bit-identical
+        to ``x(-1) + ((a + 1) / 2) span``.
+        """
+        if getattr(a, "dtype", None) != np.float64:
+            return self._at_minus + (a + 1.0) * 0.5 * self._span  # type: ignore[attr-defined]
+        x = np.add(a, _ONE)
+        x *= self._half_span  # type: ignore[attr-defined]
+        x += self._at_minus  # type: ignore[attr-defined]
+        return x
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`decode`, clipped to [-1, 1]; 0 where a range is a single point."""
@@ -268,12 +289,15 @@ class Dispatch:
     def _trusted(cls, flat: np.ndarray, sizes: DispatchSizes) -> "Dispatch":
         """Build from a finite flat vector of the right length without re-validating (fast path)."""
         obj = object.__new__(cls)
-        flat.flags.writeable = False
-        setattr_ = object.__setattr__
+        flat.setflags(write=False)
+        d = obj.__dict__
         for name, sl in sizes._layout:  # type: ignore[attr-defined]
-            setattr_(obj, name, flat[sl])
+            d[name] = flat[sl]
         if not sizes.reactive:
-            setattr_(obj, "q_comp_mvar", None)
+            d["q_comp_mvar"] = None
+        # private: the fields are views of this flat vector laid out by these sizes (the
+        # simulator uses it instead of re-concatenating and re-checking the fields)
+        d["_flat"], d["_sizes"] = flat, sizes
         return obj
 
     @classmethod
@@ -290,7 +314,7 @@ class Dispatch:
             lay = ", ".join(f"{f}[{s.start}:{s.stop}]" for f, s in sizes.layout())
             raise ValueError(f"Dispatch.from_array: expected an action of shape ({n},) "
                              f"laid out as {lay}; got shape {arr.shape}")
-        if not np.isfinite(arr).all():
+        if not (math.isfinite(np.add.reduce(arr)) or np.isfinite(arr).all()):
             i = int(np.flatnonzero(~np.isfinite(arr))[0])
             raise ValueError(f"Dispatch.from_array: action[{i}] ({sizes.where(i)}) is {arr[i]}; "
                              "actions must be finite")

@@ -25,6 +25,7 @@ Conventions (all stations of a feeder at once, fully vectorized over all connect
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,10 +38,14 @@ __all__ = ["EVCSBounds", "EVCSHorizon", "EVFleet", "EVStepResult", "asap_profile
 
 _TOL_KWH = 1e-9  # unmet energy below this is rounding, reported as 0
 
-# rows of EVFleet's compact state of the connected EVs (one column per EV): session data,
-# then per-EV constants precomputed once (dt fixed), then the state (battery, grid energy)
-_PMAX, _ETA, _EREQ, _ECAP, _DEAD, _INV_EDT, _GAIN, _NEED0, _LAXKEY0, _INV_EP, _E, _X = range(12)
-_N_ROWS = 12
+# rows of EVFleet's compact state of the connected EVs (one column per EV). The first
+# _N_SUM rows are summed per station in one bincount every step: the per-step headroom and
+# must-run floor (work rows, rewritten by _limits), then session data and the state
+# (grid energy, battery); then per-EV constants precomputed once (dt fixed).
+(_HEAD, _PLO, _PMAX, _X, _E, _EREQ, _ECAP,
+ _ETA, _DEAD, _INV_EDT, _GAIN, _NEED0, _LAXKEY0, _INV_EP) = range(14)
+_N_ROWS = 14
+_N_SUM = 7  # rows _HEAD.._ECAP: hi_sum, lo_sum, p_rated, x, e, e_target, e_capacity
 
 
 def _check_arrays(obj: object, ndim: int) -> None:
@@ -79,7 +84,7 @@ def _trusted(cls: type, **values: np.ndarray):  # noqa: ANN202
     constructor); skipping the checks saves ~15 µs per instance in ``env.step``.
     """
     obj = object.__new__(cls)
-    obj.__dict__.update(values)
+    object.__setattr__(obj, "__dict__", values)
     return obj
 
 
@@ -287,10 +292,70 @@ def asap_profile(sessions: EVSessions, n_station: int, dt_h: float, n_steps: int
 
 
 class _Prep:
-    """Per-step quantities of the connected EVs (computed once per step, shared by bounds/step)."""
+    """Per-step quantities of the connected EVs (computed once per step, shared by bounds/step).
+
+    ``head`` / ``p_lo`` are views of the fleet's work rows; ``sums`` holds the per-station sums
+    of rows ``_HEAD.._ECAP`` (read-only); ``counts`` the EVs per station.
+    """
 
     __slots__ = ("t", "head", "p_lo", "floor", "lo_sum", "hi_sum", "floor_sum", "o", "st_o",
-                 "stages")
+                 "stages", "sums", "counts")
+
+
+class _Membership:
+    """Who is connected when: it depends on the sessions only, not on the setpoints.
+
+    The compact state's columns at step ``t`` are the admitted sessions (``0 <= a < n_steps``,
+    admitted at ``t = a``) in admission order (arrival step, then session index) that have not
+    left; an EV leaves at the end of step ``D - 1`` (never if ``D <= a``). Built for the whole
+    day with a few vectorized calls; :meth:`during` and :meth:`gone` hand out read-only slices.
+    """
+
+    def __init__(self, arrival: np.ndarray, deadline: np.ndarray, station: np.ndarray,
+                 order: np.ndarray, arr_start: np.ndarray, n_steps: int, n_station: int) -> None:
+        ns = n_station
+        adm = order[arr_start[0]:arr_start[n_steps]]             # admission order
+        a, d = np.asarray(arrival)[adm], np.asarray(deadline)[adm]
+        end = np.where(d > a, d, n_steps)
+        steps = np.arange(n_steps)[:, None]
+        t_all, i_all = ((a <= steps) & (steps < end)).nonzero()  # by step, then admission order
+        act = adm[i_all].astype(np.intp)
+        st = station[act]
+        n_t = np.bincount(t_all, minlength=n_steps)
+        off = np.concatenate(([0], np.cumsum(n_t))).astype(np.intp)
+        # bincount key of the stacked per-station sums, per step a block (rows r: st + ns r)
+        k = np.arange(act.shape[0]) - off[t_all]
+        pos = (_N_SUM * off[t_all] + k)[None, :] + np.arange(_N_SUM)[:, None] * n_t[t_all][None, :]
+        key = np.empty(_N_SUM * act.shape[0], dtype=np.intp)
+        key[pos] = st[None, :] + ns * np.arange(_N_SUM)[:, None]
+        counts = np.bincount(t_all * ns + st, minlength=n_steps * ns).reshape(n_steps, ns)
+        leave = d[i_all] == t_all + 1                              # D = t + 1: leaves after t
+        gone = np.flatnonzero(leave)
+        t_gone = t_all[gone]
+        d_t = np.bincount(t_gone, minlength=n_steps)
+        doff = np.concatenate(([0], np.cumsum(d_t))).astype(np.intp)
+        departed = np.bincount(t_gone * ns + st[gone], minlength=n_steps * ns).reshape(n_steps, ns)
+        self._act, self._st, self._key, self._counts = act, st, key, counts
+        self._keep, self._departed = ~leave, departed
+        self._gone_pos, self._gone_ids, self._gone_st = gone - off[t_gone], act[gone], st[gone]
+        for arr in vars(self).values():
+            arr.setflags(write=False)
+        self._off, self._doff = off.tolist(), doff.tolist()
+        self._any_gone = (d_t > 0).tolist()
+
+    def during(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(sessions, stations, sum key, EVs per station) of the EVs connected during step ``t``."""
+        o0, o1 = self._off[t], self._off[t + 1]
+        return self._act[o0:o1], self._st[o0:o1], self._key[_N_SUM * o0:_N_SUM * o1], self._counts[t]
+
+    def gone(self, t: int) -> tuple[np.ndarray, ...] | None:
+        """(positions, sessions, stations, count per station, mask of those staying) of the EVs
+        leaving at the end of step ``t``; None if none."""
+        if not self._any_gone[t]:
+            return None
+        d0, d1 = self._doff[t], self._doff[t + 1]
+        return (self._gone_pos[d0:d1], self._gone_ids[d0:d1], self._gone_st[d0:d1], self._departed[t],
+                self._keep[self._off[t]:self._off[t + 1]])
 
 
 class EVFleet:
@@ -333,24 +398,29 @@ class EVFleet:
         self.v2g = bool(v2g)
         self.enforce_must_run = bool(enforce_must_run)
         self._deadline = np.minimum(sessions.departure_step, n_steps)
+        self._dt0 = np.full((), self.dt_h)  # 0-d: ufuncs take it faster than a Python float
         self._init = self._initial_state(sessions, self._deadline, self.dt_h, n_station)
         self._station = sessions.station.astype(np.intp)
         order = np.argsort(sessions.arrival_step, kind="stable")
-        self._arr_order = order
         self._arr_start = np.searchsorted(sessions.arrival_step[order], np.arange(n_steps + 1))
         # per-session records (energies of connected EVs synced lazily, see _sync)
         self._e = sessions.e_arrival_kwh.astype(float).copy()
         self._x = np.zeros(len(sessions))
         self._unmet = np.full(len(sessions), np.nan)
-        # connected EVs: compact state, rows _PMAX.._X, one column per EV
+        self._pending: list[tuple[np.ndarray, ...]] = []  # departures not yet written to _e/_x/_unmet
+        # connected EVs: compact state, rows _HEAD.._INV_EP, one column per EV (in admission order)
         self._s = np.zeros((_N_ROWS, 0))
-        self._act = np.zeros(0, dtype=np.intp)
-        self._st = np.zeros(0, dtype=np.intp)
+        self._init_arr = np.ascontiguousarray(self._init[:, order])   # initial state, arrival order
+        self._members = _Membership(sessions.arrival_step, self._deadline, self._station, order,
+                                    self._arr_start, self.n_steps, self.n_station)
+        self._act = self._st = np.zeros(0, dtype=np.intp)
+        self._keep: np.ndarray | None = None  # after a departure: which of _act are still connected
         self._t = 0
         self._admitted = 0  # arrivals of steps < _admitted are in the compact state
         self._prep: _Prep | None = None
         self._last: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.intp), np.zeros(0))
         self._zeros_ro = _ro(np.zeros(n_station))
+        self._zeros_int_ro = _ro(np.zeros(n_station, dtype=np.intp))
 
     @staticmethod
     def _initial_state(sessions: EVSessions, deadline: np.ndarray, dt_h: float,
@@ -371,9 +441,10 @@ class EVFleet:
         lax0 = d * dt_h - s.e_request_kwh * inv_ep
         span = np.abs(lax0).max(initial=0.0) + (s.e_capacity_kwh * inv_ep).max(initial=0.0)
         w = 2.0 ** np.ceil(np.log2(2.0 * span + 2.0))
-        return np.vstack((s.p_max_kw, s.efficiency, s.e_request_kwh, s.e_capacity_kwh, d,
-                          1.0 / (s.efficiency * dt_h), gain, s.e_request_kwh - gain * (d - 1.0),
-                          lax0 + w * s.station, inv_ep, s.e_arrival_kwh, np.zeros(len(s))))
+        zeros = np.zeros(len(s))
+        return np.vstack((zeros, zeros, s.p_max_kw, zeros, s.e_arrival_kwh, s.e_request_kwh,
+                          s.e_capacity_kwh, s.efficiency, d, 1.0 / (s.efficiency * dt_h), gain,
+                          s.e_request_kwh - gain * (d - 1.0), lax0 + w * s.station, inv_ep))
 
     # ------------------------------------------------------------------ read-only views
     @property
@@ -401,6 +472,7 @@ class EVFleet:
     @property
     def unmet_kwh(self) -> np.ndarray:
         """Per-session ``max(0, e_req - e)`` at departure; NaN until then (or if never arrived)."""
+        self._flush()
         return _ro(self._unmet)
 
     def reachable(self) -> np.ndarray:
@@ -424,26 +496,49 @@ class EVFleet:
         new = copy.copy(self)
         new._s, new._e, new._x = self._s.copy(), self._e.copy(), self._x.copy()
         new._unmet, new._prep = self._unmet.copy(), None
+        new._pending = list(self._pending)
         return new
 
+    def _flush(self) -> None:
+        """Write the recorded departures to the per-session arrays."""
+        if self._pending:
+            for gone, e_gone, x_gone, unmet in self._pending:
+                self._unmet[gone] = unmet
+                self._e[gone], self._x[gone] = e_gone, x_gone
+            self._pending.clear()
+
     def _sync(self) -> None:
-        """Write the connected EVs' energies back to the per-session arrays."""
-        self._e[self._act] = self._s[_E]
-        self._x[self._act] = self._s[_X]
+        """Write the departed and the connected EVs' energies to the per-session arrays."""
+        self._flush()
+        act = self._act if self._keep is None else self._act[self._keep]
+        self._e[act] = self._s[_E]
+        self._x[act] = self._s[_X]
 
     # ------------------------------------------------------------------ aggregate bounds
     def bounds(self, t: int) -> EVCSBounds:
         """Aggregate virtual-storage bounds of every station at step ``t`` (MATH §3)."""
         pr = self._prepare(t)
-        s, st, ns = self._s, self._st, self.n_station
-        must = pr.lo_sum if not self.v2g else _sum(st, np.maximum(pr.p_lo, 0.0), ns)
+        st, ns, sums = self._st, self.n_station, pr.sums
+        lo_sum = sums[1]
+        must = lo_sum if not self.v2g else _sum(st, np.maximum(pr.p_lo, 0.0), ns)
+        x_hilo = sums[:2] * self._dt0
         return _trusted(
-            EVCSBounds, p_max_kw=pr.hi_sum, p_rated_kw=_sum(st, s[_PMAX], ns), p_must_kw=must,
-            p_min_kw=pr.lo_sum if self.enforce_must_run else pr.floor_sum,
-            p_asap_kw=pr.hi_sum, x_kwh=_sum(st, s[_X], ns),
-            x_lo_kwh=pr.lo_sum * self.dt_h, x_hi_kwh=pr.hi_sum * self.dt_h,
-            n_connected=np.bincount(st, minlength=ns), e_kwh=_sum(st, s[_E], ns),
-            e_target_kwh=_sum(st, s[_EREQ], ns), e_capacity_kwh=_sum(st, s[_ECAP], ns))
+            EVCSBounds, p_max_kw=sums[0], p_rated_kw=sums[2], p_must_kw=must,
+            p_min_kw=lo_sum if self.enforce_must_run else pr.floor_sum,
+            p_asap_kw=sums[0], x_kwh=sums[3], x_lo_kwh=x_hilo[1], x_hi_kwh=x_hilo[0],
+            n_connected=pr.counts, e_kwh=sums[4], e_target_kwh=sums[5],
+            e_capacity_kwh=sums[6])
+
+    def _limits_mw(self, t: int) -> np.ndarray:
+        """(2, n_station) ``[p_min_kw, p_max_kw] * 1e-3`` of :meth:`bounds` (the simulator's MW
+        limits; one multiply when the floor is the must-run)."""
+        pr = self._prepare(t)
+        if self.enforce_must_run:
+            return np.multiply(pr.sums[1::-1], _MILLI)    # rows lo_sum, hi_sum
+        out = np.empty((2, self.n_station))
+        np.multiply(pr.floor_sum, _MILLI, out=out[0])
+        np.multiply(pr.hi_sum, _MILLI, out=out[1])
+        return out
 
     def asap_power(self, t: int, upto: Literal["capacity", "request"] = "capacity") -> np.ndarray:
         """As-soon-as-possible aggregate power at ``t``: ``sum_i max(p_lo_i, min(pmax_i, h_i))``.
@@ -487,63 +582,72 @@ class EVFleet:
         if p_set.shape != (self.n_station,):
             raise ValueError(f"EVFleet.step p_set_kw: expected shape ({self.n_station},), "
                              f"got {p_set.shape}")
-        if not np.isfinite(p_set).all():
+        if not (math.isfinite(p_set.dot(p_set)) or np.isfinite(p_set).all()):
             raise ValueError("EVFleet.step p_set_kw: values must be finite")
         lo = pr.lo_sum if self.enforce_must_run else pr.floor_sum
         target = np.minimum(np.maximum(p_set, lo), pr.hi_sum)
-        return self._advance(pr, p_set, self._split(pr, target))
+        pg = np.empty((2, self._s.shape[1]))  # rows: per-EV power, battery gain
+        self._split(pr, target, pg[0])
+        return self._advance(pr, p_set, pg)
 
-    def _split(self, pr: _Prep, target_kw: np.ndarray) -> np.ndarray:
-        """Per-EV powers: floor, then each stage filled in least-laxity order per station."""
-        if (target_kw >= pr.hi_sum).all():
-            return pr.head.copy()
-        if self.enforce_must_run and (target_kw <= pr.lo_sum).all():
-            return pr.p_lo.copy()
+    def _split(self, pr: _Prep, target_kw: np.ndarray, p: np.ndarray) -> None:
+        """Per-EV powers into ``p``: floor, then each stage filled in least-laxity order per station."""
+        if not _count(target_kw < pr.hi_sum):
+            p[:] = pr.head
+            return
+        if self.enforce_must_run and not _count(target_kw > pr.lo_sum):
+            p[:] = pr.p_lo
+            return
         if pr.o is None:
             self._order(pr)
-        p = pr.floor.copy()
+        p[:] = pr.floor
+        o, st_o = pr.o, pr.st_o
         for base_sum, before_o, cap_o in pr.stages:
-            amount_o = (target_kw - base_sum)[pr.st_o]
+            amount_o = (target_kw - base_sum)[st_o]
             amount_o -= before_o
-            np.maximum(amount_o, 0.0, out=amount_o)
+            np.maximum(amount_o, _ZERO, out=amount_o)
             np.minimum(amount_o, cap_o, out=amount_o)
-            p[pr.o] += amount_o
-        return p
+            p[o] += amount_o
 
-    def _advance(self, pr: _Prep, p_set: np.ndarray, p: np.ndarray) -> EVStepResult:
-        """Update energies, record departures and return the step's per-station result."""
-        s, st, ns, dt = self._s, self._st, self.n_station, self.dt_h
+    def _advance(self, pr: _Prep, p_set: np.ndarray, pg: np.ndarray) -> EVStepResult:
+        """Update energies, record departures and return the step's per-station result.
+
+        ``pg`` holds the per-EV powers (row 0); row 1 receives the battery gains, so both are
+        summed per station by one bincount.
+        """
+        s, ns, dt = self._s, self.n_station, self._dt0
+        p, gain = pg[0], pg[1]
         if self.v2g:
-            gain = np.where(p >= 0.0, s[_ETA] * p, p / s[_ETA]) * dt
+            np.multiply(np.where(p >= 0.0, s[_ETA] * p, p / s[_ETA]), dt, out=gain)
         else:
-            gain = s[_ETA] * p * dt
+            np.multiply(s[_ETA], p, out=gain)
+            gain *= dt
         s[_E] += gain
         s[_X] += p * dt
-        p_st = _sum(st, p, ns)
+        sums = np.bincount(self._key[:2 * p.shape[0]], weights=pg.reshape(-1), minlength=2 * ns)
+        p_st, stored = sums[:ns], sums[ns:]
         self._last = (self._act, p)
         unmet_st, departed = self._depart(pr.t)
         self._t = pr.t + 1
         self._prep = None
         return _trusted(EVStepResult, p_kw=p_st, p_clip_kw=p_set - p_st, unmet_kwh=unmet_st,
-                        departed=departed, charged_kwh=p_st * dt, stored_kwh=_sum(st, gain, ns))
+                        departed=departed, charged_kwh=p_st * dt, stored_kwh=stored)
 
     def _depart(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Remove EVs with deadline ``t + 1``; record their energies and ``max(0, e_req - e)``."""
-        s, st, ns = self._s, self._st, self.n_station
-        leave = s[_DEAD] == t + 1
-        gone_pos = np.flatnonzero(leave)
-        if not gone_pos.size:
-            return np.zeros(ns), np.zeros(ns, dtype=np.intp)
-        gone, st_gone = self._act.take(gone_pos), st.take(gone_pos)
-        e_gone = s[_E].take(gone_pos)
-        unmet = s[_EREQ].take(gone_pos)
-        unmet -= e_gone
+        ns = self.n_station
+        gone = self._members.gone(t)      # precomputed: those with D = t + 1
+        if gone is None:
+            return self._zeros_ro, self._zeros_int_ro
+        gone_pos, gone_ids, st_gone, departed, self._keep = gone
+        keep = self._keep
+        cols = self._s[:, gone_pos]
+        e_gone = cols[_E]
+        unmet = cols[_EREQ] - e_gone
         unmet[unmet < _TOL_KWH] = 0.0
-        self._unmet[gone] = unmet
-        self._e[gone], self._x[gone] = e_gone, s[_X].take(gone_pos)
-        keep = ~leave
-        self._s, self._act, self._st = s.compress(keep, axis=1), self._act[keep], st[keep]
-        return _sum(st_gone, unmet, ns), np.bincount(st_gone, minlength=ns)
+        self._pending.append((gone_ids, e_gone, cols[_X], unmet))
+        self._s = self._s.compress(keep, axis=1)
+        return _sum(st_gone, unmet, ns), departed
 
     # ------------------------------------------------------------------ per-step preparation
     def _prepare(self, t: int) -> _Prep:
@@ -557,20 +661,22 @@ class EVFleet:
         if self._admitted <= t:
             lo, hi = self._arr_start[t], self._arr_start[t + 1]
             if hi > lo:
-                new = self._arr_order[lo:hi]
-                self._s = np.concatenate((self._s, self._init[:, new]), axis=1)
-                self._act = np.concatenate((self._act, new))
-                self._st = np.concatenate((self._st, self._station[new]))
+                # columns of the sessions arriving at t (the initial state is in arrival order)
+                self._s = np.concatenate((self._s, self._init_arr[:, lo:hi]), axis=1)
             self._admitted = t + 1
+        self._act, self._st, self._key, pr_counts = self._members.during(t)
+        self._keep = None
         pr = _Prep()
         pr.t = t
+        pr.counts = pr_counts
         pr.o = None  # laxity order: computed by _split only when a station is strictly inside
         self._limits(pr)
         self._prep = pr
         return pr
 
     def _limits(self, pr: _Prep) -> None:
-        """Headroom ``min(pmax, (E_cap - e)/(eta dt))``, must-run ``p_lo`` and free floor per EV.
+        """Headroom ``min(pmax, (E_cap - e)/(eta dt))``, must-run ``p_lo`` and free floor per EV,
+        and the per-station sums of rows ``_HEAD.._ECAP`` (one bincount).
 
         ``p_lo = need/(eta dt)`` with ``need = e_req - e - eta pmax dt (D - 1 - t)``
         (``need eta/dt`` if negative, V2G), clipped to ``[floor, headroom]``; ``floor = 0`` or,
@@ -578,30 +684,35 @@ class EVFleet:
         """
         s, dt, st, ns = self._s, self.dt_h, self._st, self.n_station
         e = s[_E]
-        head = s[_ECAP] - e
-        np.maximum(head, 0.0, out=head)
-        head *= s[_INV_EDT]
-        pr.head = np.minimum(head, s[_PMAX], out=head)
-        need = s[_GAIN] * pr.t
-        need += s[_NEED0]
-        need -= e
+        head, p_lo = s[_HEAD], s[_PLO]
+        head[:] = s[_ECAP]
+        np.multiply(s[_GAIN], pr.t, out=p_lo)
+        p_lo += s[_NEED0]
+        work = s[:2]                      # rows head, p_lo: E_cap - e and need
+        work -= e
         if self.v2g:
+            np.maximum(head, 0.0, out=head)
+            head *= s[_INV_EDT]
             pr.floor = -np.minimum(s[_PMAX], s[_ETA] * e / dt)
-            p_lo = np.maximum(_grid_energy(need, s[_ETA]) / dt, pr.floor)
+            np.maximum(_grid_energy(p_lo, s[_ETA]) / dt, pr.floor, out=p_lo)
             pr.floor_sum = _sum(st, pr.floor, ns)
+            pr.floor_sum.setflags(write=False)
         else:
-            p_lo = np.maximum(need, 0.0, out=need)
-            p_lo *= s[_INV_EDT]
+            np.maximum(work, _ZERO, out=work)
+            work *= s[_INV_EDT]
             pr.floor_sum = self._zeros_ro
             if not self.enforce_must_run:
                 pr.floor = np.zeros(len(e))
-        pr.p_lo = np.minimum(p_lo, pr.head, out=p_lo)
+        np.minimum(head, s[_PMAX], out=head)
+        np.minimum(p_lo, head, out=p_lo)
+        pr.head, pr.p_lo = head, p_lo
         if self.enforce_must_run:
-            pr.floor = pr.p_lo
-        pr.lo_sum, pr.hi_sum = _sum(st, pr.p_lo, ns), _sum(st, pr.head, ns)
-        pr.lo_sum.flags.writeable = False  # shared with EVCSBounds: keep intact
-        pr.hi_sum.flags.writeable = False
-        pr.floor_sum.flags.writeable = False
+            pr.floor = p_lo
+        sums = np.bincount(self._key, weights=s[:_N_SUM].reshape(-1), minlength=_N_SUM * ns)
+        sums = sums.reshape(_N_SUM, ns)
+        sums.setflags(write=False)        # shared with EVCSBounds: keep intact
+        pr.sums = sums
+        pr.hi_sum, pr.lo_sum = sums[0], sums[1]
 
     def _order(self, pr: _Prep) -> None:
         """Sort EVs by (station, laxity) and precompute the fill stages of the split.
@@ -614,7 +725,7 @@ class EVFleet:
         key = s[_E] * s[_INV_EP]
         key += s[_LAXKEY0]
         pr.o = o = key.argsort(kind="stable")
-        pr.st_o = st_o = self._st.take(o)
+        pr.st_o = st_o = self._st[o]
         first_o = st_o.searchsorted(st_o)
         if self.enforce_must_run:
             rooms = [(pr.lo_sum, pr.head - pr.p_lo)]
@@ -622,11 +733,16 @@ class EVFleet:
             rooms = [(pr.floor_sum, pr.p_lo - pr.floor), (pr.lo_sum, pr.head - pr.p_lo)]
         pr.stages = []
         for base_sum, room in rooms:
-            cap_o = room.take(o)
+            cap_o = room[o]
             excl = cap_o.cumsum()
             excl -= cap_o
-            excl -= excl.take(first_o)
+            excl -= excl[first_o]
             pr.stages.append((base_sum, excl, cap_o))
+
+
+_ZERO = np.zeros(())  # 0-d zero: ufuncs take it faster than a Python float
+_MILLI = np.full((), 1e-3)
+_count = np.count_nonzero
 
 
 def _sum(station: np.ndarray, values: np.ndarray, n_station: int) -> np.ndarray:
@@ -637,5 +753,5 @@ def _sum(station: np.ndarray, values: np.ndarray, n_station: int) -> np.ndarray:
 def _ro(a: np.ndarray) -> np.ndarray:
     """Read-only view."""
     v = a.view()
-    v.flags.writeable = False
+    v.setflags(write=False)
     return v

@@ -17,6 +17,7 @@ A reactive controller sets the compensators for the next step with
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from typing import Any
 
@@ -85,6 +86,7 @@ class TDGridEnv(gym.Env):
         self.model = GridModel(self.grid, reactive=reactive == "action")
         self.n_steps = 1440 // self.dt_minutes
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.model.sizes.n_action,), dtype=np.float32)
+        self._action_shape = (self.model.sizes.n_action,)
         self._encoder = ObservationEncoder(observation_spec(self.model, self.dt_minutes, self.settings))
         self.observation_space = self._encoder.space
         self.simulator: GridSimulator | None = None
@@ -125,7 +127,12 @@ class TDGridEnv(gym.Env):
             RuntimeError: ``reset`` was not called, or the day is over.
         """
         sim = self._running()
-        return self._play(Dispatch.from_array(action, sim.limits()))
+        a = np.asarray(action, dtype=float)
+        if a.shape != self._action_shape or not (math.isfinite(a.dot(a)) or np.isfinite(a).all()):
+            return self._play(Dispatch.from_array(action, sim.limits()))   # raises naming the entry
+        # = self._play(Dispatch.from_array(action, sim.limits())) without building both
+        q = None if self.reactive == "action" else self._q_next
+        return self._finish_step(sim, sim._step_action(a, q))
 
     def step_dispatch(self, dispatch: Dispatch) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Play one step with a dispatch in physical units (projected like any action)."""
@@ -137,11 +144,14 @@ class TDGridEnv(gym.Env):
     def _play(self, dispatch: Dispatch) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         sim = self.simulator
         assert sim is not None
-        outcome = sim.step(dispatch, None if dispatch.q_comp_mvar is not None else self._q_next)
+        return self._finish_step(sim, sim.step(dispatch, None if dispatch.q_comp_mvar is not None else self._q_next))
+
+    def _finish_step(self, sim: GridSimulator, outcome: StepOutcome
+                     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         self._q_next = None
         self.last_outcome = outcome
-        self._obs = sim.observe()
-        return self._encoder.encode(self._obs), float(outcome.reward), sim.done, False, outcome.info()
+        self._obs = obs = sim.observe()
+        return self._encoder.encode(obs), float(-outcome.cost["total"]), sim.done, False, outcome.info()
 
     def _running(self) -> GridSimulator:
         if self.simulator is None:

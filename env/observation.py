@@ -109,8 +109,7 @@ class Observation:
     def _trusted(cls, **values: Any) -> "Observation":
         """Build without validation from arrays the caller will not modify (simulator fast path)."""
         obj = object.__new__(cls)
-        for name, value in values.items():
-            object.__setattr__(obj, name, value)
+        object.__setattr__(obj, "__dict__", values)
         return obj
 
     @property
@@ -174,6 +173,7 @@ class ObservationSpec:
 
 # (key, low, high): value ranges of the normalized arrays (values are clipped into them)
 _VOLTAGE_BAND = 0.05  # "voltage" = (|V| - 1) / 0.05: +-1 at the usual +-5 % limits
+_ZERO = np.zeros(())  # 0-d zero: ufuncs take it faster than a Python float
 _RANGES = {
     "time": (-1.0, 1.0), "load": (0.0, 5.0), "pv": (0.0, 1.0), "wind": (0.0, 1.0), "ev": (0.0, 1.0),
     "storage_soc": (0.0, 1.0), "voltage": (-20.0, 20.0), "price": (0.0, 1.0), "forecast": (-10.0, 10.0),
@@ -233,6 +233,52 @@ class ObservationEncoder:
         self._inv_soc = 1.0 / np.maximum(spec.storage_e_max_mwh, 1e-12)
         self._inv_gen = 1.0 / np.maximum(spec.thermal_p_max_mw, 1e-9)
         self._inv_boundary = 1.0 / np.maximum(spec.boundary_cap_mw, 1e-9)
+        self._fc_shape = shapes["forecast"]
+        self._build_fast(shapes)
+
+    def _build_fast(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Index data of :meth:`encode`'s fast path.
+
+        The raw values are concatenated key by key (the ``"ev"`` columns one after the other),
+        shifted (``"voltage"``: - 1) and scaled by one vector, so each value gets the same
+        arithmetic as in :meth:`_fill`; a permutation interleaves the ``"ev"`` columns.
+        """
+        scale, pieces = [], {}
+        for k in self.keys:
+            n = int(np.prod(shapes[k]))
+            if k == "ev":
+                sc = self._ev_scale.T.ravel()            # column blocks: p_min, p_max, n, need
+            elif k == "load":
+                sc = self._inv_load
+            elif k == "storage_soc":
+                sc = self._inv_soc
+            elif k == "voltage":
+                sc = np.full(n, 1.0 / _VOLTAGE_BAND)
+            elif k == "forecast":
+                sc = np.repeat(self._inv_rows, shapes[k][1])
+            elif k == "thermal":
+                sc = self._inv_gen
+            elif k == "boundary":
+                sc = self._inv_boundary
+            else:                                        # time, pv, wind, price, line_loading: as is
+                sc = np.ones(n)
+            scale.append(np.asarray(sc, dtype=float).reshape(n))
+            pieces[k] = n
+        self._scale = np.concatenate(scale)
+        self._shift = np.zeros(self._n_flat)             # "voltage": |V| - 1 (x - 0 = x elsewhere)
+        perm = np.arange(self._n_flat)
+        if "ev" in pieces:
+            sl = dict((k, s) for k, s, _ in self._slices)["ev"]
+            n_evcs = (sl.stop - sl.start) // 4
+            block = np.arange(sl.start, sl.stop).reshape(4, n_evcs)   # raw index of column c, station i
+            perm[sl] = block.T.ravel()
+            self._ev_zeros = np.zeros(4 * n_evcs)
+        self._perm = perm if "ev" in pieces else None
+        volt_sl = dict((k, s) for k, s, _ in self._slices).get("voltage")
+        if volt_sl is not None:
+            self._shift[volt_sl] = 1.0
+        self._out_slices = tuple((k, sl, shape if len(shape) > 1 else None) for k, sl, shape in self._slices)
+        self._time_cache: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
 
     @staticmethod
     def _shapes(spec: ObservationSpec) -> dict[str, tuple[int, ...]]:
@@ -254,13 +300,69 @@ class ObservationEncoder:
         All keys are written into one flat float64 buffer (clipped and cast once) and
         returned as views of the float32 copy.
         """
-        flat = np.empty(self._n_flat)
-        views = {k: flat[sl] for k, sl, _ in self._slices}
-        self._fill(obs, views)
+        flat = self._raw(obs)
+        if flat is None:                                 # an observation of another shape
+            flat = np.empty(self._n_flat)
+            self._fill(obs, {k: flat[sl] for k, sl, _ in self._slices})
         np.minimum(flat, self._flat_hi, out=flat)
         np.maximum(flat, self._flat_lo, out=flat)
         buf = flat.astype(np.float32)
-        return {k: buf[sl].reshape(shape) for k, sl, shape in self._slices}
+        return {k: buf[sl] if shape is None else buf[sl].reshape(shape) for k, sl, shape in self._out_slices}
+
+    def _raw(self, obs: Observation) -> np.ndarray | None:
+        """The normalized values in the flat layout (as :meth:`_fill`, before clipping), or None
+        when ``obs`` does not have the spec's sizes."""
+        time_key = (obs.time_h, obs.step)
+        fixed = self._time_cache.get(time_key)
+        if fixed is None:
+            spec = self.spec
+            angle = 2.0 * np.pi * obs.time_h / 24.0
+            fixed = (np.array((np.sin(angle), np.cos(angle), obs.step / spec.n_steps)),
+                     self._price_from_hour[int(np.floor(obs.time_h + 1e-9)) % 24])
+            if len(self._time_cache) < 4096:
+                self._time_cache[time_key] = fixed
+        parts: list[np.ndarray] = []
+        add = parts.append
+        for k in self.keys:
+            if k == "time":
+                add(fixed[0])
+            elif k == "load":
+                add(obs.load_p_mw)
+            elif k == "pv":
+                add(obs.pv_pu)
+            elif k == "wind":
+                add(obs.wind_pu)
+            elif k == "ev":
+                ev = obs.ev
+                if ev is None:
+                    add(self._ev_zeros)
+                else:
+                    need = np.subtract(ev.e_target_kwh, ev.e_kwh, out=np.empty(ev.e_kwh.shape[0]))
+                    np.maximum(need, _ZERO, out=need)
+                    parts.extend((ev.p_min_kw, ev.p_max_kw, ev.n_connected, need))
+            elif k == "storage_soc":
+                add(obs.storage_e_mwh)
+            elif k == "voltage":
+                parts.extend(obs.v_pu)
+            elif k == "price":
+                add(fixed[1])
+            elif k == "forecast":
+                add(obs.net_load_forecast_mw.reshape(-1))
+            elif k == "thermal":
+                add(obs.thermal_p_last_mw)
+            elif k == "line_loading":
+                add(obs.line_loading)
+            elif k == "boundary":
+                add(obs.tso_requirement_last_mw)
+        try:
+            raw = np.concatenate(parts, dtype=float, casting="same_kind")
+        except (ValueError, TypeError):
+            return None
+        if raw.shape[0] != self._n_flat or obs.net_load_forecast_mw.shape != self._fc_shape:
+            return None
+        raw -= self._shift
+        raw *= self._scale
+        return raw if self._perm is None else raw[self._perm]
 
     def _fill(self, obs: Observation, out: dict[str, np.ndarray]) -> None:
         spec = self.spec

@@ -38,6 +38,7 @@ T loads served + sum head P``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
@@ -59,6 +60,7 @@ COST_KEYS: tuple[str, ...] = (
     "voltage_violation", "boundary_violation", "total", "boundary_energy",
 )
 _SUMMED = tuple(k for k in COST_KEYS if k not in ("total", "boundary_energy"))
+assert COST_KEYS[-2:] == ("total", "boundary_energy")  # _costs builds the dict in this order
 
 #: Violation keys of :attr:`StepOutcome.violations`.
 VIOLATION_KEYS: tuple[str, ...] = (
@@ -159,18 +161,32 @@ class _SweepGroup:
         # one group covering every feeder bus, all buses in its matrices, in stacking order
         self.stacked = bool(full and np.array_equal(self.idx.T.ravel(), np.arange(self.idx.size))
                             and offsets.shape[0] == self.feeders.shape[0])
+        self.k = int(self.feeders.shape[0])
+        self.n_cov = int(self.buses.shape[0])
+        # fast path: the slack voltage as an array (ufuncs take it faster than a scalar)
+        self.v0_vec = np.full(self.n_cov if self.k == 1 else (self.n_cov, self.k), self.v0)
+        self.head_scale = np.full((), self.v0 * self.base_mva)
+        self.base0 = np.full((), self.base_mva)
+        for value in vars(self).values():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
 
 
-@dataclass(frozen=True)
 class _FeederSolution:
     """Stacked AC results of all feeders (bus vectors stacked in feeder order)."""
 
-    vm_pu: np.ndarray         # (N_fb,)
-    v_ns: list[np.ndarray]    # per group: complex (n_ns, K) non-slack voltages (warm start)
-    head_p_mw: np.ndarray     # (n_feeder,)
-    head_q_mvar: np.ndarray
-    loss_mw: np.ndarray
-    loss_mvar: np.ndarray
+    __slots__ = ("vm_pu", "v_ns", "head_p_mw", "head_q_mvar", "loss_mw", "loss_mvar", "v_minmax")
+
+    def __init__(self, vm_pu: np.ndarray, v_ns: list[np.ndarray], head_p_mw: np.ndarray,
+                 head_q_mvar: np.ndarray, loss_mw: np.ndarray, loss_mvar: np.ndarray,
+                 v_minmax: np.ndarray | None = None) -> None:
+        self.v_minmax = v_minmax        # (2, n_feeder) min / max of vm_pu per feeder, when known
+        self.vm_pu = vm_pu              # (N_fb,)
+        self.v_ns = v_ns                # per group: complex (n_ns, K) non-slack voltages (warm start)
+        self.head_p_mw = head_p_mw      # (n_feeder,)
+        self.head_q_mvar = head_q_mvar
+        self.loss_mw = loss_mw
+        self.loss_mvar = loss_mvar
 
 
 class GridModel:
@@ -397,6 +413,22 @@ class StepOutcome:
         if not np.isfinite(self.cost["total"]):
             raise ValueError(f"StepOutcome.cost: total is {self.cost['total']}")
 
+    @classmethod
+    def _trusted(cls, info_scalars: tuple[float, float, float], **values: Any) -> "StepOutcome":
+        """Build from the simulator's complete values without the dataclass ``__init__`` (hot path).
+
+        ``cost`` holds every key of :data:`COST_KEYS` by construction; only the finiteness of
+        the total is checked. ``info_scalars`` = (losses, EV unmet kWh, max line loading) of
+        :meth:`info`, computed by the simulator anyway.
+        """
+        total = values["cost"]["total"]
+        if not math.isfinite(total):
+            raise ValueError(f"StepOutcome.cost: total is {total}")
+        obj = object.__new__(cls)
+        values["_info_scalars"] = info_scalars
+        object.__setattr__(obj, "__dict__", values)
+        return obj
+
     @property
     def applied(self) -> Dispatch:
         """The projected dispatch (built on first access)."""
@@ -413,15 +445,20 @@ class StepOutcome:
 
     def info(self) -> dict[str, Any]:
         """The gym ``info`` dict of this step (plain floats and small arrays)."""
+        d = self.__dict__
+        scalars = d.get("_info_scalars")
+        if scalars is None:
+            scalars = (float(self.loss_mw.sum()), float(self.ev.unmet_kwh.sum()),
+                       float(self.line_loading.max(initial=0.0)))
         return {
-            "step": self.step, "time_h": self.time_h, "cost": self.cost, "violations": self.violations,
-            "projection": self.projection, "v_min_pu": self.v_min_pu, "v_max_pu": self.v_max_pu,
-            "losses_mw": float(self.loss_mw.sum()), "import_mw": self.import_mw,
-            "head_p_mw": self.head_p_mw, "imbalance_mw": self.imbalance_mw, "residual_mw": self.residual_mw,
-            "ev_p_mw": self.ev_p_mw, "ev_unmet_kwh": float(self.ev.unmet_kwh.sum()),
-            "thermal_p_mw": self.thermal_p_mw, "tso_requirement_mw": self.tso_requirement_mw,
-            "tso_delivered_mw": self.tso_delivered_mw,
-            "line_loading_max": float(self.line_loading.max(initial=0.0)),
+            "step": d["step"], "time_h": d["time_h"], "cost": d["cost"], "violations": d["violations"],
+            "projection": d["projection"], "v_min_pu": d["v_min_pu"], "v_max_pu": d["v_max_pu"],
+            "losses_mw": scalars[0], "import_mw": d["import_mw"],
+            "head_p_mw": d["head_p_mw"], "imbalance_mw": d["imbalance_mw"], "residual_mw": d["residual_mw"],
+            "ev_p_mw": d["ev_p_mw"], "ev_unmet_kwh": scalars[1],
+            "thermal_p_mw": d["thermal_p_mw"], "tso_requirement_mw": d["tso_requirement_mw"],
+            "tso_delivered_mw": d["tso_delivered_mw"],
+            "line_loading_max": scalars[2],
         }
 
 
@@ -431,7 +468,8 @@ class StepOutcome:
 class _State:
     """Mutable state of a simulator between steps (private)."""
 
-    __slots__ = ("t", "e_mwh", "p_last", "v_ns", "vm", "line_loading", "tso_last", "bounds")
+    __slots__ = ("t", "e_mwh", "p_last", "v_ns", "vm", "v_minmax", "line_loading", "tso_last", "bounds",
+                 "limits", "ev_lims", "g_lims")
 
 
 class GridSimulator:
@@ -532,12 +570,53 @@ class GridSimulator:
                         rows[np.arange(T), np.minimum(T - 1 - np.arange(T), h - 1)][:, None, :], rows)
         self._fc_rows = np.ascontiguousarray(rows.transpose(0, 2, 1))     # (T, n_rows, h)
         self._v_starts = m.fb_offset
+        self._precompute_fast(lay)
         self._inv_eta_c_dt = 1.0 / (m.st_eta_c * self.dt_h)
         self._eta_d_over_dt = m.st_eta_d / self.dt_h
+        self._inv_eta_c_dt_list = self._inv_eta_c_dt.tolist()
+        self._eta_d_over_dt_list = self._eta_d_over_dt.tolist()
         self._ramp_dt = m.g_ramp * self.dt_h if m.is_td else _EMPTY
         self.der_avail_sum = self.der_avail.sum(axis=1)
         for arr in (self.load_p, self.load_q, self.der_avail, self.der_avail_sum, self.price_buy,
                     self._fc_rows, self.s_load_fb_pu):
+            arr.flags.writeable = False
+
+    def _precompute_fast(self, lay: dict[str, slice]) -> None:
+        """Templates and index data of the hot path (limits, projection, accounting)."""
+        m, sz = self.model, self.model.sizes
+        sign = sz._sign  # type: ignore[attr-defined]
+        # the action decoding's x(-1) and signed span: constant but for the EV fields
+        self._lim_at_minus = np.where(sign > 0, self._lim_lo, self._lim_hi)
+        self._lim_span = sign * (self._lim_hi - self._lim_lo)
+        self._lim_half_span = self._lim_span * 0.5
+        self._n_ev = sz.n_evcs
+        # projection in the reactive layout (q last): stage 1 clips every field but the reserves
+        lay_q = dict(m.sizes_q.layout())
+        self._lay_q = tuple(m.sizes_q.layout())
+        self._n_noq = m.sizes_no_q.n_action
+        n_q = self._n_req = m.sizes_q.n_action
+        lohi = np.empty((2, n_q))           # rows: low, high
+        lohi[0], lohi[1] = -np.inf, np.inf
+        lohi[:, lay_q["der_curtail_frac"]] = ((0.0,), (1.0,))
+        lohi[0, lay_q["q_comp_mvar"]], lohi[1, lay_q["q_comp_mvar"]] = m.q_min, m.q_max
+        self._proj_lohi = lohi
+        # fields as (name, slice), or (name, None) for empty ones (shared read-only empties)
+        self._lay_q_views = tuple((name, sl if sl.stop > sl.start else None) for name, sl in self._lay_q)
+        # storage limits in Python floats when there are few units (fewer numpy calls)
+        self._st_small = 0 < m.st_p_max.shape[0] <= 8
+        self._st_consts = list(zip(m.st_p_max.tolist(), m.st_e_max.tolist(), m.st_eta_c.tolist(),
+                                   m.st_eta_d.tolist()))
+        self._psl_ev, self._psl_st, self._psl_th = lay_q["ev_p_mw"], lay_q["storage_p_mw"], lay_q["thermal_p_mw"]
+        self._psl_res = slice(lay_q["thermal_r_up_mw"].start, lay_q["ev_r_dn_mw"].stop)  # the four reserves
+        self._tar = self.grid.tariff
+        self._price_list = self.price_buy.tolist()
+        self._der_avail_sum_list = self.der_avail.sum(axis=1).tolist()
+        self._q_zero = np.zeros(sz.n_comp)
+        self._q_zero.flags.writeable = False
+        self._v_single = m.n_feeder == 1
+        self._fc_day_ahead = self.settings.forecast_obs != "intraday"
+        self._der_all_f = m.n_der_f == sz.n_der
+        for arr in (self._lim_at_minus, self._lim_span, self._lim_half_span, self._proj_lohi):
             arr.flags.writeable = False
 
     def _init_state(self) -> None:
@@ -548,13 +627,25 @@ class GridSimulator:
         st.p_last = self._initial_thermal()
         st.tso_last = np.zeros(m.n_boundary)
         st.line_loading = np.zeros(m.n_line)
-        st.bounds = None
+        st.bounds = st.limits = st.ev_lims = st.g_lims = None
         st.v_ns = [np.full(g.idx_cov.shape, g.v0, dtype=complex) for g in m.groups]
         self._state = st
         s = self._feeder_injection(0, np.zeros(m.sizes.n_evcs), np.zeros(m.sizes.n_storage),
                                    self.der_avail[0, :m.n_der_f], np.zeros(m.sizes.n_comp))
         sol = self._solve_feeders(s, self.s_load_fb_pu[0].copy(), np.zeros(m.n_feeder))
         st.v_ns, st.vm = sol.v_ns, sol.vm_pu
+        st.v_minmax = self._v_minmax(sol)
+
+    def _v_minmax(self, sol: _FeederSolution) -> np.ndarray:
+        """(2, n_feeder) read-only per-feeder min and max of the stacked bus voltages."""
+        if sol.v_minmax is not None:
+            return sol.v_minmax
+        vm = sol.vm_pu
+        out = np.empty((2, self.model.n_feeder))
+        np.minimum.reduceat(vm, self._v_starts, out=out[0])
+        np.maximum.reduceat(vm, self._v_starts, out=out[1])
+        out.flags.writeable = False
+        return out
 
     def _initial_thermal(self) -> np.ndarray:
         """Thermal state before the day: the step-0 net demand shared pro rata to p_max.
@@ -605,39 +696,68 @@ class GridSimulator:
         if self._state.t >= self.n_steps:
             raise RuntimeError(f"GridSimulator: the day is over (step {self._state.t} of {self.n_steps})")
 
+    def _ev_limits_block(self) -> np.ndarray:
+        """(2, n_evcs): p_min, p_max of the stations in MW at the current step (cached per step;
+        internal, not to be modified)."""
+        st = self._state
+        lims = st.ev_lims
+        if lims is None:
+            self._require_running()
+            lims = st.ev_lims = self.fleet._limits_mw(st.t)     # = [p_min_kw, p_max_kw] * 1e-3
+        return lims
+
+    def _ev_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """(p_min, p_max) of the stations in MW at the current step (see :meth:`_ev_limits_block`)."""
+        lims = self._ev_limits_block()
+        return lims[0], lims[1]
+
     def limits(self) -> ActionLimits:
         """Ranges of the action encoding at the current step (see :mod:`env.dispatch`)."""
-        b = self.ev_bounds()
-        sz = self.model.sizes
-        ev_lo, ev_hi = b.p_min_kw * 1e-3, b.p_max_kw * 1e-3
-        flex = np.maximum(ev_hi - ev_lo, 0.0)
+        st = self._state
+        if st.limits is not None:
+            return st.limits
+        ev_lo, ev_hi = self._ev_limits()
+        sl = self._sl_ev
         lo, hi = self._lim_lo.copy(), self._lim_hi.copy()
-        lo[self._sl_ev] = ev_lo
-        hi[self._sl_ev] = np.maximum(ev_hi, ev_lo)
+        at_minus, span = self._lim_at_minus.copy(), self._lim_span.copy()
+        lo[sl] = ev_lo
+        at_minus[sl] = ev_lo
+        ev_top = hi[sl]
+        np.maximum(ev_hi, ev_lo, out=ev_top)
+        np.subtract(ev_top, ev_lo, out=span[sl])          # sign +1: span = high - low
         if self._sl_rup is not None:
-            hi[self._sl_rup] = flex
+            flex = np.subtract(ev_hi, ev_lo)
+            np.maximum(flex, _ZERO, out=flex)
+            hi[self._sl_rup] = flex                         # low = 0: span = flex - 0 = flex
             hi[self._sl_rdn] = flex
-        return ActionLimits._trusted(sz, lo, hi, self._state.t)
+            span[self._sl_rup] = flex
+            span[self._sl_rdn] = flex
+        lim = st.limits = ActionLimits._trusted(self.model.sizes, lo, hi, st.t, at_minus, span)
+        return lim
 
     def observe(self) -> Observation:
         """What a policy may know at the current step (after the last step at day's end)."""
         st, m = self._state, self.model
         t = st.t
-        tc = min(t, self.n_steps - 1)
+        n = self.n_steps
+        running = t < n
+        tc = t if running else n - 1
         vm = st.vm
         sc = self.scenario
+        v_minmax = st.v_minmax
         return Observation._trusted(
-            step=t, n_steps=self.n_steps, time_h=t * self.dt_h, dt_h=self.dt_h,
+            step=t, n_steps=n, time_h=t * self.dt_h, dt_h=self.dt_h,
             load_p_mw=self.load_p[tc], load_q_mvar=self.load_q[tc],
             pv_pu=sc.pv_pu[tc], wind_pu=sc.wind_pu[tc], der_avail_mw=self.der_avail[tc],
-            ev=None if t >= self.n_steps else self.ev_bounds(),
+            ev=self.ev_bounds() if running else None,
             storage_e_mwh=st.e_mwh, thermal_p_last_mw=st.p_last,
-            v_pu=tuple(vm[sl] for sl in m.feeder_bus_slices), v_min_pu=np.minimum.reduceat(vm, self._v_starts),
-            v_max_pu=np.maximum.reduceat(vm, self._v_starts), line_loading=st.line_loading,
-            price_buy_per_mwh=float(self.price_buy[tc]), price_ahead_per_mwh=self.price_buy[tc:],
+            v_pu=(vm,) if self._v_single else tuple(vm[sl] for sl in m.feeder_bus_slices),
+            v_min_pu=v_minmax[0], v_max_pu=v_minmax[1], line_loading=st.line_loading,
+            price_buy_per_mwh=self._price_list[tc], price_ahead_per_mwh=self.price_buy[tc:],
             price_sell_per_mwh=self.price_sell,
-            tso_requirement_last_mw=st.tso_last, net_load_forecast_mw=self._forecast_rows(tc),
-            forecast_fn=_LazyForecast(sc, t) if t < self.n_steps else None,
+            tso_requirement_last_mw=st.tso_last,
+            net_load_forecast_mw=self._fc_rows[tc] if self._fc_day_ahead else self._forecast_rows(tc),
+            forecast_fn=_LazyForecast(sc, t) if running else None,
         )
 
     def _forecast_rows(self, t: int) -> np.ndarray:
@@ -671,64 +791,179 @@ class GridSimulator:
             RuntimeError: the day is over.
         """
         self._require_running()
-        m, st = self.model, self._state
+        m = self.model
         sizes = m.sizes
-        dispatch.check_sizes(m.sizes_q if dispatch.q_comp_mvar is not None else m.sizes_no_q)
-        q = dispatch.q_comp_mvar if dispatch.q_comp_mvar is not None else q_comp_mvar
-        if q is None:
-            q = np.zeros(sizes.n_comp)
+        dd = dispatch.__dict__
+        q_d = dd.get("q_comp_mvar")
+        flat = dd.get("_flat")
+        if flat is None or dd.get("_sizes") is not sizes:  # not decoded with this grid's limits
+            dispatch.check_sizes(m.sizes_q if q_d is not None else m.sizes_no_q)
+            flat = None
+        q = q_d if q_d is not None else self._q_setpoints(q_comp_mvar)
+        if flat is None:
+            req = np.concatenate([dd[name] for name, _ in self._lay_q[:-1]] + [q])
+        elif q_d is None:
+            req = np.concatenate((flat, q))
         else:
-            q = np.asarray(q, dtype=float)
-            if q.shape != (sizes.n_comp,) or not np.isfinite(q).all():
-                raise ValueError(f"q_comp_mvar: expected {sizes.n_comp} finite values, got {q!r}")
-        x, proj = self._project(dispatch, q)
-        if m.is_td:
+            req = flat
+        return self._play(req)
+
+    def _step_action(self, a: np.ndarray, q_comp_mvar: np.ndarray | None = None) -> StepOutcome:
+        """``step(Dispatch.from_array(a, self.limits()), q_comp_mvar)`` for a finite float64 action
+        of the right shape (the caller checks), without building the limits and the dispatch
+        (the gym env's hot path). Decodes ``(a + 1) (span / 2) + x(-1)`` like
+        :meth:`ActionLimits.decode`."""
+        self._require_running()
+        at_minus, half_span = self._decode_vectors()
+        if self.model.sizes.reactive:
+            req = np.add(a, _ONE)
+            dec = req
+        else:                                   # the compensators' setpoints go last
+            req = np.empty(self._n_req)
+            dec = req[:self._n_noq]
+            np.add(a, _ONE, out=dec)
+            req[self._n_noq:] = self._q_setpoints(q_comp_mvar)
+        dec *= half_span
+        dec += at_minus
+        return self._play(req)
+
+    def _q_setpoints(self, q_comp_mvar: np.ndarray | None) -> np.ndarray:
+        """The compensator setpoints given besides the dispatch (zeros when None), checked."""
+        if q_comp_mvar is None:
+            return self._q_zero
+        n = self.model.sizes.n_comp
+        q = np.asarray(q_comp_mvar, dtype=float)
+        if q.shape != (n,) or not np.isfinite(q).all():
+            raise ValueError(f"q_comp_mvar: expected {n} finite values, got {q!r}")
+        return q
+
+    def _play(self, req: np.ndarray) -> StepOutcome:
+        """Project the requested dispatch (flat, reactive layout), simulate and account."""
+        x, proj = self._project(req)
+        if self.model.is_td:
             out = self._step_td(x)
         else:
             out = self._step_feeder(x)
         return self._finish(x, proj, out)
 
+    def _decode_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(x(-1), span / 2) of this step's action decoding (as in :meth:`limits`)."""
+        lim = self._state.limits
+        if lim is not None:
+            return lim._at_minus, lim._half_span  # type: ignore[attr-defined]
+        ev_lo, ev_hi = self._ev_limits()
+        sl = self._sl_ev
+        at_minus, half_span = self._lim_at_minus.copy(), self._lim_half_span.copy()
+        at_minus[sl] = ev_lo
+        top = np.maximum(ev_hi, ev_lo)
+        top -= ev_lo                                        # the span of the EV fields
+        np.multiply(top, _HALF, out=half_span[sl])
+        if self._sl_rup is not None:
+            flex = np.subtract(ev_hi, ev_lo)
+            np.maximum(flex, _ZERO, out=flex)
+            flex *= _HALF
+            half_span[self._sl_rup] = flex
+            half_span[self._sl_rdn] = flex
+        return at_minus, half_span
+
     # .................................................................. projection
-    def _project(self, d: Dispatch, q: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Project onto the step's feasible set; returns (applied values, applied - requested)."""
-        m, st, dt = self.model, self._state, self.dt_h
-        b = self.ev_bounds()
-        ev_lo, ev_hi = b.p_min_kw * 1e-3, b.p_max_kw * 1e-3
-        x: dict[str, np.ndarray] = {}
-        x["ev_p_mw"] = ev = _clip(d.ev_p_mw, ev_lo, ev_hi)
-        e = st.e_mwh
-        st_hi = np.minimum(m.st_p_max, (m.st_e_max - e) * self._inv_eta_c_dt)
-        st_lo = -np.minimum(m.st_p_max, e * self._eta_d_over_dt)
-        x["storage_p_mw"] = _clip(d.storage_p_mw, st_lo, st_hi)
-        x["der_curtail_frac"] = _clip(d.der_curtail_frac, 0.0, 1.0)
+    def _project(self, req: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Project onto the step's feasible set; returns (applied values, applied - requested).
+
+        ``req`` is the requested dispatch flat in the reactive layout (``q_comp_mvar`` last).
+        Stage 1 clips every field to its range (EV stations to ``[p_min, p_max]``, storage to
+        its power and energy limits, curtailment to ``[0, 1]``, thermal setpoints to
+        ``[p_min, p_max]`` and the ramp, compensators to ``[q_min, q_max]``); stage 2 the
+        reserves to ``[0, headroom]`` of the stage-1 values. Fields are views of one vector.
+        """
+        m, st = self.model, self._state
+        ev_lims = self._ev_limits_block()
+        lohi = self._proj_lohi.copy()
+        lohi[:, self._psl_ev] = ev_lims
+        ev_lo, ev_hi = ev_lims[0], ev_lims[1]
+        if self._st_small:
+            lohi[:, self._psl_st] = self._storage_limits_py()
+        elif m.st_p_max.shape[0]:
+            e = st.e_mwh
+            sl = self._psl_st
+            st_hi = lohi[1, sl]
+            np.multiply(np.subtract(m.st_e_max, e), self._inv_eta_c_dt, out=st_hi)
+            np.minimum(m.st_p_max, st_hi, out=st_hi)
+            st_lo = lohi[0, sl]
+            np.multiply(e, self._eta_d_over_dt, out=st_lo)
+            np.minimum(m.st_p_max, st_lo, out=st_lo)
+            np.negative(st_lo, out=st_lo)
         if m.is_td:
+            up_lim, dn_lim, g_hi = self._thermal_limits()
+            sl = self._psl_th
+            lohi[0, sl] = dn_lim
+            lohi[1, sl] = g_hi
+        x = np.maximum(req, lohi[0])
+        np.minimum(x, lohi[1], out=x)
+        if m.is_td:
+            # reserves to [0, headroom]: thermal up / down, EV up / down, laid out in this order
+            p, ev = x[self._psl_th], x[self._psl_ev]
+            n_gen, n_ev = p.shape[0], ev.shape[0]
+            room = np.empty(2 * (n_gen + n_ev))
+            np.subtract(up_lim, p, out=room[:n_gen])
+            np.subtract(p, dn_lim, out=room[n_gen:2 * n_gen])
+            np.subtract(ev, ev_lo, out=room[2 * n_gen:2 * n_gen + n_ev])
+            np.subtract(ev_hi, ev, out=room[2 * n_gen + n_ev:])
+            np.maximum(room, _ZERO, out=room)
+            res = x[self._psl_res]
+            np.maximum(res, _ZERO, out=res)
+            np.minimum(res, room, out=res)
+        diff = np.subtract(x, req)
+        xs: dict[str, np.ndarray] = {}
+        proj: dict[str, np.ndarray] = {}
+        for name, sl in self._lay_q_views:
+            if sl is None:
+                xs[name] = proj[name] = _EMPTY
+            else:
+                xs[name] = x[sl]
+                proj[name] = diff[sl]
+        return xs, proj
+
+    def _storage_limits_py(self) -> list[list[float]]:
+        """[low, high] storage power limits of this step in Python floats (few units):
+        ``-min(p_max, e eta_d / dt)`` and ``min(p_max, (e_max - e) / (eta_c dt))``, the
+        arithmetic of the vectorized form."""
+        dt = self.dt_h
+        lo, hi = [], []
+        for e, (p_max, e_max, eta_c, eta_d), inv_c, eta_d_dt in zip(
+                self._state.e_mwh.tolist(), self._st_consts, self._inv_eta_c_dt_list, self._eta_d_over_dt_list):
+            lo.append(-min(p_max, e * eta_d_dt))
+            hi.append(min(p_max, (e_max - e) * inv_c))
+        return [lo, hi]
+
+    def _thermal_limits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(up, down, setpoint high) limits of the thermal units at this step (ramp from the last
+        setpoint within [p_min, p_max]; cached per step)."""
+        st = self._state
+        g = st.g_lims
+        if g is None:
+            m = self.model
             ramp = self._ramp_dt
             up_lim = np.minimum(m.g_p_max, st.p_last + ramp)
             dn_lim = np.maximum(m.g_p_min, st.p_last - ramp)
-            x["thermal_p_mw"] = p = _clip(d.thermal_p_mw, dn_lim, np.maximum(up_lim, dn_lim))
-            x["thermal_r_up_mw"] = _clip(d.thermal_r_up_mw, 0.0, np.maximum(up_lim - p, 0.0))
-            x["thermal_r_dn_mw"] = _clip(d.thermal_r_dn_mw, 0.0, np.maximum(p - dn_lim, 0.0))
-            x["ev_r_up_mw"] = _clip(d.ev_r_up_mw, 0.0, np.maximum(ev - ev_lo, 0.0))
-            x["ev_r_dn_mw"] = _clip(d.ev_r_dn_mw, 0.0, np.maximum(ev_hi - ev, 0.0))
-        else:
-            x["thermal_p_mw"] = x["thermal_r_up_mw"] = x["thermal_r_dn_mw"] = _EMPTY
-            x["ev_r_up_mw"] = x["ev_r_dn_mw"] = _EMPTY
-        x["q_comp_mvar"] = _clip(q, m.q_min, m.q_max)
-        proj = {name: value - getattr(d, name) for name, value in x.items() if name != "q_comp_mvar"}
-        proj["q_comp_mvar"] = x["q_comp_mvar"] - q
-        return x, proj
+            g = st.g_lims = (up_lim, dn_lim, np.maximum(up_lim, dn_lim))
+        return g
 
     # .................................................................. feeders
     def _feeder_injection(self, t: int, ev_mw: np.ndarray, st_mw: np.ndarray, der_f_used: np.ndarray,
-                          q_comp: np.ndarray, shed_f: np.ndarray | None = None) -> np.ndarray:
-        """Stacked per-bus complex net consumption in p.u. (N_fb,)."""
+                          q_comp: np.ndarray, shed_f: np.ndarray | None = None,
+                          s_load: np.ndarray | None = None) -> np.ndarray:
+        """Stacked per-bus complex net consumption in p.u. (N_fb,); ``s_load`` = ``s_load_fb_pu[t]``."""
         m = self.model
         ctrl = np.concatenate((ev_mw, st_mw, der_f_used))
-        s = m.m_ctrl @ ctrl - 1j * (m.m_comp @ q_comp)
+        s = m.m_ctrl.dot(ctrl) - 1j * m.m_comp.dot(q_comp)      # .dot: the same BLAS call as @
         s *= m.inv_base_fb
+        if s_load is None:
+            s_load = self.s_load_fb_pu[t]
         if shed_f is None:
-            return s + self.s_load_fb_pu[t]
-        return s + self.s_load_fb_pu[t] * (1.0 - shed_f[m.bus_feeder])
+            s += s_load
+            return s
+        return s + s_load * (1.0 - shed_f[m.bus_feeder])
 
     def _solve_feeders(self, s_pu: np.ndarray, load_pu: np.ndarray | None = None,
                        shed_f: np.ndarray | None = None) -> _FeederSolution:
@@ -740,10 +975,20 @@ class GridSimulator:
         """
         m, st, cfg = self.model, self._state, self.settings
         tol = cfg.sweep_tol_pu
+        groups = m.groups
+        if len(groups) == 1 and groups[0].stacked:      # one group, its columns are the stacked vector
+            g = groups[0]
+            try:
+                v_ns, i_bus, vm, minmax = self._sweep_stacked(g, s_pu, st.v_ns[0], tol, cfg.sweep_max_iter)
+            except PowerFlowError:
+                v_ns, i_bus = self._shed_group(g, s_pu, load_pu, shed_f)
+                vm, minmax = np.abs(v_ns.T).ravel(), None
+            s_head, lp, lq = self._head_and_losses(g, i_bus)
+            return _FeederSolution(vm, [v_ns], s_head.real.copy(), s_head.imag.copy(), lp, lq, minmax)
         vm = np.empty(m.n_fb)
         hp, hq, lp, lq = (np.empty(m.n_feeder) for _ in range(4))
         v_ns_all = []
-        for gi, g in enumerate(m.groups):
+        for gi, g in enumerate(groups):
             try:
                 v_ns, i_bus = self._sweep(g, s_pu[g.idx_cov], st.v_ns[gi], tol, cfg.sweep_max_iter)
             except PowerFlowError:
@@ -755,13 +1000,78 @@ class GridSimulator:
                 if g.slack_row < 0:
                     vm[g.idx] = abs(g.v0)
                 vm[g.idx_cov] = np.abs(v_ns)
-            s_head = np.conj(i_bus.sum(axis=0))
-            s_head *= g.v0 * g.base_mva
-            i_br = (g.bibc @ i_bus.view(float)).view(complex)          # real T times complex I
-            i_sq = i_br.real * i_br.real + i_br.imag * i_br.imag
+            s_head, lp_g, lq_g = self._head_and_losses(g, i_bus)
             hp[g.feeders], hq[g.feeders] = s_head.real, s_head.imag
-            lp[g.feeders], lq[g.feeders] = (g.r @ i_sq) * g.base_mva, (g.x @ i_sq) * g.base_mva
+            lp[g.feeders], lq[g.feeders] = lp_g, lq_g
         return _FeederSolution(vm, v_ns_all, hp, hq, lp, lq)
+
+    @staticmethod
+    def _head_and_losses(g: _SweepGroup, i_bus: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(complex head power MVA, loss MW, loss MVAr) per column of a group's (n, K) bus currents."""
+        s_head = np.conjugate(_add_reduce(i_bus, 0))
+        s_head *= g.head_scale
+        i_br = g.bibc.dot(i_bus.view(float))                 # real T times complex I, (n_branch, 2K)
+        i_br *= i_br
+        i_sq = np.add(i_br[:, 0::2], i_br[:, 1::2])         # |T I|^2 = re^2 + im^2
+        lp = g.r.dot(i_sq)
+        lp *= g.base0
+        lq = g.x.dot(i_sq)
+        lq *= g.base0
+        return s_head, lp, lq
+
+    @staticmethod
+    def _sweep_stacked(g: _SweepGroup, s_pu: np.ndarray, v_start: np.ndarray, tol: float,
+                       max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_sweep` of a stacked group on the stacked vector itself (no gather), on 1-D
+        vectors for a single column; the same arithmetic, so the same bits. Returns
+        (V (n, K), I_bus (n, K), |V| in stacked order, (2, K) read-only min and max of |V|
+        per feeder)."""
+        n, k = g.n_cov, g.k
+        if k == 1:
+            s_conj = np.conjugate(s_pu)
+            v = v_start.reshape(n).copy()
+        else:
+            s_conj = np.conjugate(s_pu.reshape(k, n).T)
+            v = v_start.copy()
+        dlf_dot = g.dlf.dot          # the same BLAS call (zgemv / zgemm) as np.matmul, cheaper
+        s_conj[g.slack_row] = 0.0
+        v0 = g.v0_vec
+        v_new = np.empty_like(v)
+        i_bus = np.empty_like(v)
+        d = np.empty_like(v)
+        d_flat = d.reshape(-1).view(float)
+        tol2 = tol * tol
+        conj, div, sub, d_dot = np.conjugate, np.divide, np.subtract, d_flat.dot
+        for _ in range(max_iter):
+            conj(v, i_bus)
+            div(s_conj, i_bus, i_bus)
+            dlf_dot(i_bus, v_new)
+            sub(v0, v_new, v_new)
+            sub(v_new, v, d)
+            v, v_new = v_new, v
+            step2 = d_dot(d_flat)
+            if step2 < tol2:
+                break
+            if not step2 < np.inf:
+                raise PowerFlowError(g.name, 0, "the sweep produced non-finite voltages")
+        else:
+            raise PowerFlowError(g.name, 0, f"no convergence within {max_iter} iterations")
+        vm = np.abs(v)
+        # per feeder (column) min and max of |V|; the min screens the exact collapse test of
+        # _sweep (|V|^2 < 0.09 implies |V| < 0.3 + 1e-9)
+        minmax = np.empty((2, k))
+        vm2 = vm.reshape(n, k)
+        _min_reduce(vm2, 0, out=minmax[0])
+        _max_reduce(vm2, 0, out=minmax[1])
+        if min(minmax[0].tolist()) < _V_COLLAPSE_PU + 1e-9 and \
+                (v.real * v.real + v.imag * v.imag).min() < _V_COLLAPSE_PU ** 2:
+            raise PowerFlowError(g.name, 0, f"voltage collapse (|V| < {_V_COLLAPSE_PU} p.u.)")
+        minmax.setflags(write=False)
+        conj(v, i_bus)
+        div(s_conj, i_bus, i_bus)
+        if k == 1:
+            return v.reshape(n, 1), i_bus.reshape(n, 1), vm, minmax
+        return v, i_bus, vm.T.ravel(), minmax
 
     @staticmethod
     def _sweep(g: _SweepGroup, s_cov: np.ndarray, v_start: np.ndarray, tol: float,
@@ -841,15 +1151,18 @@ class GridSimulator:
     def _step_feeder(self, x: dict[str, np.ndarray]) -> dict[str, Any]:
         m, st = self.model, self._state
         t = st.t
-        res = self.fleet.step(t, x["ev_p_mw"] * 1e3)
-        ev = res.p_kw * 1e-3
-        der_used = self.der_avail[t] * (1.0 - x["der_curtail_frac"])
+        res = self.fleet.step(t, np.multiply(x["ev_p_mw"], _KILO))
+        ev = np.multiply(res.p_kw, _MILLI)
+        der_used = np.subtract(_ONE, x["der_curtail_frac"])
+        der_used *= self.der_avail[t]
         shed_f = np.zeros(m.n_feeder)
-        s = self._feeder_injection(t, ev, x["storage_p_mw"], der_used[:m.n_der_f], x["q_comp_mvar"])
-        sol = self._solve_feeders(s, self.s_load_fb_pu[t], shed_f)
+        s_load = self.s_load_fb_pu[t]
+        s = self._feeder_injection(t, ev, x["storage_p_mw"], der_used if self._der_all_f else der_used[:m.n_der_f],
+                                   x["q_comp_mvar"], s_load=s_load)
+        sol = self._solve_feeders(s, s_load, shed_f)
         return {"fleet": res, "ev": ev, "der_used": der_used, "sol": sol, "shed_f": shed_f, "shed_t": 0.0,
-                "thermal": np.zeros(0), "imbalance": 0.0, "residual": 0.0, "tso_delivered": np.zeros(0),
-                "backoff": 0.0, "unbalanced": 0.0, "line_p": np.zeros(0)}
+                "thermal": _EMPTY, "imbalance": 0.0, "residual": 0.0, "tso_delivered": _EMPTY,
+                "backoff": 0.0, "unbalanced": 0.0, "line_p": _EMPTY}
 
     # .................................................................. T-D
     def _tso_call(self, t: int, x: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -857,46 +1170,56 @@ class GridSimulator:
         over its stations pro rata to their reserve; returns (call per boundary, EV deviation)."""
         m = self.model
         r_up, r_dn = x["ev_r_up_mw"], x["ev_r_dn_mw"]
-        cap_up, cap_dn = m.f_ev @ r_up, m.f_ev @ r_dn
-        call = np.clip(self.tso[t], -cap_dn, cap_up)
-        up = np.divide(call, cap_up, out=np.zeros_like(call), where=cap_up > 0)
-        dn = np.divide(-call, cap_dn, out=np.zeros_like(call), where=cap_dn > 0)
+        cap_up, cap_dn = m.f_ev.dot(r_up), m.f_ev.dot(r_dn)
+        # per boundary (few): call = clip(tso, -cap_dn, cap_up), up = call / cap_up where cap_up > 0
+        # (else 0), dn = -call / cap_dn where cap_dn > 0 (else 0); the arithmetic of the array form
+        calls, ups, dns = [], [], []
+        for req, cu, cd in zip(self.tso[t].tolist(), cap_up.tolist(), cap_dn.tolist()):
+            c = min(max(req, -cd), cu)
+            calls.append(c)
+            ups.append(c / cu if cu > 0 else 0.0)
+            dns.append(-c / cd if cd > 0 else 0.0)
+        call, up, dn = np.array(calls), np.array(ups), np.array(dns)
         f = m.ev_feeder
-        dev = np.where(call[f] > 0, -r_up * up[f], r_dn * np.maximum(dn[f], 0.0))
+        dev = np.where(call[f] > 0, -r_up * up[f], r_dn * np.maximum(dn[f], _ZERO))
         return call, dev
 
     def _step_td(self, x: dict[str, np.ndarray]) -> dict[str, Any]:
         m, st = self.model, self._state
         t = st.t
         call, dev = self._tso_call(t, x)
-        der_used = self.der_avail[t] * (1.0 - x["der_curtail_frac"])
+        der_used = np.subtract(_ONE, x["der_curtail_frac"])
+        der_used *= self.der_avail[t]
         ev1 = x["ev_p_mw"] + dev
         s = self._feeder_injection(t, ev1, x["storage_p_mw"], der_used[:m.n_der_f], x["q_comp_mvar"])
         shed_f = np.zeros(m.n_feeder)
         sol = self._solve_feeders(s, self.s_load_fb_pu[t], shed_f)
         load_t = self.load_p[t, m.n_load_f:]
         thermal = x["thermal_p_mw"]
-        imbalance = load_t.sum() + sol.head_p_mw.sum() - thermal.sum() - der_used[m.n_der_f:].sum()
-        bal = self._balance(imbalance, x, dev, der_used, load_t.sum(), float(self.load_p[t, :m.n_load_f].sum()))
+        load_t_mw = _add_reduce(load_t)
+        imbalance = load_t_mw + _add_reduce(sol.head_p_mw) - _add_reduce(thermal) - _add_reduce(der_used[m.n_der_f:])
+        bal = self._balance(imbalance, x, dev, der_used, load_t_mw, float(_add_reduce(self.load_p[t, :m.n_load_f])))
         ev_set = x["ev_p_mw"] + bal["dev"]
         res = self.fleet.step(t, ev_set * 1e3)
         ev = res.p_kw * 1e-3
         der_used = bal["der_used"]
-        changed = bal["shed_f"] > 0 or bal["feeder_changed"] or np.abs(ev - ev1).max(initial=0.0) > 1e-12
+        changed = (bal["shed_f"] > 0 or bal["feeder_changed"]
+                   or _max_reduce(np.abs(ev - ev1), initial=0.0) > 1e-12)
         if changed:                     # re-solve the feeders with the balancing's changes
             shed_f[:] = 1.0 - (1.0 - shed_f) * (1.0 - bal["shed_f"])   # on top of any sweep-failure shedding
             s = self._feeder_injection(t, ev, x["storage_p_mw"], der_used[:m.n_der_f], x["q_comp_mvar"],
-                                       shed_f if shed_f.any() else None)
+                                       shed_f if _count(shed_f) else None)
             sol = self._solve_feeders(s, self.s_load_fb_pu[t] * (1.0 - shed_f[m.bus_feeder]), shed_f)
         shed_t = bal["shed_t"]
         thermal_act = bal["thermal"]
         served_t = load_t * (1.0 - shed_t)
-        residual = served_t.sum() + sol.head_p_mw.sum() - thermal_act.sum() - der_used[m.n_der_f:].sum()
+        residual = (_add_reduce(served_t) + _add_reduce(sol.head_p_mw) - _add_reduce(thermal_act)
+                    - _add_reduce(der_used[m.n_der_f:]))
         thermal_act[m.ref_unit] += residual
-        inj = m.m_inj_t @ np.concatenate((thermal_act, der_used[m.n_der_f:], served_t, sol.head_p_mw))
+        inj = m.m_inj_t.dot(np.concatenate((thermal_act, der_used[m.n_der_f:], served_t, sol.head_p_mw)))
         line_p = m.dc.flows_pu(inj / m.base_mva_t) * m.base_mva_t
         # the call as delivered: the fleet may deliver less than asked
-        miss = m.f_ev @ (ev - ev_set)
+        miss = m.f_ev.dot(ev - ev_set)
         return {"fleet": res, "ev": ev, "der_used": der_used, "sol": sol, "shed_f": shed_f, "shed_t": shed_t,
                 "thermal": thermal_act, "imbalance": float(imbalance), "residual": float(residual),
                 "tso_delivered": call - miss, "backoff": bal["backoff"], "unbalanced": bal["unbalanced"],
@@ -943,9 +1266,9 @@ class GridSimulator:
             out["feeder_changed"] = out["feeder_changed"] or rest < before
             floor = np.minimum(m.g_p_min, thermal)
             room = thermal - floor
-            back = min(rest, room.sum())
+            back = min(rest, _add_reduce(room))
             if back > 0:
-                thermal -= room * (back / room.sum())
+                thermal -= room * (back / _add_reduce(room))
                 out["backoff"] = back
                 rest -= back
             out["unbalanced"] = -rest
@@ -959,110 +1282,137 @@ class GridSimulator:
         sol: _FeederSolution = r["sol"]
         res: EVStepResult = r["fleet"]
         p_st = x["storage_p_mw"]
-        e_new = st.e_mwh + (m.st_eta_c * np.maximum(p_st, 0.0) + np.minimum(p_st, 0.0) / m.st_eta_d) * dt
-        e_new = _clip(e_new, 0.0, m.st_e_max)
+        if self._st_small:
+            # e + (eta_c max(p, 0) + min(p, 0) / eta_d) dt, clipped to [0, e_max], in Python floats
+            e_list = []
+            for p, e, (_, e_max, eta_c, eta_d) in zip(p_st.tolist(), st.e_mwh.tolist(), self._st_consts):
+                e = e + (eta_c * max(p, 0.0) + min(p, 0.0) / eta_d) * dt
+                e_list.append(min(max(e, 0.0), e_max))
+            e_new = np.array(e_list)
+            e_new.setflags(write=False)
+        elif p_st.shape[0]:
+            e_new = m.st_eta_c * np.maximum(p_st, _ZERO)
+            e_new += np.minimum(p_st, _ZERO) / m.st_eta_d
+            e_new *= dt
+            e_new += st.e_mwh
+            np.maximum(e_new, _ZERO, out=e_new)
+            np.minimum(e_new, m.st_e_max, out=e_new)
+            e_new.setflags(write=False)
+        else:
+            e_new = _EMPTY
         load, served, shed_mwh = self._served(t, r["shed_f"], r["shed_t"])
         der_used = r["der_used"]
         vm = sol.vm_pu
-        viol = np.maximum(np.maximum(m.vmin_fb - vm, vm - m.vmax_fb), 0.0)
+        viol = np.subtract(m.vmin_fb, vm)
+        np.maximum(viol, np.subtract(vm, m.vmax_fb), out=viol)
+        np.maximum(viol, _ZERO, out=viol)
         head = sol.head_p_mw
-        req = self.tso[t] if m.is_td else _EMPTY
-        bviol = np.abs(req - r["tso_delivered"])
-        line_p = r["line_p"]
-        loading = np.abs(line_p) * m.inv_rate if m.is_td else _EMPTY
-        q = _Quantities(
-            ev_mwh=float(r["ev"].sum()) * dt, unmet_kwh=float(res.unmet_kwh.sum()), shed_mwh=shed_mwh,
-            curt_mwh=(float(self.der_avail_sum[t]) - float(der_used.sum()) + r["backoff"]) * dt,
-            v_puh=float(viol.sum()) * dt, bviol_mwh=float(bviol.sum()) * dt, head_mw=float(head.sum()),
-        )
-        cost = self._costs(t, x, r, q, der_used, p_st)
+        ev = r["ev"]
+        ev_mwh = _fsum(ev) * dt
+        unmet_kwh = 0.0 if res.unmet_kwh is self.fleet._zeros_ro else _fsum(res.unmet_kwh)
+        curt_mwh = (self._der_avail_sum_list[t] - _fsum(der_used) + r["backoff"]) * dt
+        v_puh = float(_add_reduce(viol)) * dt
+        head_mw = _fsum(head)
+        if m.is_td:
+            req = self.tso[t]
+            bviol = np.abs(req - r["tso_delivered"])
+            bviol_mwh = float(_add_reduce(bviol)) * dt
+            line_p = r["line_p"]
+            loading = np.abs(line_p) * m.inv_rate
+            loading.setflags(write=False)
+            loading_max = float(_max_reduce(loading)) if loading.shape[0] else 0.0
+        else:
+            req = line_p = loading = _EMPTY
+            bviol = np.zeros(0)
+            bviol_mwh = 0.0
+            loading_max = 0.0
+        cost = self._costs(t, x, r, der_used, p_st, ev_mwh, unmet_kwh, shed_mwh, curt_mwh, v_puh,
+                           bviol_mwh, head_mw)
         violations = {
-            "voltage_puh": q.v_puh, "voltage_worst_pu": float(viol.max()),
-            "voltage_buses": float(np.count_nonzero(viol)), "load_shed_mwh": shed_mwh,
-            "curtailment_mwh": q.curt_mwh, "ev_unmet_kwh": q.unmet_kwh, "boundary_violation_mwh": q.bviol_mwh,
-            "line_overload_max": max(float(loading.max()) - 1.0, 0.0) if loading.size else 0.0,
+            "voltage_puh": v_puh, "voltage_worst_pu": float(_max_reduce(viol)),
+            "voltage_buses": float(_count(viol)), "load_shed_mwh": shed_mwh,
+            "curtailment_mwh": curt_mwh, "ev_unmet_kwh": unmet_kwh, "boundary_violation_mwh": bviol_mwh,
+            "line_overload_max": max(loading_max - 1.0, 0.0) if loading.shape[0] else 0.0,
             "unbalanced_mw": float(r["unbalanced"]),
         }
         thermal = r["thermal"]
-        for arr in (e_new, vm, loading):
-            arr.flags.writeable = False
-        outcome = StepOutcome(
+        vm.setflags(write=False)
+        v_minmax = self._v_minmax(sol)
+        loss = sol.loss_mw
+        outcome = StepOutcome._trusted(
+            (_fsum(loss), unmet_kwh, loading_max),
             step=t, time_h=t * dt, dt_h=dt, cost=cost, violations=violations, projection=proj, setpoints=x,
             ev=res, load_p_mw=load, load_served_mw=served, der_avail_mw=self.der_avail[t], der_used_mw=der_used,
-            storage_p_mw=p_st, storage_e_mwh=e_new, ev_p_mw=r["ev"], ev_deployed_mw=r["ev"] - x["ev_p_mw"],
+            storage_p_mw=p_st, storage_e_mwh=e_new, ev_p_mw=ev, ev_deployed_mw=ev - x["ev_p_mw"],
             thermal_p_mw=thermal, thermal_deployed_mw=thermal - x["thermal_p_mw"], head_p_mw=head,
-            head_q_mvar=sol.head_q_mvar, loss_mw=sol.loss_mw, v_pu=vm,
-            v_min_pu=np.minimum.reduceat(vm, self._v_starts), v_max_pu=np.maximum.reduceat(vm, self._v_starts),
+            head_q_mvar=sol.head_q_mvar, loss_mw=loss, v_pu=vm,
+            v_min_pu=v_minmax[0], v_max_pu=v_minmax[1],
             line_p_mw=line_p, line_loading=loading, imbalance_mw=r["imbalance"], tso_requirement_mw=req,
             tso_delivered_mw=r["tso_delivered"], boundary_violation_mw=bviol, residual_mw=r["residual"],
-            import_mw=q.head_mw,
+            import_mw=head_mw,
         )
-        self._advance(x, e_new, req, loading, sol)
+        self._advance(x, e_new, req, loading, sol, v_minmax)
         return outcome
 
     def _served(self, t: int, shed_f: np.ndarray, shed_t: float) -> tuple[np.ndarray, np.ndarray, float]:
         """(demand, served, shed energy MWh) of the step's loads (``Layout`` order)."""
         m = self.model
         load = self.load_p[t]
-        if not shed_t and not shed_f.any():
+        if not shed_t and not _count(shed_f):
             return load, load, 0.0
         served = load.copy()
         served[:m.n_load_f] *= 1.0 - shed_f[m.load_feeder]
         served[m.n_load_f:] *= 1.0 - shed_t
         served.flags.writeable = False
-        return load, served, float(load.sum() - served.sum()) * self.dt_h
+        return load, served, float(_add_reduce(load) - _add_reduce(served)) * self.dt_h
 
-    def _costs(self, t: int, x: dict[str, np.ndarray], r: dict[str, Any], q: "_Quantities",
-               der_used: np.ndarray, p_st: np.ndarray) -> dict[str, float]:
+    def _costs(self, t: int, x: dict[str, np.ndarray], r: dict[str, Any], der_used: np.ndarray,
+               p_st: np.ndarray, ev_mwh: float, unmet_kwh: float, shed_mwh: float, curt_mwh: float,
+               v_puh: float, bviol_mwh: float, head_mw: float) -> dict[str, float]:
         """The cost breakdown (:data:`COST_KEYS`) of the step."""
-        m, tar, dt = self.model, self.grid.tariff, self.dt_h
-        price = float(self.price_buy[t])
-        cost = dict.fromkeys(COST_KEYS, 0.0)
+        m, tar, dt = self.model, self._tar, self.dt_h
+        price = self._price_list[t]
         if m.is_td:
             th = r["thermal"]
-            cost["thermal_fuel"] = float((m.g_c2 * th * th + m.g_c1 * th).sum()) * dt
-            cost["reserves"] = (float(m.g_cr @ (x["thermal_r_up_mw"] + x["thermal_r_dn_mw"]))
-                                + self.ev_reserve_price * float((x["ev_r_up_mw"] + x["ev_r_dn_mw"]).sum())) * dt
-            cost["boundary_energy"] = q.head_mw * dt * price
+            bought = sold = 0.0
+            fuel = float(_add_reduce(m.g_c2 * th * th + m.g_c1 * th)) * dt
+            reserves = (float(m.g_cr.dot(x["thermal_r_up_mw"] + x["thermal_r_dn_mw"]))
+                        + self.ev_reserve_price * float(_add_reduce(x["ev_r_up_mw"] + x["ev_r_dn_mw"]))) * dt
+            boundary_energy = head_mw * dt * price
         else:
-            cost["energy_bought"] = max(q.head_mw, 0.0) * dt * price
-            cost["energy_sold"] = -max(-q.head_mw, 0.0) * dt * self.price_sell
-        cost["ev_revenue"] = -q.ev_mwh * tar.ev_charging_price_per_mwh
-        cost["ev_subsidy"] = q.ev_mwh * tar.ev_subsidy_per_mwh
-        cost["renewable_generation"] = float(der_used @ m.der_cost) * dt
-        cost["storage_degradation"] = float(np.abs(p_st).sum()) * dt * tar.storage_cost_per_mwh
-        cost["curtailment"] = q.curt_mwh * tar.penalty_curtailment_per_mwh
-        cost["load_shed"] = q.shed_mwh * tar.penalty_load_shed_per_mwh
-        cost["ev_unmet"] = q.unmet_kwh * 1e-3 * tar.penalty_ev_unmet_per_mwh
-        cost["voltage_violation"] = q.v_puh * tar.penalty_voltage_per_puh
-        cost["boundary_violation"] = q.bviol_mwh * tar.penalty_boundary_per_mwh
-        cost["total"] = sum(cost[k] for k in _SUMMED)
+            bought = max(head_mw, 0.0) * dt * price
+            sold = -max(-head_mw, 0.0) * dt * self.price_sell
+            fuel = reserves = boundary_energy = 0.0
+        n_st = p_st.shape[0]
+        abs_st = (_fsum(np.abs(p_st)) if n_st >= _SMALL_SUM else _fsum_py_abs(p_st)) if n_st else 0.0
+        parts = (                           # the order of _SUMMED
+            bought, sold, fuel, reserves,
+            -ev_mwh * tar.ev_charging_price_per_mwh,
+            ev_mwh * tar.ev_subsidy_per_mwh,
+            float(der_used.dot(m.der_cost)) * dt,
+            abs_st * dt * tar.storage_cost_per_mwh,
+            curt_mwh * tar.penalty_curtailment_per_mwh,
+            shed_mwh * tar.penalty_load_shed_per_mwh,
+            unmet_kwh * 1e-3 * tar.penalty_ev_unmet_per_mwh,
+            v_puh * tar.penalty_voltage_per_puh,
+            bviol_mwh * tar.penalty_boundary_per_mwh,
+        )
+        cost = dict(zip(_SUMMED, parts))
+        cost["total"] = sum(parts)
+        cost["boundary_energy"] = boundary_energy
         return cost
 
     def _advance(self, x: dict[str, np.ndarray], e_new: np.ndarray, req: np.ndarray, loading: np.ndarray,
-                 sol: _FeederSolution) -> None:
+                 sol: _FeederSolution, v_minmax: np.ndarray) -> None:
         st = self._state
         st.t += 1
         st.e_mwh = e_new
         if self.model.is_td:
             p_last = x["thermal_p_mw"].copy()
-            p_last.flags.writeable = False
+            p_last.setflags(write=False)
             st.p_last, st.tso_last, st.line_loading = p_last, req, loading
-        st.v_ns, st.vm = sol.v_ns, sol.vm_pu
-        st.bounds = None
-
-
-@dataclass
-class _Quantities:
-    """Scalar energy quantities of a step (MWh unless named)."""
-
-    ev_mwh: float
-    unmet_kwh: float
-    shed_mwh: float
-    curt_mwh: float
-    v_puh: float
-    bviol_mwh: float
-    head_mw: float
+        st.v_ns, st.vm, st.v_minmax = sol.v_ns, sol.vm_pu, v_minmax
+        st.bounds = st.limits = st.ev_lims = st.g_lims = None
 
 
 # ============================================================================ helpers
@@ -1072,14 +1422,57 @@ _EMPTY = np.zeros(0)
 _EMPTY.flags.writeable = False
 
 
-def _clip(x: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.ndarray:
-    """``min(max(x, lo), hi)`` with ufuncs (``np.clip`` has a slow wrapper for small arrays)."""
-    return np.minimum(np.maximum(x, lo), hi)
+_ZERO = np.zeros(())  # 0-d constants: ufuncs take them faster than Python floats
+_ONE = np.ones(())
+_HALF = np.full((), 0.5)
+_MILLI = np.full((), 1e-3)
+_KILO = np.full((), 1e3)
+_add_reduce = np.add.reduce        # = ndarray.sum() of a 1-D array, without the method's Python wrapper
+_max_reduce = np.maximum.reduce    # = ndarray.max()
+_min_reduce = np.minimum.reduce
+_count = np.count_nonzero
+
+
+def _fsum_py(a: np.ndarray) -> float:
+    acc = 0.0
+    for v in a.tolist():
+        acc += v
+    return acc
+
+
+def _fsum_py_abs(a: np.ndarray) -> float:
+    acc = 0.0
+    for v in a.tolist():
+        acc += abs(v)
+    return acc
+
+
+def _fsum_matches_numpy() -> bool:
+    """Whether numpy sums fewer than 8 doubles sequentially from 0.0 (checked once at import)."""
+    rng = np.random.default_rng(20240501)
+    for n in range(1, 8):
+        for _ in range(24):
+            a = rng.standard_normal(n) * 10.0 ** rng.integers(-8, 9, n)
+            if _fsum_py(a) != float(_add_reduce(a)):
+                return False
+    return True
+
+
+_SMALL_SUM = 8 if _fsum_matches_numpy() else 0
+
+
+def _fsum(a: np.ndarray) -> float:
+    """``float(a.sum())`` of a 1-D float64 array. Below 8 entries numpy adds sequentially from
+    0.0 (its pairwise sum starts there; verified at import), so a Python loop gives the same
+    bits with fewer numpy calls."""
+    if a.shape[0] < _SMALL_SUM:
+        return _fsum_py(a)
+    return float(_add_reduce(a))
 
 
 def _pro_rata(values: np.ndarray, capacity: np.ndarray, need: float, sign: float) -> float:
     """Move ``values`` by ``sign x capacity x share`` to cover ``need`` (in place); returns what is left."""
-    total = float(capacity.sum())
+    total = float(_add_reduce(capacity))
     if need <= 0 or total <= 0:
         return need
     used = min(need, total)
@@ -1096,7 +1489,7 @@ def _pro_rata_dev(dev: np.ndarray, room: np.ndarray, need: float, sign: float) -
 def _curtail(used: np.ndarray, part: slice, need: float) -> float:
     """Reduce ``used[part]`` pro rata to cover ``need`` (in place); returns what is left."""
     seg = used[part]
-    total = float(seg.sum())
+    total = float(_add_reduce(seg))
     if need <= 0 or total <= 0:
         return need
     cut = min(need, total)
