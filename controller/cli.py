@@ -55,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     """The sub-commands defined in their own modules."""
-    from controller import cli_compare, cli_run, cli_scenarios
+    from controller import cli_compare, cli_plan, cli_run, cli_scenarios
 
-    return [cli_scenarios.add_parser, cli_run.add_parser, cli_compare.add_parser]
+    return [cli_scenarios.add_parser, cli_run.add_parser, cli_compare.add_parser, cli_plan.add_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
