@@ -39,7 +39,7 @@ T loads served + sum head P``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -50,6 +50,7 @@ from env.network import Grid, Network
 from env.observation import Observation, ObservationSpec
 from env.physics.dc import DCModel
 from env.physics.sweep import PowerFlowError, RadialSweep
+from env.settings import StrictKwargs
 
 __all__ = ["COST_KEYS", "GridModel", "GridSimulator", "SimulatorSettings", "StepOutcome", "VIOLATION_KEYS"]
 
@@ -74,7 +75,7 @@ _SHED_BISECTIONS = 14  # shed share resolution 2^-14 ~ 6e-5
 
 
 @dataclass(frozen=True)
-class SimulatorSettings:
+class SimulatorSettings(StrictKwargs):
     """Options of the simulator (frozen; unknown keys raise, see :meth:`from_kwargs`).
 
     Attributes:
@@ -108,14 +109,6 @@ class SimulatorSettings:
         if price is not None and not (np.isfinite(price) and price >= 0):
             raise ValueError("SimulatorSettings.ev_reserve_price_per_mwh: must be None or finite >= 0")
 
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> "SimulatorSettings":
-        """Build from keyword arguments; unknown keys raise ValueError listing the valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(kwargs) - set(valid))
-        if unknown:
-            raise ValueError(f"SimulatorSettings: unknown keys {unknown}; valid keys: {valid}")
-        return cls(**kwargs)
 
 
 # ============================================================================ precomputation

@@ -69,6 +69,7 @@ from env.formulations.dispatch_model import (
 )
 from env.network import Grid
 from env.observation import Observation
+from env.settings import StrictKwargs
 from env.simulator import GridModel, SimulatorSettings
 from policies.heuristic import HeuristicPolicy
 from scenarios.ev_arrivals import component_rates_per_port_h, rates_on_steps
@@ -80,7 +81,7 @@ _X_TOL_KWH = 1e-6
 
 
 @dataclass(frozen=True)
-class MPCSettings:
+class MPCSettings(StrictKwargs):
     """Settings of :class:`MPCPolicy` (frozen, validated).
 
     Attributes:
@@ -140,13 +141,6 @@ class MPCSettings:
         first = self.solver or pair[0]
         return (first,) + tuple(s for s in pair if s != first)
 
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> "MPCSettings":
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(kwargs) - set(valid))
-        if unknown:
-            raise ValueError(f"MPCSettings: unknown keys {unknown}; valid keys: {valid}")
-        return cls(**kwargs)
 
 
 # ============================================================================ EV forecasting

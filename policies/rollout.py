@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from env.dispatch import Dispatch
 from env.network import Grid
 from env.observation import Observation
 from env.physics.sweep import PowerFlowError
+from env.settings import StrictKwargs
 from policies.heuristic import HeuristicPolicy
 from policies.surrogate import ActionBatch, DayPaths, DaySurrogate, EVTracker, Lookahead, SurrogateSettings, \
     SurrogateState
@@ -51,7 +52,7 @@ _FIELD = {"ev": "ev_p_mw", "storage": "storage_p_mw", "curtail": "der_curtail_fr
 
 
 @dataclass(frozen=True)
-class RolloutSettings:
+class RolloutSettings(StrictKwargs):
     """Settings of :class:`RolloutPolicy` (frozen; unknown keys raise, see :meth:`from_kwargs`).
 
     Attributes:
@@ -94,14 +95,6 @@ class RolloutSettings:
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"RolloutSettings.seed: must be an integer >= 0, got {self.seed!r}")
 
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> "RolloutSettings":
-        """Build from keyword arguments; unknown keys raise ValueError listing the valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(kwargs) - set(valid))
-        if unknown:
-            raise ValueError(f"RolloutSettings: unknown keys {unknown}; valid keys: {valid}")
-        return cls(**kwargs)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ from env.dispatch import Dispatch
 from env.evcs import EVCSBounds, asap_profile
 from env.network import Grid
 from env.physics.sweep import PowerFlowError
+from env.settings import StrictKwargs
 from env.simulator import COST_KEYS, GridModel
 from scenarios import EVSessions, ScenarioSet
 
@@ -73,7 +74,7 @@ _SUMMED = tuple(k for k in COST_KEYS if k not in ("total", "boundary_energy"))
 
 
 @dataclass(frozen=True)
-class SurrogateSettings:
+class SurrogateSettings(StrictKwargs):
     """Options of the day model (frozen; unknown keys raise, see :meth:`from_kwargs`).
 
     Attributes:
@@ -100,14 +101,6 @@ class SurrogateSettings:
         if not np.isfinite(self.q_comp_mvar):
             raise ValueError("SurrogateSettings.q_comp_mvar: must be finite")
 
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> "SurrogateSettings":
-        """Build from keyword arguments; unknown keys raise ValueError listing the valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(kwargs) - set(valid))
-        if unknown:
-            raise ValueError(f"SurrogateSettings: unknown keys {unknown}; valid keys: {valid}")
-        return cls(**kwargs)
 
 
 # ============================================================================ EVs

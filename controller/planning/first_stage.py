@@ -36,7 +36,7 @@ Uncertainty (documented in :class:`PlanningSettings`):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import cvxpy as cp
@@ -48,6 +48,7 @@ from env.formulations.dc import DCNetwork, incidence, thermal_units
 from env.formulations.distflow import radial_topology
 from env.network import Grid, Network
 from env.physics.grid_flow import GridPhysics, per_bus
+from env.settings import StrictKwargs
 from scenarios import BudgetSet, DayAheadInfo, EVSessions, Forecast, Observed
 from scenarios.ambiguity import top_gamma_sum
 from scenarios.ev_arrivals import sample_arrivals, simulate_ports_fast, to_sessions
@@ -67,7 +68,7 @@ Service = Literal["both", "dso_only", "none"]
 
 
 @dataclass(frozen=True)
-class PlanningSettings:
+class PlanningSettings(StrictKwargs):
     """Options of the day-ahead plan (frozen; validated; unknown keys raise in :meth:`from_kwargs`).
 
     Attributes:
@@ -185,14 +186,6 @@ class PlanningSettings:
             if v is not None and not (np.isfinite(v) and v >= 0 and (name != "admm_rho" or v > 0)):
                 raise ValueError(f"PlanningSettings.{name}: must be None or finite and >= 0 (rho > 0)")
 
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> "PlanningSettings":
-        """Build from keyword arguments; unknown keys raise ValueError listing the valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(kwargs) - set(valid))
-        if unknown:
-            raise ValueError(f"PlanningSettings: unknown keys {unknown}; valid keys: {valid}")
-        return cls(**kwargs)
 
     def rho_for(self, n_feeder: int) -> float:
         """The ADMM penalty: the setting, or seed 000's 15 (<= 2 feeders) / 20 (more)."""
