@@ -64,7 +64,7 @@ def compare(args: argparse.Namespace) -> int:
     """Run (or resume) the sweep, write the tables and plots, print the comparison."""
     from controller.experiments import RunStore, SweepConfig, run_sweep
     from controller.io import write_parquet_atomic
-    from controller.stats import KEY_KPIS, WORST_KPIS, compare_policies, find_bound_policy
+    from controller.stats import COMPARE_WORST_KPIS, KEY_KPIS, WORST_KPIS, compare_policies, find_bound_policy
 
     if not 0.0 < args.confidence < 1.0:
         raise ValueError(f"--confidence must be in (0, 1), got {args.confidence}")
@@ -76,16 +76,12 @@ def compare(args: argparse.Namespace) -> int:
                        ray_address=args.ray_address)
     out = result.out
     table = compare_policies(result.summary, baseline=args.baseline, kpis=KEY_KPIS,
-                             worst=WORST_KPIS if args.worst else (), confidence=args.confidence)
+                             worst=WORST_KPIS if args.worst else COMPARE_WORST_KPIS, confidence=args.confidence)
     written = [write_parquet_atomic(result.summary, out / "summary.parquet"),
                write_parquet_atomic(table, out / "comparison.parquet")]
     written.append(write_parquet_atomic(RunStore(out).steps(config.specs()), out / "steps.parquet"))
     print(f"\n{result.n_ran} runs done, {result.n_reused} reused from {out} ({result.wall_s:.1f} s)")
-    print_comparison(table, result.summary, baseline=args.baseline, confidence=args.confidence, worst=args.worst)
-    if args.no_reactive and find_bound_policy(result.summary) is not None:
-        print("\nnote: --no-reactive keeps the controller's compensators at 0, but a clairvoyant policy that plans "
-              "its own compensator setpoints (perfect_information does) still uses them: the regret then includes "
-              "the value of reactive control.")
+    print_comparison(table, result.summary, baseline=args.baseline, confidence=args.confidence)
     if not args.no_plots:
         from controller.compare_report import write_comparison_plots
 
@@ -103,10 +99,11 @@ def _ci(mean: float, lo: float, hi: float) -> str:
     return f"{mean:+,.1f} [{lo:+,.1f}, {hi:+,.1f}]"
 
 
-def format_regime_table(table: pd.DataFrame, regime: str, baseline: str, worst: bool
+def format_regime_table(table: pd.DataFrame, regime: str, baseline: str
                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The printed tables of one regime: costs (one row per policy, CIs as text) and KPIs
-    (one row per KPI, one column per policy)."""
+    (one row per KPI, one column per policy; ``(mean)`` and ``(worst)`` rows for the KPIs whose
+    worst day the table has)."""
     rows = table[table.regime == regime].set_index("policy")
     costs = pd.DataFrame(index=rows.index)
     costs["days"] = rows.n_days
@@ -117,25 +114,25 @@ def format_regime_table(table: pd.DataFrame, regime: str, baseline: str, worst: 
     if "regret" in rows:
         costs["regret [CI]"] = [_ci(*v) for v in rows[["regret", "regret_lo", "regret_hi"]].to_numpy()]
         costs["gap closed"] = rows.gap_closed.map(lambda g: "" if pd.isna(g) else f"{g:.0%}")
-    if worst and "worst_total_cost" in rows:
+    if "worst_total_cost" in rows:
         costs["worst cost"] = rows.worst_total_cost.map("{:,.1f}".format)
     kpis = {}
     for kpi in _PRINT_KPIS:
         if kpi in rows:
-            kpis[f"{kpi} (mean)" if worst else kpi] = rows[kpi]
-            if worst and f"worst_{kpi}" in rows:
+            has_worst = f"worst_{kpi}" in rows
+            kpis[f"{kpi} (mean)" if has_worst else kpi] = rows[kpi]
+            if has_worst:
                 kpis[f"{kpi} (worst)"] = rows[f"worst_{kpi}"]
     return costs, pd.DataFrame(kpis).T
 
 
-def print_comparison(table: pd.DataFrame, summary: pd.DataFrame, *, baseline: str, confidence: float,
-                     worst: bool) -> None:
+def print_comparison(table: pd.DataFrame, summary: pd.DataFrame, *, baseline: str, confidence: float) -> None:
     """Print the cost and KPI tables of each regime, and which model the bound comes from."""
     from controller.stats import find_bound_policy
 
     currency = str(summary["currency"].iloc[0]) if "currency" in summary else ""
     print(f"\nMeans over days ({currency} for costs); [CI] = {confidence:.0%} paired t-interval over days"
-          + ("; worst = max over days" if worst else ""))
+          + "; (worst) = max over days")
     if baseline not in set(summary.policy):
         print(f"(baseline {baseline!r} not among the policies: no paired differences)")
     bound = find_bound_policy(summary)
@@ -146,7 +143,7 @@ def print_comparison(table: pd.DataFrame, summary: pd.DataFrame, *, baseline: st
               "that model relaxes the env's physics, so per-day regret can be negative.")
     with pd.option_context("display.width", 250, "display.max_columns", 60, "display.float_format", "{:.4g}".format):
         for regime in list(dict.fromkeys(table.regime)):
-            costs, kpis = format_regime_table(table, regime, baseline, worst)
+            costs, kpis = format_regime_table(table, regime, baseline)
             print(f"\n== {regime} ==")
             print(costs.to_string())
             print(kpis.to_string())

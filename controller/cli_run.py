@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     environment = gym.make("gridroll/TDGrid-v0", case=args.case, regime=args.regime, dt_minutes=args.dt_minutes)
-    policy = make_policy(args.policy, environment.unwrapped.grid)
+    policy = make_policy(args.policy, environment.unwrapped.grid, compensators=not args.no_reactive)
     settings = LoopSettings(reactive=not args.no_reactive, n_scenarios=args.scenarios,
                             n_samples=max(30, args.scenarios), socp=ReactiveSettings(solver=args.solver,
                                                                                    n_scenarios=args.scenarios))

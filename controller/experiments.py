@@ -23,6 +23,8 @@ Resume design (a killed sweep loses nothing):
 
 from __future__ import annotations
 
+import functools
+
 import fcntl
 import json
 import multiprocessing
@@ -228,7 +230,7 @@ class RunnerCache:
 
     def __init__(self, config: SweepConfig, factory: PolicyFactory | None = None, size: int = _CACHE_SIZE) -> None:
         self.config = config
-        self.factory = factory if factory is not None else _default_factory()
+        self.factory = factory if factory is not None else _default_factory(config)
         self.size = size
         self._runners: OrderedDict[tuple[str, str], _Runner] = OrderedDict()
 
@@ -248,10 +250,11 @@ class RunnerCache:
         self._runners.clear()
 
 
-def _default_factory() -> PolicyFactory:
+def _default_factory(config: SweepConfig) -> PolicyFactory:
+    """:func:`policies.make_policy` told whether the loop runs the reactive SOCP."""
     from policies import make_policy
 
-    return make_policy
+    return functools.partial(make_policy, compensators=config.reactive)
 
 
 def pin_blas_threads() -> Any:

@@ -26,6 +26,10 @@ WORST_KPIS: tuple[str, ...] = ("total_cost", "curtailment_mwh", "load_shed_mwh",
                                "voltage_violation_puh", "boundary_violation_mw")
 """KPIs whose worst day (max over days) the stress table reports."""
 
+COMPARE_WORST_KPIS: tuple[str, ...] = ("curtailment_mwh", "load_shed_mwh", "boundary_violation_mw")
+"""KPIs whose worst day the compare table reports next to the mean (seed 000 judges the
+robust policies by their worst-case curtailment, shedding and boundary violation)."""
+
 
 @dataclass(frozen=True)
 class PairedCI:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 from env.network import Grid
+from policies.aro_dro import ARO_VARIANTS, AroDroPolicy, AroDroSettings, make_variant
 from policies.base import FeederIndex, Policy
 from policies.heuristic import HeuristicPolicy
+from policies.mpc import MPCPolicy
+from policies.perfect_information import PerfectInformation, PerfectInformationSettings
 from policies.rollout import RolloutPolicy
 
 def _named(policy: Any, name: str) -> Any:
@@ -15,6 +19,12 @@ def _named(policy: Any, name: str) -> Any:
     return policy
 
 
+def _perfect_information(grid: Grid, compensators: bool = True, **kw: Any) -> PerfectInformation:
+    return PerfectInformation(grid, PerfectInformationSettings(compensators=compensators), **kw)
+
+
+# Builders take ``(grid, **kwargs)``. The loop context (see :func:`make_policy`) reaches only the
+# builders listed in ``_CONTEXT``.
 _REGISTRY: dict[str, Callable[..., Policy]] = {
     "heuristic": HeuristicPolicy,
     "heuristic_no_exchange": lambda grid, **kw: HeuristicPolicy(grid, no_exchange=True, **kw),
@@ -22,7 +32,31 @@ _REGISTRY: dict[str, Callable[..., Policy]] = {
     "rollout": RolloutPolicy,
     "rollout_m1": lambda grid, **kw: _named(RolloutPolicy(grid, n_sims=1, **kw), "rollout_m1"),
     "rollout_no_exchange": lambda grid, **kw: RolloutPolicy(grid, no_exchange=True, **kw),
+    # the yardsticks (MATH 9): certainty-equivalent MPC and the clairvoyant lower bound
+    "mpc": MPCPolicy,
+    "perfect_information": _perfect_information,
+    # seed 000: day-ahead DRO-ARO TSO-DSO plan + per-step recourse LP (T-D grids only), by variant
+    **{name: partial(make_variant, name) for name in ARO_VARIANTS},
 }
+_CONTEXT: dict[str, tuple[str, ...]] = {
+    "mpc": ("simulator_settings",),
+    "perfect_information": ("simulator_settings", "compensators"),
+    **{name: ("simulator_settings",) for name in ARO_VARIANTS},
+}
+
+#: Registry names that need a T-D grid (transmission + feeders); they raise ValueError on a single feeder.
+TD_ONLY_POLICIES: tuple[str, ...] = tuple(ARO_VARIANTS)
+
+
+def policy_supports(name: str, grid: Grid) -> bool:
+    """Whether registry policy ``name`` can run on ``grid`` (T-D-only policies need a T-D grid).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown policy {name!r}; known policies: {', '.join(_REGISTRY)}")
+    return bool(grid.is_td) or name not in TD_ONLY_POLICIES
 
 
 def policy_names() -> tuple[str, ...]:
@@ -30,15 +64,30 @@ def policy_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def make_policy(name: str, grid: Grid, **kwargs: Any) -> Policy:
+def make_policy(name: str, grid: Grid, *, simulator_settings: Any = None, compensators: bool = True,
+                **kwargs: Any) -> Policy:
     """Build a registered policy for ``grid``.
+
+    Args:
+        name: registry name (:func:`policy_names`).
+        grid: the grid.
+        simulator_settings: context: the env's ``SimulatorSettings`` (V2G, EV reserve price),
+            handed to the policies that model the env (``mpc``, ``perfect_information``, the DRO-ARO variants).
+        compensators: context: whether the loop runs the reactive SOCP; the perfect-information
+            bound fixes the compensators at 0 when it does not.
+        **kwargs: options of the policy's constructor (unknown ones raise there).
 
     Raises:
         ValueError: unknown name (the message lists the known ones).
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown policy {name!r}; known policies: {', '.join(_REGISTRY)}")
+    context = {"simulator_settings": simulator_settings, "compensators": compensators}
+    for key in _CONTEXT.get(name, ()):
+        if context[key] is not None:
+            kwargs.setdefault(key, context[key])
     return _REGISTRY[name](grid, **kwargs)
 
 
-__all__ = ["FeederIndex", "HeuristicPolicy", "Policy", "RolloutPolicy", "make_policy", "policy_names"]
+__all__ = ["AroDroPolicy", "AroDroSettings", "FeederIndex", "HeuristicPolicy", "MPCPolicy", "PerfectInformation",
+           "Policy", "RolloutPolicy", "TD_ONLY_POLICIES", "make_policy", "policy_names", "policy_supports"]

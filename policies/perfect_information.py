@@ -85,7 +85,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import cvxpy as cp
@@ -105,6 +105,7 @@ from env.formulations.dispatch_model import (
 from env.formulations.distflow import radial_topology
 from env.network import Grid
 from env.observation import Observation
+from env.settings import StrictKwargs
 from env.simulator import GridModel, GridSimulator, SimulatorSettings
 
 __all__ = ["PerfectInformation", "PerfectInformationSettings", "PI_TERMS"]
@@ -120,7 +121,7 @@ PI_TERMS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class PerfectInformationSettings:
+class PerfectInformationSettings(StrictKwargs):
     """Settings of the perfect-information yardstick.
 
     Attributes:
@@ -132,12 +133,16 @@ class PerfectInformationSettings:
             or ``"auto"``: per-EV on single feeders and with V2G, aggregate on T-D grids.
         max_gap_rel: an ``optimal_inaccurate`` solve is accepted when the solver's relative
             primal-dual gap is below this; the bound is then the dual objective.
+        compensators: plan the compensator setpoints (and play them); ``False`` fixes them at 0,
+            as in a loop run with the reactive SOCP off (``gridroll ... --no-reactive``), so the
+            bound is the clairvoyant optimum of that setting (tighter there, still a lower bound).
     """
 
     solver: str = "CLARABEL"
     objective_scale: float = 1000.0
     ev_model: str = "auto"
     max_gap_rel: float = 1e-5
+    compensators: bool = True
 
     def __post_init__(self) -> None:
         if self.ev_model not in ("auto", "per_ev", "aggregate"):
@@ -150,13 +155,6 @@ class PerfectInformationSettings:
         if not (np.isfinite(self.max_gap_rel) and 0 < self.max_gap_rel < 1):
             raise ValueError("PerfectInformationSettings.max_gap_rel: must be in (0, 1)")
 
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> "PerfectInformationSettings":
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(kwargs) - set(valid))
-        if unknown:
-            raise ValueError(f"PerfectInformationSettings: unknown keys {unknown}; valid keys: {valid}")
-        return cls(**kwargs)
 
 
 class PerfectInformation:
@@ -307,8 +305,9 @@ class PerfectInformation:
         st = storage_block(m.st_p_max, m.st_e_max, m.st_eta_c, m.st_eta_d, m.st_e_init, T, dt)
         cons += st.constraints
         acct["storage_charge_mw"], acct["storage_discharge_mw"] = st.p_charge_mw, st.p_discharge_mw
-        q = cp.Variable((sz.n_comp, T), name="q_comp_mvar") if sz.n_comp else np.zeros((0, T))
-        if sz.n_comp:
+        free_q = sz.n_comp > 0 and self.settings.compensators
+        q = cp.Variable((sz.n_comp, T), name="q_comp_mvar") if free_q else np.zeros((sz.n_comp, T))
+        if free_q:
             cons += [q >= m.q_min[:, None], q <= m.q_max[:, None]]
         if self._ev_model_for() == "per_ev":
             evb = ev_session_block(scenario.ev, sz.n_evcs, T, dt, v2g=v2g)

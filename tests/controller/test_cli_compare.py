@@ -34,6 +34,11 @@ def test_compare_writes_tables_plots_and_prints_paired_table(tmp_path: Path,
     assert "8 runs done, 0 reused" in printed
     row = table[(table.regime == "sunny") & (table.policy == "heuristic_no_exchange")].iloc[0]
     assert f"{row.diff_vs_heuristic:+,.1f} [{row.diff_vs_heuristic_lo:+,.1f}" in printed
+    for kpi in ("curtailment_mwh", "load_shed_mwh", "boundary_violation_mw"):  # worst days next to the means
+        worst = summary[summary.regime == "sunny"].groupby("policy")[kpi].max()
+        assert table[table.regime == "sunny"].set_index("policy")[f"worst_{kpi}"].to_dict() == worst.to_dict()
+        assert f"{kpi} (worst)" in printed and f"{kpi} (mean)" in printed
+    assert "worst cost" not in printed and "ev_unmet_mwh (worst)" not in printed
 
     assert main(["compare", *_FAST, "--regimes", "sunny,cloudy", "--out", str(out), "--no-plots"]) == 0
     assert "0 runs done, 8 reused" in capsys.readouterr().out
@@ -95,7 +100,7 @@ def test_regret_table_and_plots_with_a_bound(tmp_path: Path, capsys: pytest.Capt
 
     summary = _with_bound()
     table = compare_policies(summary)
-    print_comparison(table, summary, baseline="heuristic", confidence=0.95, worst=False)
+    print_comparison(table, summary, baseline="heuristic", confidence=0.95)
     printed = capsys.readouterr().out
     assert "regret [CI]" in printed and "gap closed" in printed and "model: socp-relaxation" in printed
     assert "43%" in printed  # better closes (110 - 105.67) / (110 - 100) of the gap

@@ -249,3 +249,21 @@ def test_perfect_information_settings_are_validated() -> None:
         PerfectInformationSettings(ev_model="exact")
     with pytest.raises(ValueError, match="unknown keys"):
         PerfectInformationSettings.from_kwargs(tolerance=1e-3)
+
+
+def test_without_compensators_the_bound_is_tighter_and_still_below_the_loop_without_socp() -> None:
+    """``compensators=False`` (a loop with the reactive SOCP off): q stays 0 in the plan, the bound
+    can only rise against the free-q bound, and it stays below the heuristic's cost in that loop."""
+    e = _env("d33")
+    grid = e.unwrapped.grid
+    free = make_policy("perfect_information", grid)
+    fixed = make_policy("perfect_information", grid, compensators=False)
+    off = LoopSettings(reactive=False)
+    costs = {}
+    for name, policy in {"free": free, "fixed": fixed, "heuristic": make_policy("heuristic", grid)}.items():
+        costs[name] = float(RollingController(e, policy, settings=off).run_day(11).summary["total_cost"])
+    assert fixed.bound >= free.bound - REL * abs(free.bound)
+    assert fixed.bound <= costs["heuristic"] + REL * abs(fixed.bound)
+    assert fixed.bound <= costs["fixed"] + REL * abs(fixed.bound)
+    assert np.all(fixed._plan["q_comp_mvar"] == 0.0)
+    assert np.any(free._plan["q_comp_mvar"] != 0.0)
