@@ -18,9 +18,9 @@ import argparse  # noqa: E402
 import time  # noqa: E402
 
 import env  # noqa: E402
-from controller.planning.admm import solve_admm  # noqa: E402
-from controller.planning.centralized import solve_centralized  # noqa: E402
-from controller.planning.first_stage import PlanningSettings, build_planning_data  # noqa: E402
+from policies.planning.admm import solve_admm  # noqa: E402
+from policies.planning.centralized import solve_centralized  # noqa: E402
+from policies.planning.first_stage import PlanningSettings, build_planning_data  # noqa: E402
 from scenarios import sample_day  # noqa: E402
 
 

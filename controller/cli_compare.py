@@ -22,20 +22,18 @@ _PRINT_KPIS = ("curtailment_mwh", "load_shed_mwh", "ev_unmet_mwh", "voltage_viol
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``compare`` and ``stress``."""
-    from policies import policy_names
-
     p = sub.add_parser("compare", help="compare policies on the same sampled days (paired statistics, regret)")
-    _add_arguments(p, policy_names(), COMPARE_REGIMES, "runs/compare")
+    _add_arguments(p, COMPARE_REGIMES, "runs/compare")
     p.set_defaults(func=compare, worst=False)
     p = sub.add_parser("stress", help="compare policies under the stress regimes, with worst-day KPIs")
-    _add_arguments(p, policy_names(), STRESS_REGIMES, "runs/stress")
+    _add_arguments(p, STRESS_REGIMES, "runs/stress")
     p.set_defaults(func=compare, worst=True)
 
 
-def _add_arguments(p: argparse.ArgumentParser, policies: tuple[str, ...], regimes: tuple[str, ...],
-                   out: str) -> None:
+def _add_arguments(p: argparse.ArgumentParser, regimes: tuple[str, ...], out: str) -> None:
     p.add_argument("--case", default="d33", help="case name (see `gridroll cases`)")
-    p.add_argument("--policies", default=",".join(policies), help="comma-separated policy names")
+    p.add_argument("--policies", default=None,
+                   help="comma-separated policy names (default: every registered policy the case supports)")
     p.add_argument("--regimes", default=",".join(regimes), help="comma-separated regime names")
     p.add_argument("--days", type=int, default=20, help="days per regime; day k uses seed + k for every policy")
     p.add_argument("--seed", type=int, default=1, help="seed of day 0")
@@ -53,6 +51,17 @@ def _add_arguments(p: argparse.ArgumentParser, policies: tuple[str, ...], regime
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _policies(text: str | None, case: str) -> tuple[str, ...]:
+    """``--policies``, or every registered policy that runs on ``case``."""
+    if text is not None:
+        return _names(text, "--policies")
+    import env
+    from policies import policy_names, policy_supports
+
+    grid = env.load_case(case)
+    return tuple(n for n in policy_names() if policy_supports(n, grid))
+
+
 def _names(text: str, flag: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
@@ -68,7 +77,7 @@ def compare(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.confidence < 1.0:
         raise ValueError(f"--confidence must be in (0, 1), got {args.confidence}")
-    config = SweepConfig(case=args.case, policies=_names(args.policies, "--policies"),
+    config = SweepConfig(case=args.case, policies=_policies(args.policies, args.case),
                          regimes=_names(args.regimes, "--regimes"), days=args.days, seed=args.seed,
                          dt_minutes=args.dt_minutes, reactive=not args.no_reactive, n_scenarios=args.scenarios,
                          solver=args.solver)

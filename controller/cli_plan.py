@@ -7,7 +7,7 @@ Example::
 prints the ADMM iterations (rho, primal/dual residuals and tolerances, objective, DSO C&CG gaps),
 the gap to the centralized solve of the same model, the times, and writes ``DIR/plan.json``
 (``iterations``, ``gap``, ``time_s``, ``objective``, the cost parts, the per-iteration residuals
-and the plan arrays of :class:`controller.planning.first_stage.FirstStagePlan`).
+and the plan arrays of :class:`policies.planning.first_stage.FirstStagePlan`).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import env
-    from controller.planning.admm import solve_admm
-    from controller.planning.centralized import solve_centralized
-    from controller.planning.first_stage import PlanningSettings, build_planning_data
+    from policies.planning.admm import solve_admm
+    from policies.planning.centralized import solve_centralized
+    from policies.planning.first_stage import PlanningSettings, build_planning_data
     from scenarios import sample_day
 
     if args.case not in env.case_names():

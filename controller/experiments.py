@@ -117,10 +117,11 @@ class SweepConfig:
                 for d in range(self.days)]
 
     def validate_names(self) -> None:
-        """Check the case, regimes and (registered) policies exist.
+        """Check the case, regimes and (registered) policies exist, and every policy runs on the case.
 
         Raises:
-            ValueError: an unknown name (the message lists the known ones).
+            ValueError: an unknown name (the message lists the known ones), or a T-D-only policy
+                on a single feeder.
         """
         from env import case_names
         from policies import policy_names
@@ -131,6 +132,14 @@ class SweepConfig:
             unknown = [n for n in names if n not in known]
             if unknown:
                 raise ValueError(f"unknown {kind} {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        from env import load_case
+        from policies import policy_supports
+
+        grid = load_case(self.case)
+        unsupported = [n for n in self.policies if not policy_supports(n, grid)]
+        if unsupported:
+            raise ValueError(f"policy {', '.join(map(repr, unsupported))} needs a T-D case (t30d2, t118d10); "
+                             f"{self.case} is a single feeder")
 
 
 @dataclass(frozen=True)

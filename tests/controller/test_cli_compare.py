@@ -107,3 +107,15 @@ def test_regret_table_and_plots_with_a_bound(tmp_path: Path, capsys: pytest.Capt
     paths = write_comparison_plots(summary, table, tmp_path, bound_policy="perfect_information")
     assert [p.name for p in paths] == ["cost_distributions.png", "paired_differences.png", "kpis.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_default_policies_are_those_the_case_supports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.cli_compare import _policies
+    from policies import TD_ONLY_POLICIES, policy_names
+
+    on_feeder, on_td = _policies(None, "d33"), _policies(None, "t30d2")
+    assert on_td == policy_names() and "aro_dro" in on_td
+    assert set(on_feeder) == set(policy_names()) - set(TD_ONLY_POLICIES) and "heuristic" in on_feeder
+    assert main(["compare", *_FAST, "--policies", "heuristic,aro_dro", "--out", str(tmp_path / "x")]) == 2
+    assert "policy 'aro_dro' needs a T-D case" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "runs").exists()

@@ -1,4 +1,10 @@
-"""Contract every registered policy must pass, on a feeder case and a T-D case."""
+"""Contract every registered policy must pass, on a feeder case and a T-D case.
+
+T-D-only policies (:data:`policies.TD_ONLY_POLICIES`, the DRO-ARO variants) run the contract on
+t30d2 only and must refuse the single feeder with a clear ValueError. Their day-ahead plan costs
+seconds, so they plan centrally (instead of by ADMM) with plans shared through a cache, and only
+``aro_dro`` runs by default; the other variants are marked slow (``-m slow``).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,39 @@ import pytest
 
 import env  # noqa: F401  (registers the envs)
 from env.dispatch import Dispatch
-from policies import Policy, make_policy, policy_names
+from policies import TD_ONLY_POLICIES, Policy, make_policy, policy_names, policy_supports
+from policies.aro_dro import AroDroSettings
+
+_CASES = ("d33", "t30d2")
+_FAST_TD_ONLY = ("aro_dro",)          # the T-D-only policies of the default (non-slow) run
+_PLAN_CACHE: dict = {}                # plans by content, shared by the T-D-only policies' runs
+
+
+def _make(name: str, grid: object) -> Policy:
+    if name in TD_ONLY_POLICIES:
+        return make_policy(name, grid, settings=AroDroSettings(planner="centralized"), plan_cache=_PLAN_CACHE)
+    return make_policy(name, grid)
+
+
+def _marks(name: str) -> list:
+    return [pytest.mark.slow] if name in TD_ONLY_POLICIES and name not in _FAST_TD_ONLY else []
+
+
+def _supported_pairs() -> list:
+    grids = {case: env.load_case(case) for case in _CASES}
+    return [pytest.param(case, name, marks=_marks(name), id=f"{case}-{name}")
+            for name in policy_names() for case in _CASES if policy_supports(name, grids[case])]
+
+
+def _day_case(name: str) -> pytest.param:
+    case = "t30d2" if name in TD_ONLY_POLICIES else "d33"
+    return pytest.param(case, name, marks=_marks(name), id=f"{case}-{name}")
 
 
 def _play(case: str, name: str, seed: int, n_steps: int) -> list[np.ndarray]:
     e = gym.make("gridroll/TDGrid-v0", case=case, regime="cloudy")
     base = e.unwrapped
-    policy = make_policy(name, base.grid)
+    policy = _make(name, base.grid)
     e.reset(seed=seed, options={"scenario_seed": seed})
     policy.reset(seed)
     if hasattr(policy, "observe_day"):  # clairvoyant yardstick: the controller hands it the day
@@ -33,22 +65,32 @@ def _play(case: str, name: str, seed: int, n_steps: int) -> list[np.ndarray]:
     return actions
 
 
-@pytest.mark.parametrize("case", ["d33", "t30d2"])
-@pytest.mark.parametrize("name", policy_names())
+@pytest.mark.parametrize(("case", "name"), _supported_pairs())
 def test_policy_satisfies_protocol_and_is_deterministic(case: str, name: str) -> None:
-    policy = make_policy(name, env.load_case(case))
+    policy = _make(name, env.load_case(case))
     assert isinstance(policy, Policy)
+    assert policy.name == name
     first = _play(case, name, seed=3, n_steps=12)
     again = _play(case, name, seed=3, n_steps=12)
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", policy_names())
-def test_policy_runs_a_whole_day_on_d33(name: str) -> None:
-    _play("d33", name, seed=5, n_steps=96)
+@pytest.mark.parametrize(("case", "name"), [_day_case(name) for name in policy_names()])
+def test_policy_runs_a_whole_day(case: str, name: str) -> None:
+    _play(case, name, seed=5, n_steps=96)
+
+
+@pytest.mark.parametrize("name", TD_ONLY_POLICIES)
+def test_td_only_policy_refuses_a_single_feeder(name: str) -> None:
+    grid = env.load_case("d33")
+    assert not policy_supports(name, grid)
+    with pytest.raises(ValueError, match="needs a T-D grid"):
+        make_policy(name, grid)
 
 
 def test_unknown_policy_lists_known_ones() -> None:
     with pytest.raises(ValueError, match="unknown policy 'greedy'.*heuristic"):
         make_policy("greedy", env.load_case("d33"))
+    with pytest.raises(ValueError, match="unknown policy 'greedy'"):
+        policy_supports("greedy", env.load_case("d33"))

@@ -2,16 +2,16 @@
 renewables, ARO (budget set) for the TSO's requirement, C&CG for the DSOs' nested problems, ADMM
 coordination and the centralized yardstick.
 
-    from controller.planning import PlanningSettings, build_planning_data, solve_admm, solve_centralized
+    from policies.planning import PlanningSettings, build_planning_data, solve_admm, solve_centralized
 
     data = build_planning_data(grid, scenario.day_ahead, PlanningSettings())
     plan = solve_admm(data).plan              # FirstStagePlan; plan.to_dispatch(step, dt_minutes, base)
 """
 
-from controller.planning.admm import ADMMIteration, ADMMResult, solve_admm
-from controller.planning.ccg import DSOModel, DSOSolver, FeederRecourse, build_feeder_recourse
-from controller.planning.centralized import CentralizedResult, solve_centralized
-from controller.planning.first_stage import (
+from policies.planning.admm import ADMMIteration, ADMMResult, solve_admm
+from policies.planning.ccg import DSOModel, DSOSolver, FeederRecourse, build_feeder_recourse
+from policies.planning.centralized import CentralizedResult, solve_centralized
+from policies.planning.first_stage import (
     FirstStagePlan,
     PlanningData,
     PlanningSettings,

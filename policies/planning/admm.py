@@ -26,7 +26,7 @@ most ``admm_balance_changes`` changes, from iteration ``admm_balance_start`` on 
 halving rho during the early transient slowed convergence) and only when the imbalance held
 ``admm_balance_patience`` consecutive iterations (a change of rho makes the iterates jump, and
 the inflated dual residual of the next iteration would undo the change at once). ``z`` and ``u``
-enter the subproblems only through Parameters (:class:`~controller.planning.first_stage.ProxPWL`,
+enter the subproblems only through Parameters (:class:`~policies.planning.first_stage.ProxPWL`,
 an LP model of the quadratic term, exact at consensus), so nothing recompiles per iteration. The boundary power ``P_d`` is the
 DSOs' stage-1 submission, fixed on both sides, so its part of ``z`` has zero residual.
 
@@ -43,8 +43,8 @@ from typing import Callable
 
 import numpy as np
 
-from controller.planning.ccg import DSOSolver
-from controller.planning.first_stage import FirstStagePlan, PlanningData, TSOSolver, assemble_plan
+from policies.planning.ccg import DSOSolver
+from policies.planning.first_stage import FirstStagePlan, PlanningData, TSOSolver, assemble_plan
 
 __all__ = ["ADMMIteration", "ADMMResult", "solve_admm"]
 

@@ -1,7 +1,7 @@
 """The centralized solve of the same T-D planning model (the yardstick of ADMM's gap).
 
-One problem holds the TSO (:class:`~controller.planning.first_stage.TSOModel`) and every DSO
-master (:class:`~controller.planning.ccg.DSOModel`) with the consensus equalities
+One problem holds the TSO (:class:`~policies.planning.first_stage.TSOModel`) and every DSO
+master (:class:`~policies.planning.ccg.DSOModel`) with the consensus equalities
 ``(Pd, Rup, Rdn)_TSO = (Pd, Rup, Rdn)_DSO`` per feeder, and is solved by C&CG (MATH §5): the
 joint master (an LP with the tangent fuel model) gives a lower bound; each DSO's worst-case
 oracle at the master's first stage gives the upper bound
@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 import cvxpy as cp
 import numpy as np
 
-from controller.planning.ccg import CCGTrace, DSOModel, DSOPieces
-from controller.planning.first_stage import (
+from policies.planning.ccg import CCGTrace, DSOModel, DSOPieces
+from policies.planning.first_stage import (
     FirstStagePlan,
     PlanningData,
     SolveRecord,

@@ -12,7 +12,7 @@ information (15-min steps) is averaged per period. Three stages (seed 000, Fig. 
    ``Rdn_max = min(P_max - P0, (X_hi - X0)/tau)`` (``tau`` = one period). The feeder's
    baseline head power ``P_d`` is the AC sweep of the forecast loads and DER with the
    stations at ``P0`` (losses included).
-2. **Day-ahead dispatch** (this module + :mod:`controller.planning.ccg`): the TSO clears
+2. **Day-ahead dispatch** (this module + :mod:`policies.planning.ccg`): the TSO clears
    thermal energy and reserves and the boundary reserves it buys; each DSO clears its
    stations' up/down regulation ``r_up``, ``r_dn`` (price signals ``ev_reg_price_*``) and
    the boundary reserves ``Rup_d``, ``Rdn_d`` it sells, backed by them.
@@ -112,7 +112,7 @@ class PlanningSettings(StrictKwargs):
             consecutive iterations (a change of rho makes the iterates jump, which inflates the
             next dual residual and would undo the change at once).
         admm_warm_duals: start the ADMM multipliers at the TSO's marginal values (see
-            :mod:`controller.planning.admm`); else at 0.
+            :mod:`policies.planning.admm`); else at 0.
         admm_ccg_iter: C&CG iterations per DSO and ADMM iteration (inexact ADMM; the last
             iterations run C&CG to ``ccg_tol``).
         solver: cvxpy solver for the LPs and MILPs (HiGHS).
@@ -1038,7 +1038,7 @@ def assemble_plan(data: PlanningData, method: str, tso: TSOPieces, dsos: list[An
     """Build a :class:`FirstStagePlan` from solved TSO pieces and DSO pieces.
 
     Args:
-        dsos: per feeder, solved :class:`~controller.planning.ccg.DSOPieces`.
+        dsos: per feeder, solved :class:`~policies.planning.ccg.DSOPieces`.
         dso_values: per feeder, (regulation cost, worst-case recourse term) at the plan (the
             recourse term from the C&CG upper bound, i.e. evaluated exactly).
     """

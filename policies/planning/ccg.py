@@ -54,7 +54,7 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
-from controller.planning.first_stage import (
+from policies.planning.first_stage import (
     AreaUncertainty,
     FeederData,
     PlanningData,
@@ -798,7 +798,7 @@ class DSOSolver:
 
     The master is ``min c^T x + risk + prox(z_D)`` with ``z_D = (Pd, Rup, Rdn)``. The head ``Pd``
     is fixed (the stations' day-ahead schedule), so only the reserves carry the proximal term,
-    modeled by :class:`~controller.planning.first_stage.ProxPWL` (an LP, exact at consensus).
+    modeled by :class:`~policies.planning.first_stage.ProxPWL` (an LP, exact at consensus).
     The problem is rebuilt only when C&CG adds recourse blocks or voltage rows, never for a new
     ADMM iterate (the proximal data are Parameters).
     """

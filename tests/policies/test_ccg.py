@@ -11,8 +11,8 @@ import pytest
 from scipy.optimize import linprog
 
 import env
-from controller.planning.ccg import DSOModel, DSOSolver, EnumerationOracle, WorstCaseMILP, build_feeder_recourse
-from controller.planning.first_stage import (
+from policies.planning.ccg import DSOModel, DSOSolver, EnumerationOracle, WorstCaseMILP, build_feeder_recourse
+from policies.planning.first_stage import (
     FirstStagePlan,
     PlanningSettings,
     TSOModel,

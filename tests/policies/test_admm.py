@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import env
-from controller.planning.admm import solve_admm
-from controller.planning.centralized import solve_centralized
-from controller.planning.first_stage import PlanningSettings, build_planning_data
+from policies.planning.admm import solve_admm
+from policies.planning.centralized import solve_centralized
+from policies.planning.first_stage import PlanningSettings, build_planning_data
 from scenarios import sample_day
 
 
