@@ -6,12 +6,13 @@ from functools import partial
 from typing import Any, Callable
 
 from env.network import Grid
-from policies.aro_dro import ARO_VARIANTS, AroDroPolicy, AroDroSettings, make_variant
+from policies.aro_dro import ARO_VARIANTS, REDISPATCH_PRICE_PER_MWH, AroDroPolicy, AroDroSettings, make_variant
 from policies.base import FeederIndex, Policy
 from policies.heuristic import HeuristicPolicy
 from policies.mpc import MPCPolicy
 from policies.perfect_information import PerfectInformation, PerfectInformationSettings
 from policies.rollout import RolloutPolicy
+
 
 def _named(policy: Any, name: str) -> Any:
     """Give a configured variant its registry name (results are keyed by ``policy.name``)."""
@@ -21,6 +22,13 @@ def _named(policy: Any, name: str) -> Any:
 
 def _perfect_information(grid: Grid, compensators: bool = True, **kw: Any) -> PerfectInformation:
     return PerfectInformation(grid, PerfectInformationSettings(compensators=compensators), **kw)
+
+
+def _aro_dro_redispatch(grid: Grid, settings: AroDroSettings | None = None, **kw: Any) -> AroDroPolicy:
+    """``aro_dro`` whose recourse may leave the cleared band at :data:`REDISPATCH_PRICE_PER_MWH`
+    (when ``settings`` is given, its own ``redispatch_price_per_mwh`` is used)."""
+    settings = settings or AroDroSettings(redispatch_price_per_mwh=REDISPATCH_PRICE_PER_MWH)
+    return _named(make_variant("aro_dro", grid, settings, **kw), "aro_dro_redispatch")
 
 
 # Builders take ``(grid, **kwargs)``. The loop context (see :func:`make_policy`) reaches only the
@@ -37,15 +45,17 @@ _REGISTRY: dict[str, Callable[..., Policy]] = {
     "perfect_information": _perfect_information,
     # seed 000: day-ahead DRO-ARO TSO-DSO plan + per-step recourse LP (T-D grids only), by variant
     **{name: partial(make_variant, name) for name in ARO_VARIANTS},
+    # the same with intraday re-dispatch beyond the cleared band at a price
+    "aro_dro_redispatch": _aro_dro_redispatch,
 }
 _CONTEXT: dict[str, tuple[str, ...]] = {
     "mpc": ("simulator_settings",),
     "perfect_information": ("simulator_settings", "compensators"),
-    **{name: ("simulator_settings",) for name in ARO_VARIANTS},
+    **{name: ("simulator_settings",) for name in (*ARO_VARIANTS, "aro_dro_redispatch")},
 }
 
 #: Registry names that need a T-D grid (transmission + feeders); they raise ValueError on a single feeder.
-TD_ONLY_POLICIES: tuple[str, ...] = tuple(ARO_VARIANTS)
+TD_ONLY_POLICIES: tuple[str, ...] = (*ARO_VARIANTS, "aro_dro_redispatch")
 
 
 def policy_supports(name: str, grid: Grid) -> bool:

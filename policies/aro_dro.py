@@ -88,7 +88,13 @@ from env.settings import StrictKwargs
 from env.simulator import GridModel, SimulatorSettings
 from policies.heuristic import HeuristicPolicy
 
-__all__ = ["ARO_VARIANTS", "AroDroPolicy", "AroDroSettings", "RecourseLP", "StepBand", "make_variant"]
+__all__ = ["ARO_VARIANTS", "REDISPATCH_PRICE_PER_MWH", "AroDroPolicy", "AroDroSettings", "RecourseLP", "StepBand",
+           "make_variant"]
+
+#: Price of intraday re-dispatch beyond the cleared band of the registered ``aro_dro_redispatch``
+#: ($/MWh). Seed 000 has no intraday market; chosen below the curtailment and shedding penalties
+#: (so the recourse re-dispatches before it spills or sheds) and above the units' marginal fuel cost.
+REDISPATCH_PRICE_PER_MWH = 50.0
 
 #: Registry name -> the PlanningSettings fields that define the variant.
 ARO_VARIANTS: dict[str, dict[str, str]] = {

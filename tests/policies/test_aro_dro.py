@@ -11,11 +11,11 @@ import pytest
 import env  # noqa: F401  (registers the envs)
 import policies.aro_dro as aro
 from controller.loop import LoopSettings, RollingController
-from policies.planning import PlanningSettings, build_planning_data
 from env.dispatch import Dispatch
 from policies import TD_ONLY_POLICIES, make_policy, policy_supports
 from policies.aro_dro import ARO_VARIANTS, AroDroPolicy, AroDroSettings
 from policies.heuristic import HeuristicPolicy
+from policies.planning import PlanningSettings, build_planning_data
 from scenarios import sample_day
 
 CASE, REGIME = "t30d2", "cloudy"
@@ -122,6 +122,30 @@ def test_closed_loop_day_keeps_the_cleared_bands_and_sheds_less_than_the_plan_al
     assert summary["total_cost"] < alone["total_cost"]
 
 
+def test_redispatch_beyond_the_band_sheds_less_than_the_hard_band(plan_cache: dict) -> None:
+    """``aro_dro_redispatch``: on the same plan, setpoints may leave the cleared band (at a price);
+    on a day where the hard band sheds, it sheds less and costs less."""
+    grid = env.load_case(CASE)
+    hard = make_policy("aro_dro", grid, settings=FAST, plan_cache=plan_cache)
+    price = aro.REDISPATCH_PRICE_PER_MWH
+    soft = make_policy("aro_dro_redispatch", grid, settings=AroDroSettings(planner="centralized",
+                       redispatch_price_per_mwh=price), plan_cache=plan_cache)
+    assert soft.name == "aro_dro_redispatch" and soft.settings.redispatch_price_per_mwh == price
+    assert make_policy("aro_dro_redispatch", grid).settings.redispatch_price_per_mwh == price
+    hard_day, _ = _run(hard)
+    soft_day, rec = _run(soft)
+    np.testing.assert_array_equal(soft.plan.thermal_p_mw, hard.plan.thermal_p_mw)   # the same plan
+    assert hard_day["load_shed_mwh"] > 5.0
+    assert soft_day["load_shed_mwh"] < 0.5 * hard_day["load_shed_mwh"]
+    assert soft_day["total_cost"] < hard_day["total_cost"]
+    outside = 0.0
+    for (obs, _), out in zip(rec.steps, rec.outcomes):
+        band = aro.step_band(soft.plan, soft.model, obs)
+        p = out.applied.thermal_p_mw
+        outside = max(outside, float(np.max(np.maximum(p - band.th_hi, band.th_lo - p))))
+    assert outside > 1.0                                # it did leave the band
+
+
 def test_same_seed_same_actions() -> None:
     grid = env.load_case(CASE)
     settings = AroDroSettings(planner="centralized", planning=SMALL)
@@ -150,7 +174,7 @@ def test_single_feeder_grid_raises_a_clear_error() -> None:
         AroDroPolicy(env.load_case("d33"))
     assert not policy_supports("aro_dro", env.load_case("d33"))
     assert policy_supports("aro_dro", env.load_case(CASE)) and policy_supports("heuristic", env.load_case("d33"))
-    assert set(TD_ONLY_POLICIES) == set(ARO_VARIANTS)
+    assert set(TD_ONLY_POLICIES) == {*ARO_VARIANTS, "aro_dro_redispatch"}
 
 
 @pytest.mark.parametrize("name", list(ARO_VARIANTS))
