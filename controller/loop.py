@@ -174,10 +174,16 @@ class RollingController:
             "q_comp_mvar": float(res.q_mvar.sum()), "socp_status": res.status, "socp_solver": res.solver_used,
             "socp_fallback": res.fallback or "", "socp_ms": res.solve_ms, "socp_solver_ms": res.solver_ms,
             "socp_relaxation_gap_pu": res.relaxation_gap_pu,
-            "socp_v_ac_dev_pu": float(np.nanmax(np.abs(v_pred - ac))) if v_pred.size else np.nan,
-            "socp_v_pred_min_pu": float(np.nanmin(v_expected)),
-            "socp_v_pred_err_pu": float(np.nanmax(np.abs(v_expected - v_ac))),
+            "socp_v_ac_dev_pu": _nan_max(np.abs(v_pred - ac)),
+            "socp_v_pred_min_pu": -_nan_max(-v_expected),
+            "socp_v_pred_err_pu": _nan_max(np.abs(v_expected - v_ac)),
         }
+
+
+def _nan_max(x: np.ndarray) -> float:
+    """``max`` over the finite entries; NaN when there are none (a fallback step has no SOCP voltages)."""
+    finite = x[np.isfinite(x)]
+    return float(finite.max()) if finite.size else float("nan")
 
 
 _SUM_COLUMNS = {"curtailment_mwh": "viol_curtailment_mwh", "load_shed_mwh": "viol_load_shed_mwh",

@@ -114,3 +114,25 @@ def test_sb3_policy_runs_through_the_controller() -> None:
     heur = _day("d33", False, seed=2).steps
     heur_sys = heur[heur.area == "system"]
     np.testing.assert_allclose(sys_rows.ev_p_mw, heur_sys.ev_p_mw)  # both charge ASAP
+
+
+def test_a_step_without_socp_voltages_records_nan_without_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fallback step (no SOCP solution: v_pred is NaN) leaves the voltage diagnostics NaN, quietly."""
+    import dataclasses
+    import warnings
+
+    from controller.reactive import ReactiveCompensator
+
+    original = ReactiveCompensator.solve
+
+    def solve_then_forget(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        return [dataclasses.replace(r, v_pred_pu=np.full_like(r.v_pred_pu, np.nan), fallback="forced")
+                for r in original(self, *args, **kwargs)]
+
+    monkeypatch.setattr(ReactiveCompensator, "solve", solve_then_forget)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        day = _day.__wrapped__("d33", True)  # not the cached day: this one runs with the patched solve
+    feeder = day.steps[day.steps.area == "f0"]
+    assert feeder.socp_v_pred_min_pu.isna().all() and feeder.socp_v_ac_dev_pu.isna().all()
+    assert (feeder.socp_fallback == "forced").all()
