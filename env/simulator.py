@@ -1026,29 +1026,9 @@ class GridSimulator:
         else:
             s_conj = np.conjugate(s_pu.reshape(k, n).T)
             v = v_start.copy()
-        dlf_dot = g.dlf.dot          # the same BLAS call (zgemv / zgemm) as np.matmul, cheaper
         s_conj[g.slack_row] = 0.0
-        v0 = g.v0_vec
-        v_new = np.empty_like(v)
-        i_bus = np.empty_like(v)
-        d = np.empty_like(v)
-        d_flat = d.reshape(-1).view(float)
-        tol2 = tol * tol
-        conj, div, sub, d_dot = np.conjugate, np.divide, np.subtract, d_flat.dot
-        for _ in range(max_iter):
-            conj(v, i_bus)
-            div(s_conj, i_bus, i_bus)
-            dlf_dot(i_bus, v_new)
-            sub(v0, v_new, v_new)
-            sub(v_new, v, d)
-            v, v_new = v_new, v
-            step2 = d_dot(d_flat)
-            if step2 < tol2:
-                break
-            if not step2 < np.inf:
-                raise PowerFlowError(g.name, 0, "the sweep produced non-finite voltages")
-        else:
-            raise PowerFlowError(g.name, 0, f"no convergence within {max_iter} iterations")
+        # g.dlf.dot: the same BLAS call (zgemv / zgemm) as np.matmul, cheaper
+        v, i_bus = _fixed_point(g.name, g.dlf.dot, g.v0_vec, s_conj, v, tol, max_iter)
         vm = np.abs(v)
         # per feeder (column) min and max of |V|; the min screens the exact collapse test of
         # _sweep (|V|^2 < 0.09 implies |V| < 0.3 + 1e-9)
@@ -1060,8 +1040,6 @@ class GridSimulator:
                 (v.real * v.real + v.imag * v.imag).min() < _V_COLLAPSE_PU ** 2:
             raise PowerFlowError(g.name, 0, f"voltage collapse (|V| < {_V_COLLAPSE_PU} p.u.)")
         minmax.setflags(write=False)
-        conj(v, i_bus)
-        div(s_conj, i_bus, i_bus)
         if k == 1:
             return v.reshape(n, 1), i_bus.reshape(n, 1), vm, minmax
         return v, i_bus, vm.T.ravel(), minmax
@@ -1073,34 +1051,12 @@ class GridSimulator:
         (the slack's injection is ignored) until ``||V_new - V||_2 < tol`` over all buses and
         columns (stricter than the kernel's max-norm test); returns (V, I_bus) on those buses,
         ``I_bus = conj(S / V)`` evaluated at the returned V."""
-        dlf, v0 = g.dlf, g.v0
         s_conj = np.conjugate(s_cov)
         if g.slack_row >= 0:
             s_conj[g.slack_row] = 0.0
-        v = v_start.copy()
-        v_new = np.empty_like(v)
-        i_bus = np.empty_like(v)
-        d = np.empty_like(v)
-        d_flat = d.reshape(-1).view(float)
-        tol2 = tol * tol
-        for _ in range(max_iter):
-            np.conjugate(v, out=i_bus)
-            np.divide(s_conj, i_bus, out=i_bus)
-            np.matmul(dlf, i_bus, out=v_new)
-            np.subtract(v0, v_new, out=v_new)
-            np.subtract(v_new, v, out=d)
-            v, v_new = v_new, v
-            step2 = d_flat @ d_flat
-            if step2 < tol2:
-                break
-            if not step2 < np.inf:
-                raise PowerFlowError(g.name, 0, "the sweep produced non-finite voltages")
-        else:
-            raise PowerFlowError(g.name, 0, f"no convergence within {max_iter} iterations")
+        v, i_bus = _fixed_point(g.name, g.dlf.dot, g.v0, s_conj, v_start.copy(), tol, max_iter)
         if (v.real * v.real + v.imag * v.imag).min() < _V_COLLAPSE_PU ** 2:
             raise PowerFlowError(g.name, 0, f"voltage collapse (|V| < {_V_COLLAPSE_PU} p.u.)")
-        np.conjugate(v, out=i_bus)
-        np.divide(s_conj, i_bus, out=i_bus)
         return v, i_bus
 
     def _shed_group(self, g: _SweepGroup, s_pu: np.ndarray, load_pu: np.ndarray | None,
@@ -1532,3 +1488,37 @@ def observation_spec(model: GridModel, dt_minutes: int, settings: SimulatorSetti
         forecast_steps=max(1, int(round(settings.forecast_horizon_h / dt_h))),
         price_hourly_per_mwh=model.tariff.price_buy_per_mwh.copy(),
     )
+
+
+def _fixed_point(name: str, dlf_dot: Any, v0: Any, s_conj: np.ndarray, v: np.ndarray, tol: float,
+                 max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    """The backward/forward sweep as a fixed point, ``V <- V0 - DLF conj(S / V)``, from ``v``
+    (overwritten) until ``||V_new - V||_2 < tol``; returns ``(V, I_bus = conj(S / V))`` at the
+    returned ``V``.
+
+    Raises:
+        PowerFlowError: non-finite voltages or no convergence within ``max_iter`` iterations.
+    """
+    v_new = np.empty_like(v)
+    i_bus = np.empty_like(v)
+    d = np.empty_like(v)
+    d_flat = d.reshape(-1).view(float)
+    tol2 = tol * tol
+    conj, div, sub, d_dot = np.conjugate, np.divide, np.subtract, d_flat.dot
+    for _ in range(max_iter):
+        conj(v, i_bus)
+        div(s_conj, i_bus, i_bus)
+        dlf_dot(i_bus, v_new)
+        sub(v0, v_new, v_new)
+        sub(v_new, v, d)
+        v, v_new = v_new, v
+        step2 = d_dot(d_flat)
+        if step2 < tol2:
+            break
+        if not step2 < np.inf:
+            raise PowerFlowError(name, 0, "the sweep produced non-finite voltages")
+    else:
+        raise PowerFlowError(name, 0, f"no convergence within {max_iter} iterations")
+    conj(v, i_bus)
+    div(s_conj, i_bus, i_bus)
+    return v, i_bus
