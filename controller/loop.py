@@ -78,6 +78,7 @@ class RollingController:
         self.compensator = compensator
         self.builder = ReactiveScenarioBuilder(self.base.model, settings.n_samples, settings.n_scenarios)
         self.physics = GridPhysics(self.base.grid)
+        self._comp_splits = np.cumsum([0] + [len(f.compensator) for f in self.base.grid.feeders])
 
     def run_day(self, seed: int, on_step: Callable[[int, int], None] | None = None) -> DayResult:
         """Play one day; the day is ``sample_day(grid, regime, seed)`` (same seed, same day).
@@ -101,7 +102,10 @@ class RollingController:
             t0 = time.perf_counter()
             dispatch = self.policy.act(obs, obs.forecast)
             decision_ms.append((time.perf_counter() - t0) * 1e3)
-            reactive, inputs = self._compensate(obs, dispatch, rng)
+            # a policy that sets the compensators itself (perfect information) overrides the
+            # SOCP's setpoints in the env, so the SOCP is not solved for it
+            reactive, inputs = ((None, None) if dispatch.q_comp_mvar is not None
+                                else self._compensate(obs, dispatch, rng))
             _, _, terminated, truncated, _ = self.base.step_dispatch(dispatch)
             outcome = self.base.last_outcome
             n_ev = int(obs.ev.n_connected.sum()) if obs.ev is not None else 0
@@ -145,6 +149,7 @@ class RollingController:
         }
         rows = [system]
         m = self.base.model
+        q_applied, n_comp = out.setpoints["q_comp_mvar"], self._comp_splits
         for k, sl in enumerate(m.feeder_bus_slices):
             net = self.base.grid.feeders[k]
             v = out.v_pu[sl]
@@ -152,7 +157,8 @@ class RollingController:
             row = {"step": out.step, "time_h": out.time_h, "area": f"f{k}", "v_min_pu": float(out.v_min_pu[k]),
                    "v_max_pu": float(out.v_max_pu[k]), "voltage_violation_puh": float(under.sum() * dt),
                    "losses_mw": float(out.loss_mw[k]), "head_p_mw": float(out.head_p_mw[k]),
-                   "head_q_mvar": float(out.head_q_mvar[k])}
+                   "head_q_mvar": float(out.head_q_mvar[k]),
+                   "q_comp_mvar": float(q_applied[n_comp[k]:n_comp[k + 1]].sum())}
             if reactive is not None:
                 row.update(self._socp_columns(k, v, reactive[k], inputs.per_feeder[k]))
             rows.append(row)
@@ -171,7 +177,7 @@ class RollingController:
         np.add.at(q_bus, net.compensator.bus, res.q_mvar)
         ac = self.physics.solve_feeder(k, p[live].T, (q[live] - q_bus).T).v_pu.T
         return {
-            "q_comp_mvar": float(res.q_mvar.sum()), "socp_status": res.status, "socp_solver": res.solver_used,
+            "socp_status": res.status, "socp_solver": res.solver_used,
             "socp_fallback": res.fallback or "", "socp_ms": res.solve_ms, "socp_solver_ms": res.solver_ms,
             "socp_relaxation_gap_pu": res.relaxation_gap_pu,
             "socp_v_ac_dev_pu": _nan_max(np.abs(v_pred - ac)),

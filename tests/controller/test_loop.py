@@ -136,3 +136,23 @@ def test_a_step_without_socp_voltages_records_nan_without_warnings(monkeypatch: 
     feeder = day.steps[day.steps.area == "f0"]
     assert feeder.socp_v_pred_min_pu.isna().all() and feeder.socp_v_ac_dev_pu.isna().all()
     assert (feeder.socp_fallback == "forced").all()
+
+
+def test_a_policy_that_sets_the_compensators_skips_the_socp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The perfect-information plan carries its own Q: the loop does not solve the SOCP for it
+    and records the Q the env applied."""
+    from controller.reactive import ReactiveCompensator
+
+    calls = []
+    original = ReactiveCompensator.solve
+    monkeypatch.setattr(ReactiveCompensator, "solve", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    e = gym.make("gridroll/TDGrid-v0", case="d33", regime="cloudy")
+    policy = make_policy("perfect_information", e.unwrapped.grid)
+    day = RollingController(e, policy, settings=LoopSettings(reactive=True)).run_day(2)
+    assert not calls
+    feeder = day.steps[day.steps.area == "f0"]
+    np.testing.assert_allclose(feeder.q_comp_mvar.to_numpy(), policy._plan["q_comp_mvar"].sum(axis=0), atol=1e-12)
+    assert "socp_status" not in feeder and "socp_ms_mean" not in day.summary
+    heuristic = _day("d33", True)
+    f0 = heuristic.steps[heuristic.steps.area == "f0"]
+    assert f0.q_comp_mvar.abs().max() > 0 and (f0.socp_status != "").all()
