@@ -11,6 +11,9 @@ import pytest
 from scipy.optimize import linprog
 
 import env
+from env.formulations.dc import incidence
+from env.formulations.distflow import LinDistFlow
+from env.physics.grid_flow import per_bus
 from policies.planning.ccg import DSOModel, DSOSolver, EnumerationOracle, WorstCaseMILP, build_feeder_recourse
 from policies.planning.first_stage import (
     FirstStagePlan,
@@ -19,9 +22,6 @@ from policies.planning.first_stage import (
     build_planning_data,
     restrict_periods,
 )
-from env.formulations.dc import incidence
-from env.formulations.distflow import LinDistFlow
-from env.physics.grid_flow import per_bus
 from scenarios import BudgetSet, sample_day
 
 SOLVER = "HIGHS"

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import env  # noqa: F401  (registers the envs)
-from env.dispatch import Dispatch
 from policies.base import Policy
 from policies.heuristic import HeuristicPolicy
 from policies.mpc import MPCPolicy, MPCSettings
@@ -20,30 +19,20 @@ def _base(case: str, seed: int):  # noqa: ANN202
     return e.unwrapped
 
 
-def _play(case: str, seed: int, n_steps: int, **kw) -> tuple[list[np.ndarray], MPCPolicy]:  # noqa: ANN003
+def _play(play_checked, case: str, seed: int, n_steps: int, **kw) -> tuple[list[np.ndarray], MPCPolicy]:  # noqa: ANN001, ANN003
     base = _base(case, seed)
     policy = MPCPolicy(base.grid, **kw)
     policy.reset(seed)
-    actions = []
-    for _ in range(n_steps):
-        obs = base.observation_typed
-        d = policy.act(obs, obs.forecast)
-        assert isinstance(d, Dispatch)
-        d.check_sizes(base.model.sizes)
-        assert all(np.isfinite(getattr(d, f)).all() for f, _ in base.dispatch_layout())
-        base.step_dispatch(d)
-        assert np.isfinite(base.last_outcome.cost["total"])
-        actions.append(d.to_flat())
-    return actions, policy
+    return play_checked(base, policy, n_steps), policy
 
 
 @pytest.mark.parametrize(("case", "horizon"), [("d33", None), ("t30d2", 12)])
-def test_mpc_satisfies_the_policy_contract_and_is_deterministic(case: str, horizon: int | None) -> None:
-    first, policy = _play(case, 3, 6, horizon_steps=horizon)
+def test_mpc_satisfies_the_policy_contract_and_is_deterministic(play_checked, case: str, horizon: int | None) -> None:  # noqa: ANN001
+    first, policy = _play(play_checked, case, 3, 6, horizon_steps=horizon)
     assert isinstance(policy, Policy) and policy.name == "mpc"
     assert policy.fallbacks == 0 and policy.statuses == ["optimal"] * 6
     assert len(policy.solve_ms) == 6 and policy.day_stats()["mpc_steps"] == 6
-    again, _ = _play(case, 3, 6, horizon_steps=horizon)
+    again, _ = _play(play_checked, case, 3, 6, horizon_steps=horizon)
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
 
@@ -148,6 +137,6 @@ def test_mpc_settings_are_validated() -> None:
 
 
 @pytest.mark.slow
-def test_mpc_with_distflow_soc() -> None:
-    _, policy = _play("d33", 1, 4, formulation="soc", horizon_steps=16)
+def test_mpc_with_distflow_soc(play_checked) -> None:  # noqa: ANN001
+    _, policy = _play(play_checked, "d33", 1, 4, formulation="soc", horizon_steps=16)
     assert policy.fallbacks == 0 and set(policy.statuses) == {"optimal"}

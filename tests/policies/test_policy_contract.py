@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import env  # noqa: F401  (registers the envs)
-from env.dispatch import Dispatch
 from policies import TD_ONLY_POLICIES, Policy, make_policy, policy_names, policy_supports
 from policies.aro_dro import REDISPATCH_PRICE_PER_MWH, AroDroSettings
 
@@ -45,7 +44,7 @@ def _day_case(name: str) -> pytest.param:
     return pytest.param(case, name, marks=_marks(name), id=f"{case}-{name}")
 
 
-def _play(case: str, name: str, seed: int, n_steps: int) -> list[np.ndarray]:
+def _play(play_checked, case: str, name: str, seed: int, n_steps: int) -> list[np.ndarray]:  # noqa: ANN001
     e = gym.make("gridroll/TDGrid-v0", case=case, regime="cloudy")
     base = e.unwrapped
     policy = _make(name, base.grid)
@@ -53,34 +52,23 @@ def _play(case: str, name: str, seed: int, n_steps: int) -> list[np.ndarray]:
     policy.reset(seed)
     if hasattr(policy, "observe_day"):  # clairvoyant yardstick: the controller hands it the day
         policy.observe_day(base.simulator.scenario)
-    actions = []
-    for _ in range(n_steps):
-        obs = base.observation_typed
-        d = policy.act(obs, obs.forecast)
-        assert isinstance(d, Dispatch)
-        d.check_sizes(base.model.sizes)
-        assert all(np.isfinite(getattr(d, f)).all() for f, _ in base.dispatch_layout())
-        base.step_dispatch(d)
-        out = base.last_outcome
-        assert np.isfinite(out.cost["total"])
-        actions.append(d.to_flat())
-    return actions
+    return play_checked(base, policy, n_steps)
 
 
 @pytest.mark.parametrize(("case", "name"), _supported_pairs())
-def test_policy_satisfies_protocol_and_is_deterministic(case: str, name: str) -> None:
+def test_policy_satisfies_protocol_and_is_deterministic(play_checked, case: str, name: str) -> None:  # noqa: ANN001
     policy = _make(name, env.load_case(case))
     assert isinstance(policy, Policy)
     assert policy.name == name
-    first = _play(case, name, seed=3, n_steps=12)
-    again = _play(case, name, seed=3, n_steps=12)
+    first = _play(play_checked, case, name, seed=3, n_steps=12)
+    again = _play(play_checked, case, name, seed=3, n_steps=12)
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize(("case", "name"), [_day_case(name) for name in policy_names()])
-def test_policy_runs_a_whole_day(case: str, name: str) -> None:
-    _play(case, name, seed=5, n_steps=96)
+def test_policy_runs_a_whole_day(play_checked, case: str, name: str) -> None:  # noqa: ANN001
+    _play(play_checked, case, name, seed=5, n_steps=96)
 
 
 @pytest.mark.parametrize("name", TD_ONLY_POLICIES)

@@ -16,8 +16,15 @@ import env  # noqa: F401  (registers the envs)
 from controller.loop import LoopSettings, RollingController
 from policies.heuristic import HeuristicPolicy
 from policies.rollout import RolloutPolicy, RolloutSettings, StepLimits, candidate_values, choose, improve
-from policies.surrogate import (ActionBatch, ConnectedEVs, DayPaths, DaySurrogate, EVTracker, SurrogateSettings,
-                                SurrogateState)
+from policies.surrogate import (
+    ActionBatch,
+    ConnectedEVs,
+    DayPaths,
+    DaySurrogate,
+    EVTracker,
+    SurrogateSettings,
+    SurrogateState,
+)
 
 
 def _env(case: str = "d33", seed: int = 1):  # noqa: ANN202
