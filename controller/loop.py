@@ -32,13 +32,16 @@ class LoopSettings:
         reactive: run the reactive SOCP each step (else compensators stay at 0).
         n_samples: forecast paths drawn per step for the SOCP, before reduction.
         n_scenarios: scenarios S after reduction (the SOCP's size).
-        socp: the SOCP's settings (solver, weights, formulation).
+        socp: the SOCP's settings (solver, objective, formulation).
+        scenarios: where the SOCP's scenarios come from: ``"forecast"`` (draws of the step
+            from the forecast made before it, seed 003) or ``"nowcast"`` (the observed step).
     """
 
     reactive: bool = True
     n_samples: int = 30
     n_scenarios: int = 10
     socp: ReactiveSettings = ReactiveSettings()
+    scenarios: str = "forecast"
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_scenarios <= self.n_samples:
@@ -74,9 +77,10 @@ class RollingController:
         self.policy = policy
         self.settings = settings
         if compensator is None and settings.reactive:
-            compensator = ReactiveCompensator(self.base.grid.feeders, settings.socp)
+            compensator = ReactiveCompensator(self.base.grid, settings.socp)
         self.compensator = compensator
-        self.builder = ReactiveScenarioBuilder(self.base.model, settings.n_samples, settings.n_scenarios)
+        self.builder = ReactiveScenarioBuilder(self.base.model, settings.n_samples, settings.n_scenarios,
+                                               settings.scenarios)
         self.physics = GridPhysics(self.base.grid)
         self._comp_splits = np.cumsum([0] + [len(f.compensator) for f in self.base.grid.feeders])
 
@@ -121,8 +125,9 @@ class RollingController:
         """Solve the SOCP for this step and hand its setpoints to the env."""
         if self.compensator is None:
             return None, None
-        inputs = self.builder.build(obs, dispatch, rng)
-        results = self.compensator.solve(inputs.per_feeder)
+        applied = self.base.project_dispatch(dispatch)    # what the env will play, not what was asked
+        inputs = self.builder.build(obs, applied, rng)
+        results = self.compensator.solve(inputs.per_feeder, inputs.prices)
         self.base.set_reactive(np.concatenate([r.q_mvar for r in results]))
         return results, inputs
 

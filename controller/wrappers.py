@@ -32,7 +32,7 @@ class ReactiveCompensationWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         base = env.unwrapped
         if getattr(base, "reactive", None) != "none":
             raise ValueError("ReactiveCompensationWrapper: wrap a TDGridEnv with reactive='none'")
-        self.compensator = ReactiveCompensator(base.grid.feeders, settings)
+        self.compensator = ReactiveCompensator(base.grid, settings)
         self.builder = ReactiveScenarioBuilder(base.model, n_samples, n_scenarios)
         self._rng = np.random.default_rng(0)
 
@@ -44,9 +44,9 @@ class ReactiveCompensationWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         base = self.env.unwrapped
-        dispatch = Dispatch.from_array(action, base.limits)
-        inputs = self.builder.build(base.observation_typed, dispatch, self._rng)
-        results = self.compensator.solve(inputs.per_feeder)
+        applied = base.project_dispatch(Dispatch.from_array(action, base.limits))  # as the env will play it
+        inputs = self.builder.build(base.observation_typed, applied, self._rng)
+        results = self.compensator.solve(inputs.per_feeder, inputs.prices)
         base.set_reactive(np.concatenate([r.q_mvar for r in results]))
         obs, reward, terminated, truncated, info = self.env.step(action)
         info["reactive"] = {

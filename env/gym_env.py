@@ -161,6 +161,12 @@ class TDGridEnv(gym.Env):
         return self.simulator
 
     # ------------------------------------------------------------------ for controllers
+    def project_dispatch(self, dispatch: Dispatch) -> Dispatch:
+        """The dispatch :meth:`step_dispatch` would apply now, projected onto this step's limits
+        (:meth:`env.simulator.GridSimulator.project`); nothing changes."""
+        sim = self._running()
+        return sim.project(dispatch, self._q_next)
+
     def set_reactive(self, q_comp_mvar: np.ndarray) -> None:
         """Compensator setpoints (MVAr, + = injecting) for the next step only (projected to limits).
 

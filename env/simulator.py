@@ -462,7 +462,7 @@ class _State:
     """Mutable state of a simulator between steps (private)."""
 
     __slots__ = ("t", "e_mwh", "p_last", "v_ns", "vm", "v_minmax", "line_loading", "tso_last", "bounds",
-                 "limits", "ev_lims", "g_lims")
+                 "limits", "ev_lims", "g_lims", "q_last")
 
 
 class GridSimulator:
@@ -620,6 +620,8 @@ class GridSimulator:
         st.p_last = self._initial_thermal()
         st.tso_last = np.zeros(m.n_boundary)
         st.line_loading = np.zeros(m.n_line)
+        st.q_last = np.zeros(m.sizes.n_comp)
+        st.q_last.setflags(write=False)
         st.bounds = st.limits = st.ev_lims = st.g_lims = None
         st.v_ns = [np.full(g.idx_cov.shape, g.v0, dtype=complex) for g in m.groups]
         self._state = st
@@ -748,7 +750,7 @@ class GridSimulator:
             v_min_pu=v_minmax[0], v_max_pu=v_minmax[1], line_loading=st.line_loading,
             price_buy_per_mwh=self._price_list[tc], price_ahead_per_mwh=self.price_buy[tc:],
             price_sell_per_mwh=self.price_sell,
-            tso_requirement_last_mw=st.tso_last,
+            tso_requirement_last_mw=st.tso_last, q_comp_last_mvar=st.q_last,
             net_load_forecast_mw=self._fc_rows[tc] if self._fc_day_ahead else self._forecast_rows(tc),
             forecast_fn=_LazyForecast(sc, t) if running else None,
         )
@@ -784,6 +786,27 @@ class GridSimulator:
             RuntimeError: the day is over.
         """
         self._require_running()
+        return self._play(self._request(dispatch, q_comp_mvar))
+
+    def project(self, dispatch: Dispatch, q_comp_mvar: np.ndarray | None = None) -> Dispatch:
+        """The dispatch :meth:`step` would apply at the current step: the request projected onto
+        the step's feasible set (module docstring, stage 1); its ``q_comp_mvar`` is the projected
+        setpoint when ``dispatch`` carries one, else None. The state does not change; the
+        controller builds its reactive SOCP on this.
+
+        Raises:
+            ValueError: a dispatch field of the wrong size.
+            RuntimeError: the day is over.
+        """
+        self._require_running()
+        x, _ = self._project(self._request(dispatch, q_comp_mvar))
+        fields = {name: x[name] for name, _ in self._lay_q}
+        if dispatch.q_comp_mvar is None:
+            fields["q_comp_mvar"] = None
+        return Dispatch(**fields)
+
+    def _request(self, dispatch: Dispatch, q_comp_mvar: np.ndarray | None) -> np.ndarray:
+        """The requested dispatch flat in the reactive layout (``q_comp_mvar`` last), checked."""
         m = self.model
         sizes = m.sizes
         dd = dispatch.__dict__
@@ -794,12 +817,10 @@ class GridSimulator:
             flat = None
         q = q_d if q_d is not None else self._q_setpoints(q_comp_mvar)
         if flat is None:
-            req = np.concatenate([dd[name] for name, _ in self._lay_q[:-1]] + [q])
-        elif q_d is None:
-            req = np.concatenate((flat, q))
-        else:
-            req = flat
-        return self._play(req)
+            return np.concatenate([dd[name] for name, _ in self._lay_q[:-1]] + [q])
+        if q_d is None:
+            return np.concatenate((flat, q))
+        return flat
 
     def _step_action(self, a: np.ndarray, q_comp_mvar: np.ndarray | None = None) -> StepOutcome:
         """``step(Dispatch.from_array(a, self.limits()), q_comp_mvar)`` for a finite float64 action
@@ -1361,6 +1382,7 @@ class GridSimulator:
             p_last.setflags(write=False)
             st.p_last, st.tso_last, st.line_loading = p_last, req, loading
         st.v_ns, st.vm, st.v_minmax = sol.v_ns, sol.vm_pu, v_minmax
+        st.q_last = x["q_comp_mvar"]
         st.bounds = st.limits = st.ev_lims = st.g_lims = None
 
 

@@ -16,17 +16,8 @@ _BLOCKS: tuple[str, ...] = ("load_pu", "pv_pu", "wind_pu", "tso_requirement_mw",
 
 
 def path_features(scenario_set: ScenarioSet) -> np.ndarray:
-    """(n, F) feature matrix: each block flattened and divided by its pooled sd (RMS deviation from the block mean)."""
-    n = len(scenario_set)
-    parts = []
-    for name in _BLOCKS:
-        x = np.asarray(getattr(scenario_set, name), dtype=float).reshape(n, -1)
-        if x.shape[1] == 0:
-            continue
-        sd = np.sqrt(np.mean((x - x.mean(axis=0)) ** 2))
-        if sd > 0:
-            parts.append(x / sd)
-    return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0))
+    """(n, F) feature matrix of the blocks of :data:`_BLOCKS` (see :func:`block_features`)."""
+    return block_features([np.asarray(getattr(scenario_set, name)) for name in _BLOCKS])
 
 
 def pairwise_distances(features: np.ndarray) -> np.ndarray:
@@ -69,16 +60,37 @@ def fast_forward_selection(dist: np.ndarray, probabilities: np.ndarray, s: int) 
     return sel, new_p / new_p.sum()
 
 
+def block_features(blocks: list[np.ndarray]) -> np.ndarray:
+    """(n, F): each (n, ...) block flattened and divided by its pooled sd (RMS deviation from the
+    block mean); blocks that never vary are left out."""
+    parts = []
+    for block in blocks:
+        x = np.asarray(block, dtype=float).reshape(block.shape[0], -1)
+        if x.shape[1] == 0:
+            continue
+        sd = np.sqrt(np.mean((x - x.mean(axis=0)) ** 2))
+        if sd > 0:
+            parts.append(x / sd)
+    n = blocks[0].shape[0] if blocks else 0
+    return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0))
+
+
+def reduce_features(features: np.ndarray, probabilities: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fast forward selection of ``s`` rows of a feature matrix: (selected rows, new probabilities)."""
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+        raise ValueError(f"reduce: s must be a positive integer, got {s!r}")
+    return fast_forward_selection(pairwise_distances(features), probabilities, int(s))
+
+
 def reduce(scenario_set: ScenarioSet, s: int) -> ScenarioSet:
     """A set of ``s`` representative members of ``scenario_set`` with redistributed probabilities.
 
     Raises:
         ValueError: if s < 1.
     """
-    if not isinstance(s, (int, np.integer)) or s < 1:
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
         raise ValueError(f"reduce: s must be a positive integer, got {s!r}")
     if s >= len(scenario_set):
         return scenario_set
-    dist = pairwise_distances(path_features(scenario_set))
-    sel, prob = fast_forward_selection(dist, scenario_set.probabilities, int(s))
+    sel, prob = reduce_features(path_features(scenario_set), scenario_set.probabilities, int(s))
     return scenario_set.select(sel, prob)

@@ -1,4 +1,6 @@
-"""The two-stage scenario SOCP for reactive compensation (seed 003, stage 2)."""
+"""The two-stage scenario SOCP for reactive compensation (seed 003, stage 2), with the proxy
+objective (losses + voltage deviation) kept for comparison; the env-cost objective is tested in
+``test_reactive_cost.py``."""
 
 from __future__ import annotations
 
@@ -32,12 +34,12 @@ def base_load(d33: Network) -> Load:
 
 @pytest.fixture(scope="module")
 def model_s1(d33: Network) -> FeederReactiveSOCP:
-    return FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=1))
+    return FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=1))
 
 
 @pytest.fixture(scope="module")
 def model_s2(d33: Network) -> FeederReactiveSOCP:
-    return FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=2))
+    return FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=2))
 
 
 def _scenarios(p: np.ndarray, q: np.ndarray, scales: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +98,7 @@ def test_midday_pv_absorbs_and_stays_exact_with_lin_upper_side(d33: Network, bas
 def test_relaxed_upper_side_is_inexact_under_reverse_flow(d33: Network, base_load: Load) -> None:
     """MATH §1 literally (upper limit and over-voltage deviation on the relaxed v): the solver invents
     losses to pull voltages down; the reported gap must show it and the voltages miss the AC flow."""
-    model = FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=1, upper_voltage="soc"))
+    model = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=1, upper_voltage="soc"))
     p, q = _midday(d33, *base_load, 0.3, 2.0)
     res = model.solve(p, q, np.array([1.0]))
     assert res.status == cp.OPTIMAL
@@ -109,7 +111,7 @@ def test_identical_scenarios_give_the_single_scenario_answer(d33: Network, base_
                                                              model_s1: FeederReactiveSOCP) -> None:
     p1, q1 = _scenarios(*base_load, [1.1])
     ref = model_s1.solve(p1, q1, np.array([1.0]))
-    model5 = FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=5))
+    model5 = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=5))
     p5, q5 = np.repeat(p1, 5, axis=0), np.repeat(q1, 5, axis=0)
     res = model5.solve(p5, q5, np.full(5, 0.2))
     np.testing.assert_allclose(res.q_mvar, ref.q_mvar, atol=1e-5)
@@ -120,8 +122,8 @@ def test_identical_scenarios_give_the_single_scenario_answer(d33: Network, base_
 def test_fewer_scenarios_are_padded_with_zero_probability(d33: Network, base_load: Load) -> None:
     p, q = _scenarios(*base_load, [0.6, 1.0, 1.25])
     pi = np.array([0.2, 0.5, 0.3])
-    exact = FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=3, w_voltage=1.0)).solve(p, q, pi)
-    padded = FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=8, w_voltage=1.0)).solve(p, q, pi)
+    exact = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=3, w_voltage=1.0)).solve(p, q, pi)
+    padded = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=8, w_voltage=1.0)).solve(p, q, pi)
     assert padded.v_pred_pu.shape == (3, d33.n_bus)
     np.testing.assert_allclose(padded.q_mvar, exact.q_mvar, atol=1e-5)
     assert padded.objective == pytest.approx(exact.objective, rel=1e-6)
@@ -129,7 +131,7 @@ def test_fewer_scenarios_are_padded_with_zero_probability(d33: Network, base_loa
 
 
 def test_zero_probability_scenarios_do_not_matter(d33: Network, base_load: Load) -> None:
-    model = FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=2, w_voltage=1.0))
+    model = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=2, w_voltage=1.0))
     p, q = _scenarios(*base_load, [0.3, 1.0])
     p[0, d33.der.bus] -= 1.0
     with_zero = model.solve(p, q, np.array([0.0, 1.0]))
@@ -140,7 +142,7 @@ def test_zero_probability_scenarios_do_not_matter(d33: Network, base_load: Load)
 
 def test_scenarios_change_the_here_and_now_decision(d33: Network, base_load: Load) -> None:
     """A likely over-voltage scenario pulls the shared setpoint down versus the load-only case."""
-    model = FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=2, w_voltage=1.0))
+    model = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=2, w_voltage=1.0))
     p, q = _scenarios(*base_load, [0.5, 0.5])
     p[1, d33.der.bus] -= 1.0
     load_only = model.solve(p[:1], q[:1], np.array([1.0]))
@@ -149,7 +151,7 @@ def test_scenarios_change_the_here_and_now_decision(d33: Network, base_load: Loa
 
 
 def test_resolving_does_not_recompile(d33: Network, base_load: Load, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=4))
+    model = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=4))
     problem = model._problems["ECOS"]
     param_prog = problem._cache.param_prog
     assert param_prog is not None  # compiled in __init__
@@ -193,7 +195,7 @@ def _force_failures(model: FeederReactiveSOCP, monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_ecos_failure_falls_back_to_clarabel(d33: Network, base_load: Load, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=2))
+    model = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=2))
     p, q = _scenarios(*base_load, [0.8, 1.1])
     ref = model.solve(p, q, np.array([0.5, 0.5]))
     _force_failures(model, monkeypatch, {"ECOS"})
@@ -207,7 +209,7 @@ def test_ecos_failure_falls_back_to_clarabel(d33: Network, base_load: Load, monk
 @pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
 def test_non_optimal_status_falls_back(d33: Network, base_load: Load, monkeypatch: pytest.MonkeyPatch) -> None:
     """ECOS stopped after 2 iterations returns a non-optimal status: that is a failure too."""
-    model = FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=1))
+    model = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=1))
     problem = model._problem_for("ECOS")
     original = problem.solve
     monkeypatch.setattr(problem, "solve", lambda *a, **k: original(*a, max_iters=2, **k))
@@ -219,7 +221,7 @@ def test_non_optimal_status_falls_back(d33: Network, base_load: Load, monkeypatc
 
 def test_both_solvers_failing_uses_last_good_then_default(d33: Network, base_load: Load,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    model = FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=1))
+    model = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=1))
     p, q = _scenarios(*base_load, [1.2])
     good = model.solve(p, q, np.array([1.0]))
     _force_failures(model, monkeypatch, {"ECOS", "CLARABEL"})
@@ -265,7 +267,8 @@ def test_settings_are_validated() -> None:
         ReactiveSettings.from_dict({"n_scenarios": 3, "solvr": "ECOS"})
     assert ReactiveSettings.from_dict({"solver": "clarabel"}).solver == "CLARABEL"
     for bad in ({"solver": "GUROBI"}, {"n_scenarios": 0}, {"formulation": "acp"}, {"c_loss": -1.0},
-                {"slack_penalty": 0.0}, {"w_voltage": float("nan")}, {"upper_voltage": "ac"}):
+                {"slack_penalty": 0.0}, {"w_voltage": float("nan")}, {"upper_voltage": "ac"},
+                {"objective": "losses"}, {"q_regularizer": -1.0}, {"inaccurate_tol_pu": 0.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ReactiveSettings(**bad)
     with pytest.raises(TypeError):
@@ -276,17 +279,17 @@ def test_clarabel_and_ecos_agree_and_lin_runs(d33: Network, base_load: Load) -> 
     p, q = _scenarios(*base_load, [0.7, 1.0, 1.2])
     pi = np.array([0.3, 0.4, 0.3])
     kw = dict(n_scenarios=3, w_voltage=1.0)
-    ecos = FeederReactiveSOCP(d33, ReactiveSettings(solver="ECOS", **kw)).solve(p, q, pi)
-    clar = FeederReactiveSOCP(d33, ReactiveSettings(solver="CLARABEL", **kw)).solve(p, q, pi)
+    ecos = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", solver="ECOS", **kw)).solve(p, q, pi)
+    clar = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", solver="CLARABEL", **kw)).solve(p, q, pi)
     assert clar.solver_used == "CLARABEL" and clar.fallback is None
     np.testing.assert_allclose(clar.q_mvar, ecos.q_mvar, atol=1e-3)
-    lin = FeederReactiveSOCP(d33, ReactiveSettings(formulation="lin", **kw)).solve(p, q, pi)
+    lin = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", formulation="lin", **kw)).solve(p, q, pi)
     assert lin.status == cp.OPTIMAL and np.isnan(lin.relaxation_gap_pu)
     assert np.all(lin.v_pred_pu >= ecos.v_pred_pu - 1e-6)  # LinDistFlow is optimistic about voltages
 
 
 def test_loss_only_objective_is_exact(d33: Network, base_load: Load) -> None:
-    model = FeederReactiveSOCP(d33, ReactiveSettings(n_scenarios=2, w_voltage=0.0))
+    model = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=2, w_voltage=0.0))
     p, q = _scenarios(*base_load, [0.5, 1.0])
     res = model.solve(p, q, np.array([0.5, 0.5]))
     assert res.status == cp.OPTIMAL and res.relaxation_gap_pu < 1e-6
@@ -295,7 +298,7 @@ def test_loss_only_objective_is_exact(d33: Network, base_load: Load) -> None:
 
 def test_compensator_solves_every_feeder(d33: Network, base_load: Load) -> None:
     d69 = env.load_case("d69").feeders[0]
-    comp = ReactiveCompensator([d33, d69], ReactiveSettings(n_scenarios=2))
+    comp = ReactiveCompensator([d33, d69], ReactiveSettings(objective="proxy", n_scenarios=2))
     p69, q69 = base_injection(d69)
     inputs = [(*_scenarios(*base_load, [1.0, 1.2]), np.array([0.5, 0.5])),
               (*_scenarios(p69, q69, [1.0]), np.array([1.0]))]
