@@ -61,6 +61,7 @@ class Observation:
         net_load_forecast_mw: (n_rows, h) point forecast of net load (load - renewable
             availability) per feeder (+ one transmission row on T-D cases) for steps
             ``t .. t + h - 1`` (step ``t`` = nowcast; past the day's end: repeated last step).
+        q_comp_last_mvar: (n_comp,) compensator setpoints applied in step ``t - 1`` (0 at ``t = 0``).
         forecast: the scenario layer's ``Forecast`` for steps ``t .. T-1``, conditioned on steps
             ``< t`` (``None`` at the day's end). Built on first access from ``forecast_fn``
             (it costs ~0.2 ms, so the gym loop does not pay for it unless a policy asks).
@@ -87,6 +88,7 @@ class Observation:
     price_sell_per_mwh: float
     tso_requirement_last_mw: np.ndarray
     net_load_forecast_mw: np.ndarray
+    q_comp_last_mvar: np.ndarray = field(default_factory=lambda: np.zeros(0))
     forecast_fn: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -63,7 +63,12 @@ class RolloutSettings(StrictKwargs):
         no_exchange: roll out the no-exchange base rule.
         reserve_margin: the base rule's thermal reserve margin (T-D cases).
         components: component kinds to improve (subset of ``ev, storage, curtail, thermal``).
-        q_comp_mvar: compensator output assumed in the simulations (each unit, MVAr).
+        q_comp_mvar: compensator output assumed in the simulations (each unit, MVAr); ``None``
+            (default) holds the setpoints the loop applied last step (``obs.q_comp_last_mvar``).
+        storage_hold_steps: how long a storage candidate is held: each storage value is also
+            tried held for each of these step counts (1 = this step only) before the base rule
+            takes over; besides, the time-of-use profiles of the rest of the day are candidates
+            (multi-step candidates; docs/math.md §7).
         seed: the policy's own seed; the paths of step ``t`` of day ``d`` come from
             ``default_rng([seed, d, t])``.
     """
@@ -75,7 +80,8 @@ class RolloutSettings(StrictKwargs):
     no_exchange: bool = False
     reserve_margin: float = 0.10
     components: tuple[str, ...] = COMPONENTS
-    q_comp_mvar: float = 0.0
+    q_comp_mvar: float | None = None
+    storage_hold_steps: tuple[int, ...] = (1, 4, 16)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,6 +98,12 @@ class RolloutSettings(StrictKwargs):
         if bad:
             raise ValueError(f"RolloutSettings.components: unknown {bad}; valid: {list(COMPONENTS)}")
         object.__setattr__(self, "components", tuple(c for c in COMPONENTS if c in comps))
+        holds = tuple(self.storage_hold_steps)
+        if not holds or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in holds):
+            raise ValueError(f"RolloutSettings.storage_hold_steps: integers >= 1 required, got {holds!r}")
+        object.__setattr__(self, "storage_hold_steps", tuple(sorted(set(int(h) for h in holds))))
+        if self.q_comp_mvar is not None and not np.isfinite(self.q_comp_mvar):
+            raise ValueError(f"RolloutSettings.q_comp_mvar: must be None or finite, got {self.q_comp_mvar!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"RolloutSettings.seed: must be an integer >= 0, got {self.seed!r}")
 
@@ -100,7 +112,8 @@ class RolloutSettings(StrictKwargs):
 @dataclass(frozen=True)
 class RolloutRound:
     """One component's round: its candidate values (``values[0]`` = the current value, which
-    is the base action's), the mean Q and the paired difference statistics against ``values[0]``."""
+    is the base action's; storage candidates may also differ in their later steps), the mean Q
+    and the paired difference statistics against ``values[0]``."""
 
     kind: str
     index: int
@@ -208,12 +221,32 @@ class StepLimits:
                              kind: (new_lo, hi, span)})
 
 
-def candidate_values(limits: StepLimits, base: ActionBatch, settings: RolloutSettings
-                     ) -> list[tuple[str, int, np.ndarray]]:
-    """Per component ``(kind, index, values)``: ``base +- j delta span`` (``j = 1..k``) projected to
-    ``[low, high]``, the base value first, duplicates removed; components without room are left out."""
+def storage_profiles(price_ahead_per_mwh: np.ndarray, p_max_mw: float) -> np.ndarray:
+    """(P, H) time-of-use storage profiles over the rest of the day (row 0 = now): for every pair
+    of remaining price levels ``lo < hi``, charge at ``p_max`` while the price is ``<= lo``,
+    discharge at ``p_max`` while it is ``>= hi``, idle otherwise; plus "idle all day". The energy
+    limits are applied when the profile is played (the env's projection)."""
+    price = np.asarray(price_ahead_per_mwh, dtype=float)
+    levels = np.unique(price)
+    out = [np.zeros(price.shape[0])]
+    for i, lo in enumerate(levels):
+        for hi in levels[i + 1:]:
+            out.append(np.where(price <= lo, p_max_mw, np.where(price >= hi, -p_max_mw, 0.0)))
+    return np.array(out)
+
+
+def candidate_values(limits: StepLimits, base: ActionBatch, settings: RolloutSettings,
+                     price_ahead_per_mwh: np.ndarray | None = None
+                     ) -> list[tuple[str, int, np.ndarray, np.ndarray | None]]:
+    """Per component ``(kind, index, values, plans)``: ``base +- j delta span`` (``j = 1..k``)
+    projected to ``[low, high]``, the base value first, duplicates removed; components without
+    room are left out. Storage also gets multi-step candidates (docs/math.md §7), their later
+    steps in ``plans`` ((C, (H - 1) n_st) rows of :attr:`ActionBatch.storage_plan_mw`, NaN = base
+    rule; None for the other kinds): every value held for each of ``settings.storage_hold_steps``
+    steps, and with ``price_ahead_per_mwh`` the :func:`storage_profiles` of the rest of the day."""
     j = np.arange(1, settings.n_levels + 1, dtype=float) * settings.delta
     steps = np.concatenate([[0.0], -j, j])
+    n_st = base.storage_p_mw.shape[1]
     out = []
     for kind in settings.components:
         lo, hi, span = limits.of(kind)
@@ -224,20 +257,49 @@ def candidate_values(limits: StepLimits, base: ActionBatch, settings: RolloutSet
             vals = np.minimum(np.maximum(b[i] + steps * span[i], lo[i]), hi[i])
             vals[0] = b[i]
             _, first = np.unique(np.round(vals, 12), return_index=True)
-            out.append((kind, i, vals[np.sort(first)]))
+            vals = vals[np.sort(first)]
+            if kind != "storage":
+                out.append((kind, i, vals, None))
+                continue
+            vals, rows = _storage_multistep(vals, i, n_st, settings.storage_hold_steps, price_ahead_per_mwh,
+                                            float(span[i]), float(lo[i]), float(hi[i]))
+            out.append((kind, i, vals, rows))
     return out
 
 
-def improve(look: Lookahead, base: ActionBatch, candidates: list[tuple[str, int, np.ndarray]], z: float,
-            reserves: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+def _storage_multistep(vals: np.ndarray, i: int, n_st: int, holds: tuple[int, ...], price: np.ndarray | None,
+                       p_max: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Storage unit ``i``'s candidates: each value for one step (plan all NaN), held for each hold
+    length, and the time-of-use profiles (first step projected to ``[lo, hi]``)."""
+    width = 0 if price is None else max(price.shape[0] - 1, 0)
+    width = max(width, max(holds) - 1)
+    plans, values = [], []
+    for h in holds:
+        for v in vals:
+            plan = np.full((width, n_st), np.nan)
+            plan[:h - 1, i] = v
+            plans.append(plan.reshape(-1))
+            values.append(v)
+    if price is not None and price.shape[0] > 1:
+        for prof in storage_profiles(price, p_max):
+            plan = np.full((width, n_st), np.nan)
+            plan[:price.shape[0] - 1, i] = prof[1:]
+            plans.append(plan.reshape(-1))
+            values.append(min(max(prof[0], lo), hi))
+    return np.array(values), np.array(plans)
+
+
+def improve(look: Lookahead, base: ActionBatch, candidates: list[tuple[str, int, np.ndarray, np.ndarray | None]],
+            z: float, reserves: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
             project: Callable[[ActionBatch], ActionBatch] | None = None
             ) -> tuple[ActionBatch, tuple[RolloutRound, ...], np.ndarray]:
-    """Multiagent rollout (MATH §7): one component at a time, starting from the base action.
+    """Multiagent rollout (docs/math.md §7): one component at a time, starting from the base action.
 
     Each round prices the component's candidates with the others at their current choice on the
     lookahead's paths and moves to the best one when :func:`choose` says so (the reference of
     ``look`` follows). ``reserves(p)`` gives the reserves of thermal setpoints ``p`` (C, n_gen);
     ``project`` maps candidate actions onto a case's extra constraints (no-exchange floor).
+    A candidate equal to the current choice (same value, same plan) is skipped.
 
     Returns:
         the chosen action, the rounds played and the chosen action's Q per path.
@@ -245,16 +307,26 @@ def improve(look: Lookahead, base: ActionBatch, candidates: list[tuple[str, int,
     current, q_cur = base, look.reference_cost
     w = look.paths.probabilities
     rounds: list[RolloutRound] = []
-    for kind, i, values in candidates:
+    for kind, i, values, plans in candidates:
         cur_val = float(getattr(current, _FIELD[kind])[0, i])
-        values = values[np.abs(values - cur_val) > 1e-9]
+        new = np.abs(values - cur_val) > 1e-9
+        also = {}
+        if plans is not None:
+            cur_plan = np.full(plans.shape[1], np.nan)
+            cp_ = current.plan(current.storage_p_mw.shape[1])[0].reshape(-1)
+            cur_plan[:cp_.shape[0]] = cp_[:plans.shape[1]]
+            same_plan = np.all((plans == cur_plan) | (np.isnan(plans) & np.isnan(cur_plan)), axis=1)
+            new |= ~same_plan
+            plans = plans[new]
+        values = values[new]
         if values.size == 0:
             continue
-        also = {}
         if kind == "thermal" and reserves is not None:
             p = np.repeat(current.thermal_p_mw[:1], values.size, axis=0)
             p[:, i] = values
             also["thermal_r_up_mw"], also["thermal_r_dn_mw"] = reserves(p)
+        if plans is not None:
+            also["storage_plan_mw"] = plans
         cand = current.vary(_FIELD[kind], i, values, **also)
         if project is not None:
             cand = project(cand)
@@ -294,9 +366,10 @@ class RolloutPolicy:
         self.surrogate = DaySurrogate(grid, SurrogateSettings(no_exchange=s.no_exchange,
                                                               reserve_margin=s.reserve_margin,
                                                               loss_factor=self.base.loss_factor,
-                                                              q_comp_mvar=s.q_comp_mvar))
+                                                              q_comp_mvar=s.q_comp_mvar or 0.0))
         self.tracker: EVTracker | None = None
         self.last_decision: RolloutDecision | None = None
+        self.fallback_log: list[tuple[int, str]] = []
         self._day = 0
 
     # ------------------------------------------------------------------ protocol
@@ -305,6 +378,7 @@ class RolloutPolicy:
         self._day = int(seed) if seed is not None else 0
         self.tracker = None
         self.last_decision = None
+        self.fallback_log = []
 
     def act(self, obs: Observation, forecast: Any = None) -> Dispatch:
         """The rollout's dispatch of step ``obs.step`` (the base action if ``forecast`` is None)."""
@@ -314,7 +388,9 @@ class RolloutPolicy:
             return self._done(obs, base, base, (), 0.0, 0.0, 0, t0)
         try:
             return self._rollout(obs, forecast, base, t0)
-        except PowerFlowError:            # a sampled path overloads a feeder: keep the base action
+        except PowerFlowError as err:     # a sampled path overloads a feeder: keep the base action
+            self.fallback_log.append((int(obs.step), f"rollout: a simulated path has no power flow ({err}); "
+                                                     "played the base action"))
             return self._done(obs, base, base, (), float("nan"), float("nan"), 0, t0)
 
     def _rollout(self, obs: Observation, forecast: Any, base: Dispatch, t0: float) -> Dispatch:
@@ -325,7 +401,7 @@ class RolloutPolicy:
         if self.settings.no_exchange:          # no node may export: curtail at least the base's own-use share
             limits = limits.with_floor("curtail", b.der_curtail_frac[0])
             project = lambda a: self.surrogate.no_exchange_floor(look.paths, a)  # noqa: E731
-        cands = candidate_values(limits, b, self.settings)
+        cands = candidate_values(limits, b, self.settings, np.asarray(obs.price_ahead_per_mwh, dtype=float))
         chosen, rounds, q = improve(look, b, cands, self.settings.z, self._reserves(obs, look, b), project)
         w = look.paths.probabilities
         return self._done(obs, base, chosen.dispatch(0), rounds, float(look.reference_cost @ w), float(q @ w),
@@ -337,7 +413,10 @@ class RolloutPolicy:
         s = self.settings
         rng = np.random.default_rng([s.seed, self._day, int(obs.step)])
         sample = forecast.sample(s.n_sims, rng)
-        paths = self.surrogate.paths_from_forecast(obs, sample)
+        q_held = None
+        if s.q_comp_mvar is None and obs.q_comp_last_mvar.shape == (self.surrogate.sizes.n_comp,):
+            q_held = obs.q_comp_last_mvar      # the compensators as the loop set them last step
+        paths = self.surrogate.paths_from_forecast(obs, sample, q_held)
         ev = self._tracker(obs).state(obs.step, forecast.known_ev, obs.ev, paths.ev_dwell_steps)
         state = SurrogateState(step=int(obs.step), storage_e_mwh=np.asarray(obs.storage_e_mwh, dtype=float),
                                ev=ev, thermal_p_last_mw=np.asarray(obs.thermal_p_last_mw, dtype=float))

@@ -35,9 +35,9 @@ solved per step at the path-mean point, ``d|V| = Re(conj(V) dV)/|V|``, head powe
 
 What it approximates:
 
-* **Compensators** are held at ``settings.q_comp_mvar`` (default 0: the reactive controller's
-  future setpoints are not simulated, so with the reactive SOCP on, the voltage term is
-  pessimistic).
+* **Compensators** are held at the setpoints of ``DayPaths.q_comp_mvar`` (the rollout passes
+  the ones the loop applied last step) or at ``settings.q_comp_mvar``: the reactive
+  controller's future responses are not simulated.
 * **EVs arriving in the current step** are known to the policy only as station totals: they are
   one pseudo-EV per station (the totals' energies and power) staying the mean dwell of the
   sampled sessions arriving within an hour of now.
@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 _TOL_KWH = 1e-9
+_PLAN_FREE = -1e30  # a plan entry left to the base rule (stored finite: batches must be finite)
 _SUMMED = tuple(k for k in COST_KEYS if k not in ("total", "boundary_energy"))
 
 
@@ -328,7 +329,12 @@ class SurrogateState:
 
 @dataclass(frozen=True)
 class ActionBatch:
-    """``C`` candidate dispatches of one step (arrays of shape (C, n)), MW / shares."""
+    """``C`` candidate dispatches of one step (arrays of shape (C, n)), MW / shares.
+
+    ``storage_plan_mw`` (C, L n_st): a multi-step candidate's storage power on the next ``L``
+    steps (rows 1..L, flattened row by row; NaN = the base rule decides that entry; projected to
+    the energy limits as the env does). Width 0 (the default): the base rule from step t + 1 on.
+    """
 
     ev_p_mw: np.ndarray
     storage_p_mw: np.ndarray
@@ -336,8 +342,17 @@ class ActionBatch:
     thermal_p_mw: np.ndarray
     thermal_r_up_mw: np.ndarray
     thermal_r_dn_mw: np.ndarray
+    storage_plan_mw: np.ndarray = field(default_factory=lambda: np.zeros((1, 0)))
 
     def __post_init__(self) -> None:
+        plan = np.asarray(self.storage_plan_mw, dtype=float)
+        n_c = np.asarray(self.ev_p_mw, dtype=float).reshape(-1, np.asarray(self.ev_p_mw).shape[-1]).shape[0]
+        if plan.size == 0:
+            object.__setattr__(self, "storage_plan_mw", np.zeros((n_c, 0)))
+        elif np.isinf(plan).any():
+            raise ValueError("ActionBatch.storage_plan_mw: values must be finite or NaN")
+        else:
+            object.__setattr__(self, "storage_plan_mw", np.nan_to_num(plan, nan=_PLAN_FREE))
         c = None
         for f in fields(self):
             arr = np.array(getattr(self, f.name), dtype=float, ndmin=2)
@@ -350,6 +365,11 @@ class ActionBatch:
 
     def __len__(self) -> int:
         return int(self.ev_p_mw.shape[0])
+
+    def plan(self, n_storage: int) -> np.ndarray:
+        """(C, L, n_st) storage plan of rows 1..L, NaN where the base rule decides."""
+        p = self.storage_plan_mw.reshape(len(self), -1, n_storage) if n_storage else np.zeros((len(self), 0, 0))
+        return np.where(p == _PLAN_FREE, np.nan, p)
 
     @classmethod
     def from_dispatch(cls, d: Dispatch) -> "ActionBatch":
@@ -392,6 +412,8 @@ class DayPaths:
         ev_future_unmet_kwh: (H, M) their unmet energy on the row they leave.
         tso_requirement_mw: (H, M, n_boundary).
         ev_dwell_steps: (n_station,) expected stay of an EV plugging in at ``start_step``.
+        q_comp_mvar: (n_comp,) compensator setpoints held on every row (None: the surrogate's
+            ``settings.q_comp_mvar``).
     """
 
     start_step: int
@@ -406,8 +428,14 @@ class DayPaths:
     ev_future_unmet_kwh: np.ndarray
     tso_requirement_mw: np.ndarray
     ev_dwell_steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    q_comp_mvar: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.q_comp_mvar is not None:
+            q = np.asarray(self.q_comp_mvar, dtype=float)
+            if q.ndim != 1 or not np.isfinite(q).all():
+                raise ValueError(f"DayPaths.q_comp_mvar: expected a finite 1-D array, got {self.q_comp_mvar!r}")
+            object.__setattr__(self, "q_comp_mvar", q)
         H, M = self.n_steps - self.start_step, np.asarray(self.probabilities).shape[0]
         p = np.asarray(self.probabilities, dtype=float)
         if M < 1 or (p < 0).any() or not np.isclose(p.sum(), 1.0):
@@ -492,11 +520,12 @@ class DaySurrogate:
         return np.divide(m.st_p_max, tot[m.st_feeder], out=np.zeros_like(m.st_p_max), where=tot[m.st_feeder] > 0)
 
     # ------------------------------------------------------------------ inputs
-    def paths_from_forecast(self, obs: Any, sample: ScenarioSet) -> DayPaths:
+    def paths_from_forecast(self, obs: Any, sample: ScenarioSet, q_comp_mvar: np.ndarray | None = None) -> DayPaths:
         """The paths of ``forecast.sample`` (rows ``t..T-1``) with row 0 replaced by the nowcast.
 
         EVs the sample lets arrive at ``t`` are dropped (the real ones are in ``obs.ev``); their
-        mean dwell per hour is kept as the pseudo-EVs' dwell.
+        mean dwell per hour is kept as the pseudo-EVs' dwell. ``q_comp_mvar``: the compensator
+        setpoints held on every row (None: ``settings.q_comp_mvar``).
         """
         t, T, dt = int(obs.step), int(obs.n_steps), float(obs.dt_h)
         if sample.start_step != t or sample.horizon != T - t:
@@ -512,7 +541,8 @@ class DaySurrogate:
                         load_p_mw=load, load_q_mvar=load_q, der_avail_mw=der,
                         price_buy_per_mwh=np.asarray(obs.price_ahead_per_mwh, dtype=float),
                         ev_future_mw=ev_mw, ev_future_unmet_kwh=unmet,
-                        tso_requirement_mw=np.moveaxis(sample.tso_requirement_mw, 1, 0), ev_dwell_steps=dwell)
+                        tso_requirement_mw=np.moveaxis(sample.tso_requirement_mw, 1, 0), ev_dwell_steps=dwell,
+                        q_comp_mvar=q_comp_mvar)
 
     def paths_from_scenario(self, scenario: Any) -> tuple[DayPaths, SurrogateState]:
         """The realized day (a ``scenarios.Scenario``) as one path, with the state before the day
@@ -790,7 +820,7 @@ class DaySurrogate:
         if leave0.any():
             miss = ev_state.e_request_kwh[leave0] - e1[:, leave0]
             unmet0 = np.where(miss < _TOL_KWH, 0.0, miss).sum(axis=1)
-        key = np.concatenate([e1, est1, th0[0]], axis=1)
+        key = np.concatenate([e1, est1, th0[0], first.storage_plan_mw], axis=1)
         # ---- arrays of all rows
         n_st, n_der, n_gen = self.sizes.n_storage, self.sizes.n_der, self.sizes.n_gen
         ev_cur, unmet_cur = ev_asap(ev_state, e1, t + 1, H - 1, dt, self.n_station)          # (H-1, C, ns)
@@ -811,7 +841,7 @@ class DaySurrogate:
             load = paths.load_p_mw[1:H, None]                                                # (H-1, 1, M, n)
             _, der_all[1:] = self._curtail(load, ev_all[1:], paths.der_avail_mw[1:H, None])
             net = self._feeder_net(load, ev_all[1:], der_all[1:])                             # (H-1, C, M, F)
-            self._storage_loop(net, est1, st_all, dt)
+            self._storage_loop(net, est1, st_all, dt, first.plan(self.sizes.n_storage))
             if self.is_td:
                 p_last = np.broadcast_to(th0[0][:, None], (C, M, n_gen)).copy()
                 for k in range(1, H):
@@ -822,12 +852,15 @@ class DaySurrogate:
                     p_last = th_all[0][k]
         return _Traj(ev_all, unmet, st_all, der_all, th_all[0], th_all[1], th_all[2], key)
 
-    def _storage_loop(self, net: np.ndarray, e1: np.ndarray, out: np.ndarray, dt: float) -> None:
+    def _storage_loop(self, net: np.ndarray, e1: np.ndarray, out: np.ndarray, dt: float,
+                      plan: np.ndarray | None = None) -> None:
         """The base storage rule on rows 1.. (``out[1:]``, (H, C, M, n_st)) from energies ``e1`` (C, n_st).
 
         With the feeder's net demand shared by rating, ``n``: discharge ``min(n+, p_max, e eta_d/dt)``,
         charge ``min(n-, p_max, (e_max - e)/(eta_c dt))`` (none without exchange);
-        ``e += eta_c dt charge - dt/eta_d discharge`` (:meth:`_storage_rule` unrolled).
+        ``e += eta_c dt charge - dt/eta_d discharge`` (:meth:`_storage_rule` unrolled). Where a
+        candidate's ``plan`` (C, L, n_st) has a value for row ``k <= L`` it is played instead,
+        projected to ``[-min(p_max, e eta_d/dt), min(p_max, (e_max - e)/(eta_c dt))]`` as the env does.
         """
         m = self.model
         if out.shape[-1] == 0:
@@ -839,12 +872,23 @@ class DaySurrogate:
         ed, ic = m.st_eta_d / dt, 1.0 / (m.st_eta_c * dt)
         a_c, a_d = m.st_eta_c * dt, dt / m.st_eta_d
         e = np.broadcast_to(e1[:, None], pos.shape[1:]).copy()
+        n_plan = 0 if plan is None or not np.isfinite(plan).any() else plan.shape[1]
         for k in range(pos.shape[0]):
-            dis = np.minimum(pos[k], np.minimum(p_max, e * ed))
-            ch = np.minimum(neg[k], np.minimum(p_max, (e_max - e) * ic))
-            np.subtract(ch, dis, out=out[k + 1])
-            e += a_c * ch
-            e -= a_d * dis
+            if k < n_plan and np.isfinite(plan[:, k]).any():
+                lo = -np.minimum(p_max, e * ed)
+                hi = np.minimum(p_max, (e_max - e) * ic)
+                want = plan[:, k][:, None]                                               # (C, 1, n_st)
+                p = np.where(np.isfinite(want), np.minimum(np.maximum(np.nan_to_num(want), lo), hi),
+                             np.minimum(neg[k], hi) - np.minimum(pos[k], -lo))
+                out[k + 1] = p
+                e += a_c * np.maximum(p, 0.0)
+                e -= a_d * np.maximum(-p, 0.0)
+            else:
+                dis = np.minimum(pos[k], np.minimum(p_max, e * ed))
+                ch = np.minimum(neg[k], np.minimum(p_max, (e_max - e) * ic))
+                np.subtract(ch, dis, out=out[k + 1])
+                e += a_c * ch
+                e -= a_d * dis
             np.minimum(np.maximum(e, 0.0, out=e), e_max, out=e)
 
     # ------------------------------------------------------------------ physics
@@ -862,7 +906,8 @@ class DaySurrogate:
         load = paths.load_p_mw[:n_rows, None, :, :m.n_load_f] @ self._load_bus.T           # (H, 1, M, n_fb)
         load_q = paths.load_q_mvar[:n_rows, None, :, :m.n_load_f] @ self._load_bus.T
         p = load + ctrl @ self._m_ctrl.T
-        q = np.broadcast_to(load_q - self._q_comp_fb, p.shape)
+        q_comp_fb = self._q_comp_fb if paths.q_comp_mvar is None else self.model.m_comp @ paths.q_comp_mvar
+        q = np.broadcast_to(load_q - q_comp_fb, p.shape)
         s = (p + 1j * q) * m.inv_base_fb                                                    # (H, C, M, n_fb)
         head = np.empty((H, C, M, m.n_feeder))
         viol = np.zeros((H, C, M))
@@ -1166,7 +1211,7 @@ class Lookahead:
         out = np.empty((len(actions), paths.n_paths))
         self._last: list[tuple[Any, ...]] = []
         tr1 = sur._trajectory(self.state, paths, actions, n_rows=1)
-        same = np.abs(tr1.next_key - ref.key).max(axis=1, initial=0.0) <= 1e-12
+        same = _same_state(tr1.next_key, ref.key)
         for sel, rows in ((same, 1), (~same, H)):
             if not sel.any():
                 continue
@@ -1209,6 +1254,15 @@ class Lookahead:
         """Make ``action`` (one) the reference candidates are priced against; returns its Q (M,)."""
         self.evaluate(action)
         return self.commit_last(0)
+
+
+def _same_state(keys: np.ndarray, ref_key: np.ndarray) -> np.ndarray:
+    """(C,) whether each candidate's state after row 0 and its storage plan equal the reference's
+    (a shorter plan is padded with "base rule" entries)."""
+    width = max(keys.shape[1], ref_key.shape[0])
+    k = np.pad(keys, ((0, 0), (0, width - keys.shape[1])), constant_values=_PLAN_FREE)
+    r = np.pad(ref_key, (0, width - ref_key.shape[0]), constant_values=_PLAN_FREE)
+    return np.abs(k - r).max(axis=1, initial=0.0) <= 1e-12
 
 
 def _take_traj(tr: _Traj, idx: np.ndarray) -> _Traj:

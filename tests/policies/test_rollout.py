@@ -77,10 +77,12 @@ class _Instance:
                         price_buy_per_mwh=self.prices[t:], ev_future_mw=np.zeros((H, M, self.sur.n_station)),
                         ev_future_unmet_kwh=np.zeros((H, M)), tso_requirement_mw=np.zeros((H, M, 0)))
 
-    def rollout_action(self, state: SurrogateState, paths: DayPaths) -> ActionBatch:
+    def rollout_action(self, state: SurrogateState, paths: DayPaths, multistep: bool = True) -> ActionBatch:
         base = self.sur.base_action(state, paths)
         look = self.sur.lookahead(state, paths, base)
-        cands = candidate_values(StepLimits.from_state(self.sur, state, paths), base, RolloutSettings())
+        settings = RolloutSettings() if multistep else RolloutSettings(storage_hold_steps=(1,))
+        prices = paths.price_buy_per_mwh if multistep else None
+        cands = candidate_values(StepLimits.from_state(self.sur, state, paths), base, settings, prices)
         return improve(look, base, cands, z=0.0)[0]
 
     def cost(self, policy: str, t: int = 0, state: SurrogateState | None = None, w: int | None = None) -> float:
@@ -89,7 +91,8 @@ class _Instance:
         if w is None:
             return 0.5 * (self.cost(policy, t, state, 0) + self.cost(policy, t, state, 1))
         paths = self.paths(t, w)
-        action = self.sur.base_action(state, paths) if policy == "base" else self.rollout_action(state, paths)
+        action = (self.sur.base_action(state, paths) if policy == "base"
+                  else self.rollout_action(state, paths, multistep=policy == "rollout"))
         stages, nxt = self.sur.step(state, paths, action)
         stage = float(stages[0])                                  # row 0 is the same on every path
         return stage if t == self.T - 1 else stage + self.cost(policy, t + 1, nxt)
@@ -107,6 +110,20 @@ def test_exact_base_cost_matches_the_lookahead_and_rollout_strictly_improves() -
                                                                           rel=1e-7)
     j_roll = inst.cost("rollout")
     assert j_roll < j_base - 1e-3 * abs(j_base), (j_roll, j_base)
+
+
+def test_multistep_storage_candidate_finds_arbitrage_a_one_step_candidate_cannot() -> None:
+    """Valley now, peak later, an empty store: charging now pays only if the energy is kept for the
+    peak, but the base rule discharges into the next (valley) step's demand. One-step candidates
+    find only the EV deferral; the time-of-use profile candidate also finds the arbitrage (§7)."""
+    inst = _Instance(prices=np.array([300.0, 300.0, 1000.0, 1000.0]), scale=(0.3, 0.5), e0_mwh=0.0, seed=2)
+    j_base = inst.cost("base")
+    j_one = inst.cost("rollout_one_step")
+    j_multi = inst.cost("rollout")
+    assert j_one <= j_base + 1e-7 * abs(j_base)
+    assert j_multi <= j_one + 1e-7 * abs(j_one)
+    assert j_base - j_multi > 20.0, (j_base, j_one, j_multi)          # CNY: the arbitrage is found
+    assert j_one - j_multi > 20.0                                       # ... and only by the multi-step candidate
 
 
 @settings(max_examples=4, deadline=None)
@@ -193,17 +210,20 @@ def test_base_action_is_a_candidate_and_candidates_respect_the_limits(case: str,
         np.testing.assert_array_equal(base.to_flat(), heur.act(obs).to_flat())
         lim = StepLimits.from_observation(pol.surrogate, obs)
         cands = candidate_values(lim, ActionBatch.from_dispatch(base), pol.settings)
-        kinds = {k for k, _, _ in cands}
+        kinds = {k for k, _, _, _ in cands}
         assert {"ev", "curtail"} <= kinds
         assert ("storage" in kinds) == (m.sizes.n_storage > 0)
         assert ("thermal" in kinds) == (case == "t30d2")
         field = {"ev": "ev_p_mw", "storage": "storage_p_mw", "curtail": "der_curtail_frac",
                  "thermal": "thermal_p_mw"}
-        for kind, i, vals in cands:
+        for kind, i, vals, plans in cands:
             assert vals[0] == getattr(base, field[kind])[i]                  # base value first
             lo, hi, _ = lim.of(kind)
             assert (vals >= lo[i] - 1e-12).all() and (vals <= hi[i] + 1e-12).all()
-            assert len(vals) <= 1 + 2 * pol.settings.n_levels
+            if kind == "storage":
+                assert plans.shape[0] == len(vals) and np.isnan(plans[0]).all()   # base: one step only
+            else:
+                assert plans is None and len(vals) <= 1 + 2 * pol.settings.n_levels
         for r in dec.rounds:                                                  # every round starts at base
             assert r.values[0] == getattr(base, field[r.kind])[r.index]
         base_env.step_dispatch(d)
@@ -305,8 +325,8 @@ def test_lookahead_prices_candidates_like_a_full_simulation() -> None:
     look = pol.lookahead(obs, obs.forecast, base)
     b = ActionBatch.from_dispatch(base)
     cands = candidate_values(StepLimits.from_observation(pol.surrogate, obs), b, pol.settings)
-    _, i, vals = next(c for c in cands if c[0] == "storage")
-    batch = b.vary("storage_p_mw", i, vals)
+    _, i, vals, plans = next(c for c in cands if c[0] == "storage")
+    batch = b.vary("storage_p_mw", i, vals, storage_plan_mw=plans)          # multi-step candidates too
     q = look.evaluate(batch)
     exact = pol.surrogate.simulate(look.state, look.paths, batch)["total"]
     np.testing.assert_allclose(q, exact, rtol=1e-7)
