@@ -280,7 +280,37 @@ def day_ahead_info(layout: Layout, params: RegimeParams, dt_minutes: int, rng: n
         tso_nominal_mw=params.tso_nominal_frac * tso_nominal_shape(mid)[:, None] * peak[None, :],
         tso_deviation_mw=np.broadcast_to(params.tso_dev_frac * peak, (T, peak.size)),
         tso_budget=np.full(peak.size, min(params.tso_budget_h * 60.0 / dt_minutes, float(T))),
-        pv_p_max_mw=layout.pv_p_max_mw * params.pv_scale, wind_p_max_mw=layout.wind_p_max_mw * params.wind_scale)
+        **dict(zip(("pv_p_max_mw", "wind_p_max_mw"), der_capacity_mw(layout, params))))
+
+
+def _network(names: tuple[str, ...]) -> np.ndarray:
+    """The network label of each unit: the name's prefix before ``_`` (``f0``, ``f1``, ``t``)."""
+    return np.array([n.split("_", 1)[0] for n in names], dtype=object)
+
+
+def der_capacity_mw(layout: Layout, params: RegimeParams) -> tuple[np.ndarray, np.ndarray]:
+    """Installed PV and wind capacity of the regime's days, per unit (MW).
+
+    ``p_max = installed x scale``, then in every network ``g`` with units of the kind, raised
+    to ``penetration x peak load of g`` by a common factor over its units of that kind:
+    ``factor_g = max(1, penetration L_g / sum_g(installed x scale))``.
+    """
+    load_net = _network(layout.load_names)
+    out = []
+    for names, p_max, scale, pen in ((layout.pv_names, layout.pv_p_max_mw, params.pv_scale, params.pv_penetration),
+                                     (layout.wind_names, layout.wind_p_max_mw, params.wind_scale,
+                                      params.wind_penetration)):
+        cap = np.asarray(p_max, dtype=float) * scale
+        if pen > 0 and cap.size:
+            nets = _network(names)
+            for g in np.unique(nets):
+                mine = nets == g
+                total = cap[mine].sum()
+                peak = float(layout.load_p_mw[load_net == g].sum())
+                if total > 0 and peak > 0:
+                    cap[mine] *= max(1.0, pen * peak / total)
+        out.append(cap)
+    return out[0], out[1]
 
 
 def ramp_factor(time_h: np.ndarray, start_h: float, params: RegimeParams) -> np.ndarray:

@@ -38,6 +38,10 @@ class RegimeParams:
         pv_k_err_sd / pv_k_err_tau_h / pv_err_rho: cloud process around the forecast index.
         pv_k_min: floor of the clear-sky index (diffuse light under thick cloud).
         pv_scale / wind_scale: capacity multipliers (high penetration).
+        pv_penetration / wind_penetration: size the DER to the grid: each network's (feeder's,
+            or the transmission's) installed PV / wind capacity is raised to at least this
+            multiple of the network's peak load (0: the case's sizes; kinds a network lacks stay
+            absent); applied after ``pv_scale`` / ``wind_scale`` (see ``scenarios.day.der_capacity_mw``).
         wind_weibull_scale_ms / wind_weibull_shape: law of the day-mean wind speed.
         wind_unit_sd: static spread of site speeds around the day mean (fraction).
         wind_err_frac / wind_err_floor_ms / wind_err_tau_h / wind_err_rho: speed error.
@@ -68,6 +72,7 @@ class RegimeParams:
     pv_err_rho: float = 0.8         # units of one feeder see the same clouds
     pv_k_min: float = 0.1
     pv_scale: float = 1.0
+    pv_penetration: float = 0.0
     # wind -------------------------------------------------------------------
     wind_weibull_scale_ms: float = 7.0
     wind_weibull_shape: float = 3.0  # day-MEAN speed: less spread than hourly speeds (k ~ 2)
@@ -77,6 +82,7 @@ class RegimeParams:
     wind_err_tau_h: float = 3.0
     wind_err_rho: float = 0.8
     wind_scale: float = 1.0
+    wind_penetration: float = 0.0
     ramp_prob: float = 0.0
     ramp_window_h: tuple[float, float] = (10.0, 18.0)
     ramp_depth: float = 0.85
@@ -130,21 +136,27 @@ REGIMES: dict[str, RegimeParams] = {
         "highly_fluctuating", "broken clouds: large fast PV swings, gusty wind",
         pv_k_mean=0.65, pv_k_day_sd=0.08, pv_k_err_sd=0.40, pv_k_err_tau_h=0.3, pv_err_rho=0.7,
         wind_weibull_scale_ms=9.0, wind_err_frac=0.25, wind_err_tau_h=1.5, load_err_sd=0.05),
-    # Stress: a windy day with one sharp unforecast wind drop (front passage):
-    # speed falls by 85 % within 30 min, stays down 2 h, recovers over 1.5 h.
+    # Stress: a windy day with one sharp unforecast wind drop (front passage) into the evening
+    # peak: speed falls by 85 % within 30 min, stays down 2 h, recovers over 1.5 h. Wind is
+    # sized to at least 60 % of each network's peak load (chosen: on d33 the drop then removes
+    # ~1.5 MW, 40 % of the peak, and on t30d2 more than the thermal units' ramp can follow in
+    # a step, so reserves or shedding must cover it).
     "wind_ramp": RegimeParams(
-        "wind_ramp", "windy day with a sharp unforecast wind drop",
+        "wind_ramp", "windy day, wind sized to 60 % of peak load, sharp unforecast drop into the evening peak",
         pv_k_mean=0.9, pv_k_err_sd=0.05, wind_weibull_scale_ms=11.0, wind_weibull_shape=4.0,
-        ramp_prob=1.0),
-    # Stress: EV arrivals x2.5 in the evening peak (event/holiday evening, known day-ahead).
+        ramp_prob=1.0, ramp_window_h=(16.0, 19.0), wind_penetration=0.6),
+    # Stress: EV arrivals x4 in the evening peak (event/holiday evening, known day-ahead):
+    # chosen so the stations' ports fill and the evening feeder voltage falls below its limit.
     "ev_surge": RegimeParams(
-        "ev_surge", "evening EV arrivals x2.5",
-        ev=EVArrivalParams(surge_component="evening", surge_factor=2.5)),
-    # Stress: PV and wind capacity doubled (reverse flow, over-voltage, curtailment).
+        "ev_surge", "evening EV arrivals x4",
+        ev=EVArrivalParams(surge_component="evening", surge_factor=4.0)),
+    # Stress: PV and wind capacity doubled and at least 250 % (PV) / 50 % (wind) of each
+    # network's peak load (chosen: midday reverse flow on d33 and voltages above 1.05 p.u.
+    # without reactive control; curtailment on T-D cases).
     "high_penetration": RegimeParams(
-        "high_penetration", "PV and wind capacity x2",
+        "high_penetration", "PV and wind x2 and sized to 250 % / 50 % of peak load",
         pv_k_mean=0.9, pv_k_err_sd=0.06, pv_k_err_tau_h=2.0, wind_weibull_scale_ms=8.0,
-        pv_scale=2.0, wind_scale=2.0),
+        pv_scale=2.0, wind_scale=2.0, pv_penetration=2.5, wind_penetration=0.5),
 }
 
 

@@ -142,7 +142,7 @@ def test_ev_surge_multiplies_evening_arrivals(d33: Layout) -> None:
     base = component_rates_per_port_h(get_regime("sunny").ev)
     window = slice(17 * 12, 21 * 12)
     assert abs(ratio - rate[window].sum() / base[window].sum()) < 0.15
-    assert 2.0 < ratio < 2.6
+    assert 3.2 < ratio < 4.2
 
 
 def test_counts_helpers() -> None:

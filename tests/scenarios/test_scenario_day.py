@@ -96,7 +96,8 @@ def test_grid_object_with_layout(d33: Layout) -> None:
 
 
 def test_regime_overrides_and_scaling(d33: Layout) -> None:
-    hp = sample_day(d33, "high_penetration", 0)
+    doubled = get_regime("high_penetration", pv_penetration=0.0, wind_penetration=0.0)
+    hp = sample_day(d33, doubled, 0)
     np.testing.assert_allclose(hp.day_ahead.pv_p_max_mw, 2 * d33.pv_p_max_mw)
     np.testing.assert_allclose(hp.day_ahead.wind_p_max_mw, 2 * d33.wind_p_max_mw)
     np.testing.assert_allclose(hp.pv_p_mw, hp.pv_pu * 2 * d33.pv_p_max_mw)
