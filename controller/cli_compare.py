@@ -123,6 +123,10 @@ def format_regime_table(table: pd.DataFrame, regime: str, baseline: str
     if "regret" in rows:
         costs["regret [CI]"] = [_ci(*v) for v in rows[["regret", "regret_lo", "regret_hi"]].to_numpy()]
         costs["gap closed"] = rows.gap_closed.map(lambda g: "" if pd.isna(g) else f"{g:.0%}")
+    if "dispatch_gap_closed" in rows:
+        costs["dispatch regret [CI]"] = [_ci(*v) for v in
+                                         rows[["dispatch_regret", "dispatch_regret_lo", "dispatch_regret_hi"]].to_numpy()]
+        costs["dispatch gap closed"] = rows.dispatch_gap_closed.map(lambda g: "" if pd.isna(g) else f"{g:.0%}")
     if "worst_total_cost" in rows:
         costs["worst cost"] = rows.worst_total_cost.map("{:,.1f}".format)
     kpis = {}
@@ -137,7 +141,7 @@ def format_regime_table(table: pd.DataFrame, regime: str, baseline: str
 
 def print_comparison(table: pd.DataFrame, summary: pd.DataFrame, *, baseline: str, confidence: float) -> None:
     """Print the cost and KPI tables of each regime, and which model the bound comes from."""
-    from controller.stats import find_bound_policy
+    from controller.stats import DISPATCH_YARDSTICK, find_bound_policy
 
     currency = str(summary["currency"].iloc[0]) if "currency" in summary else ""
     print(f"\nMeans over days ({currency} for costs); [CI] = {confidence:.0%} paired t-interval over days"
@@ -150,6 +154,9 @@ def print_comparison(table: pd.DataFrame, summary: pd.DataFrame, *, baseline: st
         print(f"regret and gap closed are against {bound}'s clairvoyant bound (model: {models}); its cost is the "
               "bound (its executed cost is summary.parquet's executed_cost). The bound is a lower bound only if "
               "that model relaxes the env's physics, so per-day regret can be negative.")
+    if DISPATCH_YARDSTICK in set(summary.policy):
+        print(f"dispatch regret and dispatch gap closed are against {DISPATCH_YARDSTICK}: the clairvoyant active "
+              "dispatch played with the loop's own reactive control (the rest of the regret is reactive control).")
     with pd.option_context("display.width", 250, "display.max_columns", 60, "display.float_format", "{:.4g}".format):
         for regime in list(dict.fromkeys(table.regime)):
             costs, kpis = format_regime_table(table, regime, baseline)

@@ -10,7 +10,7 @@ from policies.aro_dro import ARO_VARIANTS, REDISPATCH_PRICE_PER_MWH, AroDroPolic
 from policies.base import FeederIndex, Policy
 from policies.heuristic import HeuristicPolicy
 from policies.mpc import MPCPolicy
-from policies.perfect_information import PerfectInformation, PerfectInformationSettings
+from policies.perfect_information import ClairvoyantDispatch, PerfectInformation, PerfectInformationSettings
 from policies.rollout import RolloutPolicy
 
 
@@ -22,6 +22,10 @@ def _named(policy: Any, name: str) -> Any:
 
 def _perfect_information(grid: Grid, compensators: bool = True, **kw: Any) -> PerfectInformation:
     return PerfectInformation(grid, PerfectInformationSettings(compensators=compensators), **kw)
+
+
+def _clairvoyant_dispatch(grid: Grid, compensators: bool = True, **kw: Any) -> ClairvoyantDispatch:
+    return ClairvoyantDispatch(grid, PerfectInformationSettings(compensators=compensators), **kw)
 
 
 def _aro_dro_redispatch(grid: Grid, settings: AroDroSettings | None = None, **kw: Any) -> AroDroPolicy:
@@ -43,6 +47,8 @@ _REGISTRY: dict[str, Callable[..., Policy]] = {
     # the yardsticks (MATH 9): certainty-equivalent MPC and the clairvoyant lower bound
     "mpc": MPCPolicy,
     "perfect_information": _perfect_information,
+    # its active dispatch under the loop's reactive controller (splits regret into dispatch and Q)
+    "perfect_information_dispatch": _clairvoyant_dispatch,
     # seed 000: day-ahead DRO-ARO TSO-DSO plan + per-step recourse LP (T-D grids only), by variant
     **{name: partial(make_variant, name) for name in ARO_VARIANTS},
     # the same with intraday re-dispatch beyond the cleared band at a price
@@ -51,6 +57,7 @@ _REGISTRY: dict[str, Callable[..., Policy]] = {
 _CONTEXT: dict[str, tuple[str, ...]] = {
     "mpc": ("simulator_settings",),
     "perfect_information": ("simulator_settings", "compensators"),
+    "perfect_information_dispatch": ("simulator_settings", "compensators"),
     **{name: ("simulator_settings",) for name in (*ARO_VARIANTS, "aro_dro_redispatch")},
 }
 
@@ -99,5 +106,5 @@ def make_policy(name: str, grid: Grid, *, simulator_settings: Any = None, compen
     return _REGISTRY[name](grid, **kwargs)
 
 
-__all__ = ["AroDroPolicy", "AroDroSettings", "FeederIndex", "HeuristicPolicy", "MPCPolicy", "PerfectInformation",
+__all__ = ["AroDroPolicy", "AroDroSettings", "ClairvoyantDispatch", "FeederIndex", "HeuristicPolicy", "MPCPolicy", "PerfectInformation",
            "Policy", "RolloutPolicy", "TD_ONLY_POLICIES", "make_policy", "policy_names", "policy_supports"]

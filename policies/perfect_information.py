@@ -157,6 +157,35 @@ class PerfectInformationSettings(StrictKwargs):
 
 
 
+class ClairvoyantDispatch:
+    """The perfect-information plan's *active* dispatch, with the compensators left to the loop.
+
+    Played through :class:`controller.loop.RollingController`, its executed cost is what the
+    clairvoyant dispatch costs under the loop's own reactive controller. Against the bound
+    (:class:`PerfectInformation`, which also plans the compensators) it splits a policy's regret:
+    ``C_pi - C_PI = (C_pi - C_PI_dispatch) + (C_PI_dispatch - C_PI)``, the first part being what
+    the policy's dispatch leaves on the table under the same reactive control. Not a bound (it
+    has no ``bound`` attribute): its ``total_cost`` is the executed one.
+    """
+
+    name = "perfect_information_dispatch"
+
+    def __init__(self, grid: Grid, settings: PerfectInformationSettings = PerfectInformationSettings(),
+                 simulator_settings: SimulatorSettings | None = None) -> None:
+        self.plan = PerfectInformation(grid, settings, simulator_settings)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.plan.reset(seed)
+
+    def observe_day(self, scenario: Any) -> None:
+        """Solve the clairvoyant model of the realized day (see :meth:`PerfectInformation.observe_day`)."""
+        self.plan.observe_day(scenario)
+
+    def act(self, obs: Observation, forecast: Any = None) -> Dispatch:
+        """The plan's dispatch of step ``obs.step`` without compensator setpoints."""
+        return self.plan.act(obs, forecast).replace(q_comp_mvar=None)
+
+
 class PerfectInformation:
     """The clairvoyant plan of a sampled day and its lower bound (see the module docstring).
 
