@@ -48,7 +48,7 @@ What it approximates:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -193,13 +193,16 @@ def ev_split(ev: ConnectedEVs, t: int, dt_h: float, target_kw: np.ndarray, n_sta
     return p
 
 
-def ev_asap(ev: ConnectedEVs, e_kwh: np.ndarray, t_from: int, n_rows: int, dt_h: float, n_station: int
-            ) -> tuple[np.ndarray, np.ndarray]:
+def ev_asap(ev: ConnectedEVs, e_kwh: np.ndarray, t_from: int, n_rows: int, dt_h: float, n_station: int,
+            defer_steps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """ASAP charging (to capacity) of connected EVs from the start of step ``t_from``.
 
     With ``e_kwh`` (C, n_ev) at that time and ``gain = eta pmax dt``, the battery after ``k``
     steps is ``b_k = min(E_cap, e + gain k)`` and the grid power in step ``t_from + k`` is
-    ``(b_{k+1} - b_k)/(eta dt)`` while ``t_from + k < D``.
+    ``(b_{k+1} - b_k)/(eta dt)`` while ``t_from + k < D``. With ``defer_steps`` (C, n_station)
+    ``= s``, the EVs of that station first take only their must-run power for ``d = s - 1``
+    rows (the env's must-run: ``b_k = min(E_cap, e + gain k, max(e, e_req - gain (D - t_from - k)))``),
+    then charge ASAP from ``b_d``.
 
     Returns:
         power (n_rows, C, n_station) in MW, and unmet energy (n_rows, C) in kWh counted on the
@@ -213,9 +216,21 @@ def ev_asap(ev: ConnectedEVs, e_kwh: np.ndarray, t_from: int, n_rows: int, dt_h:
     k = np.arange(n_rows + 1, dtype=float)[:, None, None]
     steps_left = np.maximum(ev.deadline_step - t_from, 0)                      # (n_ev,)
     b = np.minimum(ev.e_capacity_kwh, e[None] + gain * np.minimum(k, steps_left))   # (n_rows + 1, C, n_ev)
+    b_end = np.minimum(ev.e_capacity_kwh, e + gain * steps_left)
+    if defer_steps is not None and np.asarray(defer_steps).size and np.any(np.asarray(defer_steps) > 1):
+        d = np.maximum(np.asarray(defer_steps, dtype=float)[:, ev.station] - 1.0, 0.0)   # (C, n_ev) rows deferred
+
+        def must_run(j: np.ndarray) -> np.ndarray:
+            floor = np.maximum(e, ev.e_request_kwh - gain * np.maximum(steps_left - j, 0.0))
+            return np.minimum(np.minimum(ev.e_capacity_kwh, e + gain * np.minimum(j, steps_left)), floor)
+
+        b_d = must_run(d)
+        after = np.minimum(ev.e_capacity_kwh, b_d + gain * (np.minimum(k, steps_left) - np.minimum(d, steps_left)))
+        b = np.where(k <= d, must_run(k), after)
+        b_end = np.where(steps_left <= d, must_run(steps_left + 0.0 * d),
+                         np.minimum(ev.e_capacity_kwh, b_d + gain * (steps_left - np.minimum(d, steps_left))))
     p_kw = np.diff(b, axis=0) / (ev.efficiency * dt_h)
     power = (p_kw @ _onehot(ev.station, n_station)) * 1e-3
-    b_end = np.minimum(ev.e_capacity_kwh, e + gain * steps_left)
     unmet = ev.e_request_kwh - b_end
     unmet = np.where(unmet < _TOL_KWH, 0.0, unmet)                             # (C, n_ev)
     row = ev.deadline_step - 1 - t_from
@@ -223,6 +238,12 @@ def ev_asap(ev: ConnectedEVs, e_kwh: np.ndarray, t_from: int, n_rows: int, dt_h:
     ok = (row >= 0) & (row < n_rows)
     np.add.at(unmet_rows, row[ok], unmet[:, ok].T)
     return power, unmet_rows
+
+
+def _defer_key(defer_steps: np.ndarray, n_station: int) -> np.ndarray:
+    """(C, n_station) deferral of each candidate (0 where none) for state comparisons."""
+    d = np.asarray(defer_steps, dtype=float)
+    return d if d.shape[1] else np.zeros((d.shape[0], n_station))
 
 
 def _onehot(idx: np.ndarray, n: int) -> np.ndarray:
@@ -334,6 +355,9 @@ class ActionBatch:
     ``storage_plan_mw`` (C, L n_st): a multi-step candidate's storage power on the next ``L``
     steps (rows 1..L, flattened row by row; NaN = the base rule decides that entry; projected to
     the energy limits as the env does). Width 0 (the default): the base rule from step t + 1 on.
+    ``ev_defer_steps`` (C, n_station): a multi-step EV candidate: the station's connected EVs take
+    only their must-run power for this many steps (this one included, whose station value is
+    ``ev_p_mw``), then charge as soon as possible (0 = no deferral; width 0 = none anywhere).
     """
 
     ev_p_mw: np.ndarray
@@ -343,10 +367,16 @@ class ActionBatch:
     thermal_r_up_mw: np.ndarray
     thermal_r_dn_mw: np.ndarray
     storage_plan_mw: np.ndarray = field(default_factory=lambda: np.zeros((1, 0)))
+    ev_defer_steps: np.ndarray = field(default_factory=lambda: np.zeros((1, 0)))
 
     def __post_init__(self) -> None:
         plan = np.asarray(self.storage_plan_mw, dtype=float)
         n_c = np.asarray(self.ev_p_mw, dtype=float).reshape(-1, np.asarray(self.ev_p_mw).shape[-1]).shape[0]
+        defer = np.asarray(self.ev_defer_steps, dtype=float)
+        if defer.size == 0:
+            object.__setattr__(self, "ev_defer_steps", np.zeros((n_c, 0)))
+        elif np.any(defer < 0) or np.any(defer != np.round(defer)):
+            raise ValueError("ActionBatch.ev_defer_steps: integers >= 0 required")
         if plan.size == 0:
             object.__setattr__(self, "storage_plan_mw", np.zeros((n_c, 0)))
         elif np.isinf(plan).any():
@@ -649,7 +679,7 @@ class DaySurrogate:
         ev1 = ConnectedEVs(ev.station[stay], e1[stay], ev.e_capacity_kwh[stay], ev.e_request_kwh[stay],
                            ev.p_max_kw[stay], ev.efficiency[stay], ev.deadline_step[stay])
         nxt = SurrogateState(state.step + 1, tr.next_key[0, n_ev:n_ev + n_st].copy(), ev1,
-                             tr.next_key[0, n_ev + n_st:].copy())
+                             tr.next_key[0, n_ev + n_st:n_ev + n_st + self.sizes.n_gen].copy())
         return cost, nxt
 
     def no_exchange_floor(self, paths: DayPaths, actions: ActionBatch) -> ActionBatch:
@@ -660,8 +690,7 @@ class DaySurrogate:
         load, der = paths.load_p_mw[:1, None, :1], paths.der_avail_mw[:1, None, :1]
         own, _ = self._curtail(load, actions.ev_p_mw[None, :, None], der)                 # (1, C, 1, n_der)
         curt = np.maximum(actions.der_curtail_frac, own[0, :, 0])
-        return ActionBatch(actions.ev_p_mw, actions.storage_p_mw, curt, actions.thermal_p_mw,
-                           actions.thermal_r_up_mw, actions.thermal_r_dn_mw)
+        return replace(actions, der_curtail_frac=curt)
 
     def thermal_margin(self, state: SurrogateState, paths: DayPaths, action: ActionBatch) -> float:
         """The base rule's reserve margin (MW) at row 0 given the feeder part of ``action``."""
@@ -820,10 +849,12 @@ class DaySurrogate:
         if leave0.any():
             miss = ev_state.e_request_kwh[leave0] - e1[:, leave0]
             unmet0 = np.where(miss < _TOL_KWH, 0.0, miss).sum(axis=1)
-        key = np.concatenate([e1, est1, th0[0], first.storage_plan_mw], axis=1)
+        key = np.concatenate([e1, est1, th0[0], _defer_key(first.ev_defer_steps, self.n_station),
+                              first.storage_plan_mw], axis=1)
         # ---- arrays of all rows
         n_st, n_der, n_gen = self.sizes.n_storage, self.sizes.n_der, self.sizes.n_gen
-        ev_cur, unmet_cur = ev_asap(ev_state, e1, t + 1, H - 1, dt, self.n_station)          # (H-1, C, ns)
+        ev_cur, unmet_cur = ev_asap(ev_state, e1, t + 1, H - 1, dt, self.n_station,        # (H-1, C, ns)
+                                    first.ev_defer_steps)
         ev_all = np.empty((H, C, M, self.n_station))
         ev_all[0] = ev0[:, None]
         ev_all[1:] = ev_cur[:, :, None] + paths.ev_future_mw[1:H, None]

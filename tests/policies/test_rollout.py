@@ -194,7 +194,7 @@ def test_same_step_twice_gives_the_same_decision() -> None:
 def test_base_action_is_a_candidate_and_candidates_respect_the_limits(case: str, n_steps: int) -> None:
     base_env = _env(case, 4)
     grid = base_env.grid
-    pol = RolloutPolicy(grid, n_sims=2, n_levels=3, delta=0.4)
+    pol = RolloutPolicy(grid, n_sims=2, n_levels=3, delta=0.4, ev_defer_steps=(4,))
     pol.reset(4)
     heur = HeuristicPolicy(grid)
     m = base_env.model
@@ -216,14 +216,19 @@ def test_base_action_is_a_candidate_and_candidates_respect_the_limits(case: str,
         assert ("thermal" in kinds) == (case == "t30d2")
         field = {"ev": "ev_p_mw", "storage": "storage_p_mw", "curtail": "der_curtail_frac",
                  "thermal": "thermal_p_mw"}
-        for kind, i, vals, plans in cands:
+        for kind, i, vals, extra in cands:
             assert vals[0] == getattr(base, field[kind])[i]                  # base value first
             lo, hi, _ = lim.of(kind)
             assert (vals >= lo[i] - 1e-12).all() and (vals <= hi[i] + 1e-12).all()
             if kind == "storage":
+                plans = extra["storage_plan_mw"]
                 assert plans.shape[0] == len(vals) and np.isnan(plans[0]).all()   # base: one step only
+            elif kind == "ev":
+                defer = extra["ev_defer_steps"]
+                assert defer.shape == (len(vals), m.sizes.n_evcs) and (defer[0] == 0).all()
+                assert (vals[defer[:, i] > 0] == lo[i]).all()                # deferred: must-run power
             else:
-                assert plans is None and len(vals) <= 1 + 2 * pol.settings.n_levels
+                assert extra == {} and len(vals) <= 1 + 2 * pol.settings.n_levels
         for r in dec.rounds:                                                  # every round starts at base
             assert r.values[0] == getattr(base, field[r.kind])[r.index]
         base_env.step_dispatch(d)
@@ -312,10 +317,14 @@ def test_ev_tracker_rebuilds_the_env_fleet() -> None:
         base.step_dispatch(HeuristicPolicy(base.grid).act(obs).replace(ev_p_mw=ev))
 
 
+def extra_defers(cand) -> bool:  # noqa: ANN001
+    return bool(np.any(cand[3].get("ev_defer_steps", np.zeros(1)) > 0))
+
+
 def test_lookahead_prices_candidates_like_a_full_simulation() -> None:
     """Re-solving only the changed points (and committing) gives the exact surrogate Q."""
     base_env = _env("d33", 4)
-    pol = RolloutPolicy(base_env.grid, n_sims=4, z=0.0)
+    pol = RolloutPolicy(base_env.grid, n_sims=4, z=0.0, ev_defer_steps=(4, 16))
     pol.reset(4)
     heur = HeuristicPolicy(base_env.grid)
     while base_env.observation_typed.step < 52:
@@ -325,8 +334,13 @@ def test_lookahead_prices_candidates_like_a_full_simulation() -> None:
     look = pol.lookahead(obs, obs.forecast, base)
     b = ActionBatch.from_dispatch(base)
     cands = candidate_values(StepLimits.from_observation(pol.surrogate, obs), b, pol.settings)
-    _, i, vals, plans = next(c for c in cands if c[0] == "storage")
-    batch = b.vary("storage_p_mw", i, vals, storage_plan_mw=plans)          # multi-step candidates too
+    _, i, vals, extra = next(c for c in cands if c[0] == "storage")
+    batch = b.vary("storage_p_mw", i, vals, **extra)                          # multi-step candidates too
+    q = look.evaluate(batch)
+    exact = pol.surrogate.simulate(look.state, look.paths, batch)["total"]
+    np.testing.assert_allclose(q, exact, rtol=1e-7)
+    _, i, vals, extra = next(c for c in cands if c[0] == "ev" and extra_defers(c))
+    batch = b.vary("ev_p_mw", i, vals, **extra)                              # EV deferrals
     q = look.evaluate(batch)
     exact = pol.surrogate.simulate(look.state, look.paths, batch)["total"]
     np.testing.assert_allclose(q, exact, rtol=1e-7)
@@ -385,3 +399,28 @@ def test_rollout_variants_beat_their_base_on_a_d33_day(kw: dict) -> None:
 def test_rollout_beats_the_heuristic_on_a_t30d2_day() -> None:
     grid = env.load_case("t30d2")
     assert _day_cost(RolloutPolicy(grid, n_sims=4), "t30d2") < _day_cost(HeuristicPolicy(grid), "t30d2")
+
+
+def test_ev_deferral_is_must_run_then_asap_step_by_step() -> None:
+    """``ev_asap`` with a deferral equals stepping the EVs one step at a time: each EV takes its
+    must-run power (the env's rule) for the deferred steps, then its full headroom."""
+    from policies.surrogate import _ev_limits, ev_asap
+
+    rng = np.random.default_rng(3)
+    n_ev, n_station, dt, t0, rows = 12, 3, 0.25, 10, 30
+    e0 = rng.uniform(5.0, 40.0, n_ev)
+    ev = ConnectedEVs(rng.integers(0, n_station, n_ev), e0, np.full(n_ev, 66.0),
+                      np.minimum(66.0, e0 + rng.uniform(5.0, 30.0, n_ev)), np.full(n_ev, 6.6), np.full(n_ev, 0.9),
+                      t0 + rng.integers(3, 40, n_ev))
+    defer = np.array([[0.0, 9.0, 3.0]])
+    power, unmet = ev_asap(ev, e0[None], t0, rows, dt, n_station, defer)
+    e = e0.copy()
+    for k in range(rows):
+        lo, head = _ev_limits(ev, e, t0 + k, dt)
+        deferred = k < defer[0, ev.station] - 1
+        here = ev.deadline_step > t0 + k
+        p = np.where(here, np.where(deferred, lo, head), 0.0)
+        np.testing.assert_allclose(power[k, 0], np.bincount(ev.station, p, n_station) * 1e-3, atol=1e-9)
+        e = e + 0.9 * p * dt
+    left = ev.deadline_step <= t0 + rows
+    np.testing.assert_allclose(unmet.sum(), np.maximum(ev.e_request_kwh - e, 0.0)[left].sum(), atol=1e-6)
