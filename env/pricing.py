@@ -58,20 +58,9 @@ class StepPrices:
         if not self.dt_h > 0:
             raise ValueError(f"StepPrices.dt_h: must be > 0, got {self.dt_h}")
 
-    def head_cost(self, head_p_mw: np.ndarray) -> np.ndarray:
-        """``dt (buy max(P, 0) - sell max(-P, 0))``: the step's cost of head power ``P`` (MW)."""
-        p = np.asarray(head_p_mw, dtype=float)
-        return self.dt_h * (self.buy_per_mwh * np.maximum(p, 0.0) - self.sell_per_mwh * np.maximum(-p, 0.0))
-
     def head_price(self, head_p_mw: np.ndarray) -> np.ndarray:
         """The price on the side ``P`` settles: buy where ``P > 0``, sell elsewhere (per MWh)."""
         return np.where(np.asarray(head_p_mw) > 0, self.buy_per_mwh, self.sell_per_mwh)
-
-    def voltage_cost(self, v_pu: np.ndarray, vmin_pu: np.ndarray, vmax_pu: np.ndarray) -> np.ndarray:
-        """``dt c_V sum_i max(vmin_i - |V_i|, |V_i| - vmax_i, 0)`` over the last axis (buses)."""
-        v = np.asarray(v_pu, dtype=float)
-        viol = np.maximum(np.maximum(vmin_pu - v, v - vmax_pu), 0.0)
-        return self.dt_h * self.voltage_per_puh * viol.sum(axis=-1)
 
 
 def step_prices(model: Any, obs: Any) -> StepPrices:

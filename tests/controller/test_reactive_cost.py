@@ -56,8 +56,11 @@ def _expected_env_cost(net: env.Network, physics: GridPhysics, p: np.ndarray, q:
     q_bus = np.zeros(net.n_bus)
     np.add.at(q_bus, net.compensator.bus, q_comp)
     flow = physics.solve_feeder(0, p.T, (q - q_bus).T)
-    cost = prices.head_cost(flow.head_p_mw) + prices.voltage_cost(flow.v_pu.T, net.bus.vmin_pu, net.bus.vmax_pu)
-    return float(pi @ cost)
+    head = flow.head_p_mw
+    energy = prices.dt_h * (prices.buy_per_mwh * np.maximum(head, 0) - prices.sell_per_mwh * np.maximum(-head, 0))
+    v = flow.v_pu.T
+    viol = np.maximum(np.maximum(net.bus.vmin_pu - v, v - net.bus.vmax_pu), 0.0).sum(axis=1)
+    return float(pi @ (energy + prices.dt_h * prices.voltage_per_puh * viol))
 
 
 @pytest.mark.parametrize("regime", ["cloudy", "sunny", "high_penetration"])
