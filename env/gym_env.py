@@ -18,6 +18,7 @@ A reactive controller sets the compensators for the next step with
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import fields
 from typing import Any
 
@@ -58,7 +59,9 @@ class TDGridEnv(gym.Env):
             ``forecast_obs``, ``ev_reserve_price_per_mwh``).
 
     Raises:
-        ValueError: unknown case, regime, dt, reactive mode or keyword (listing the valid ones).
+        ValueError: unknown case, regime, dt, reactive mode or keyword (listing the valid ones),
+            or a settings value of the wrong type or out of range (e.g. ``forecast_horizon_h``
+            outside (0, 24], ``v2g="no"``; see :class:`SimulatorSettings`).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -71,14 +74,15 @@ class TDGridEnv(gym.Env):
         if unknown:
             raise ValueError(f"TDGridEnv: unknown keyword arguments {unknown}; valid: "
                              f"{list(_ENV_KWARGS) + valid_settings}")
-        if case not in case_names():
+        if not isinstance(case, str) or case not in case_names():
             raise ValueError(f"TDGridEnv: unknown case {case!r}; valid cases: {list(case_names())}")
         regimes = _regime_names()
-        if regime not in regimes:
+        if not isinstance(regime, str) or regime not in regimes:
             raise ValueError(f"TDGridEnv: unknown regime {regime!r}; valid regimes: {list(regimes)}")
-        if isinstance(dt_minutes, bool) or dt_minutes not in VALID_DT_MINUTES:
+        if isinstance(dt_minutes, bool) or not isinstance(dt_minutes, numbers.Integral) \
+                or dt_minutes not in VALID_DT_MINUTES:
             raise ValueError(f"TDGridEnv: dt_minutes must be one of {list(VALID_DT_MINUTES)}, got {dt_minutes!r}")
-        if reactive not in VALID_REACTIVE:
+        if not isinstance(reactive, str) or reactive not in VALID_REACTIVE:
             raise ValueError(f"TDGridEnv: reactive must be one of {list(VALID_REACTIVE)}, got {reactive!r}")
         self.case, self.regime, self.dt_minutes, self.reactive = case, regime, int(dt_minutes), reactive
         self.settings = SimulatorSettings.from_kwargs(**settings)

@@ -98,17 +98,15 @@ class SimulatorSettings(StrictKwargs):
     forecast_obs: Literal["day_ahead", "intraday"] = "day_ahead"
 
     def __post_init__(self) -> None:
-        if self.forecast_obs not in ("day_ahead", "intraday"):
-            raise ValueError(f"SimulatorSettings.forecast_obs: must be 'day_ahead' or 'intraday', "
-                             f"got {self.forecast_obs!r}")
-        if not self.sweep_tol_pu > 0 or self.sweep_max_iter < 1:
-            raise ValueError("SimulatorSettings: need sweep_tol_pu > 0 and sweep_max_iter >= 1")
-        if not self.forecast_horizon_h > 0:
-            raise ValueError("SimulatorSettings.forecast_horizon_h: must be > 0")
-        price = self.ev_reserve_price_per_mwh
-        if price is not None and not (np.isfinite(price) and price >= 0):
-            raise ValueError("SimulatorSettings.ev_reserve_price_per_mwh: must be None or finite >= 0")
-
+        """Check every field by type (:meth:`check_types`: bools are bools, ``sweep_max_iter``
+        an integer, numbers finite) and range: ``sweep_tol_pu`` in (0, 0.1),
+        ``sweep_max_iter`` in [1, 100000], ``forecast_horizon_h`` in (0, 24] (within the day:
+        it sizes the observation), ``ev_reserve_price_per_mwh`` None or >= 0."""
+        self.check_types()
+        self.check_range("sweep_tol_pu", 0.0, 0.1, low_open=True, high_open=True)
+        self.check_range("sweep_max_iter", 1, 100_000)
+        self.check_range("forecast_horizon_h", 0.0, 24.0, low_open=True)
+        self.check_range("ev_reserve_price_per_mwh", 0.0)
 
 
 # ============================================================================ precomputation
