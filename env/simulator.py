@@ -28,7 +28,11 @@ One step (DESIGN.md "Physics truth"):
    reserves and delivered by its stations (pro rata to their ``r_up`` / ``r_dn``); then the
    real-time imbalance ``D = T loads + sum head P - (thermal setpoints + T wind used)`` is
    covered (see :meth:`GridSimulator._balance`); feeders touched by the balancing are
-   re-solved; the reference unit closes the residual (feeder loss changes); DC flows by PTDF.
+   re-solved; the reference unit closes the residual (feeder loss changes), within its
+   limits: an excess goes to the other units, then to spilling transmission wind or shedding
+   transmission loads, and only what is left stays outside its limits, recorded as
+   ``violations["ref_unit_limit_mw"]`` and priced (``cost["unit_limit"]``, load-shed penalty;
+   see :meth:`GridSimulator._settle_reference`); DC flows by PTDF.
 5. **Costs** (tariff currency; energy = MW x dt): see :data:`COST_KEYS`.
 
 Energy balance holds per feeder (``head P + DER used = load served + losses + storage +
@@ -58,7 +62,7 @@ __all__ = ["COST_KEYS", "GridModel", "GridSimulator", "SimulatorSettings", "Step
 COST_KEYS: tuple[str, ...] = (
     "energy_bought", "energy_sold", "thermal_fuel", "reserves", "ev_revenue", "ev_subsidy",
     "renewable_generation", "storage_degradation", "curtailment", "load_shed", "ev_unmet",
-    "voltage_violation", "boundary_violation", "total", "boundary_energy",
+    "voltage_violation", "boundary_violation", "unit_limit", "total", "boundary_energy",
 )
 _SUMMED = tuple(k for k in COST_KEYS if k not in ("total", "boundary_energy"))
 assert COST_KEYS[-2:] == ("total", "boundary_energy")  # _costs builds the dict in this order
@@ -66,7 +70,7 @@ assert COST_KEYS[-2:] == ("total", "boundary_energy")  # _costs builds the dict 
 #: Violation keys of :attr:`StepOutcome.violations`.
 VIOLATION_KEYS: tuple[str, ...] = (
     "voltage_puh", "voltage_worst_pu", "voltage_buses", "load_shed_mwh", "curtailment_mwh",
-    "ev_unmet_kwh", "boundary_violation_mwh", "line_overload_max", "unbalanced_mw",
+    "ev_unmet_kwh", "boundary_violation_mwh", "line_overload_max", "unbalanced_mw", "ref_unit_limit_mw",
 )
 
 _TOL_MW = 1e-9
@@ -1109,7 +1113,7 @@ class GridSimulator:
         sol = self._solve_feeders(s, s_load, shed_f)
         return {"fleet": res, "ev": ev, "der_used": der_used, "sol": sol, "shed_f": shed_f, "shed_t": 0.0,
                 "thermal": _EMPTY, "imbalance": 0.0, "residual": 0.0, "tso_delivered": _EMPTY,
-                "backoff": 0.0, "unbalanced": 0.0, "line_p": _EMPTY}
+                "backoff": 0.0, "unbalanced": 0.0, "line_p": _EMPTY, "ref_limit": 0.0}
 
     # .................................................................. T-D
     def _tso_call(self, t: int, x: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -1163,6 +1167,10 @@ class GridSimulator:
         residual = (_add_reduce(served_t) + _add_reduce(sol.head_p_mw) - _add_reduce(thermal_act)
                     - _add_reduce(der_used[m.n_der_f:]))
         thermal_act[m.ref_unit] += residual
+        ref_limit = 0.0
+        if not m.g_p_min[m.ref_unit] - _TOL_MW <= thermal_act[m.ref_unit] <= m.g_p_max[m.ref_unit] + _TOL_MW:
+            shed_t, ref_limit = self._settle_reference(thermal_act, der_used, load_t, shed_t)
+            served_t = load_t * (1.0 - shed_t)
         inj = m.m_inj_t.dot(np.concatenate((thermal_act, der_used[m.n_der_f:], served_t, sol.head_p_mw)))
         line_p = m.dc.flows_pu(inj / m.base_mva_t) * m.base_mva_t
         # the call as delivered: the fleet may deliver less than asked
@@ -1170,7 +1178,60 @@ class GridSimulator:
         return {"fleet": res, "ev": ev, "der_used": der_used, "sol": sol, "shed_f": shed_f, "shed_t": shed_t,
                 "thermal": thermal_act, "imbalance": float(imbalance), "residual": float(residual),
                 "tso_delivered": call - miss, "backoff": bal["backoff"], "unbalanced": bal["unbalanced"],
-                "line_p": line_p}
+                "line_p": line_p, "ref_limit": ref_limit}
+
+    def _settle_reference(self, thermal: np.ndarray, der_used: np.ndarray, load_t: np.ndarray,
+                          shed_t: float) -> tuple[float, float]:
+        """Bring the reference unit back within ``[p_min, p_max]`` after it took the residual.
+
+        The residual (feeder loss changes after the balancing, and any ``unbalanced``
+        remainder of :meth:`_balance`) can push the reference unit past its limits. The excess
+        goes, in order, to the other thermal units pro rata to their room within
+        ``[p_min, p_max]`` (ramps are not applied to the residual), then for a surplus to
+        curtailing transmission wind (counted as curtailment), for a deficit to shedding
+        transmission loads (counted as load shed). What is left stays at the reference unit
+        outside its limits and is returned as the violation ``ref_unit_limit_mw`` (priced at
+        the load-shed penalty, cost key ``unit_limit``). Updates ``thermal`` and ``der_used``
+        in place; returns (transmission shed share, MW left outside the limits).
+        """
+        m = self.model
+        k = m.ref_unit
+        lo, hi = float(m.g_p_min[k]), float(m.g_p_max[k])
+        p = float(thermal[k])
+        others = np.ones(thermal.shape[0], dtype=bool)
+        others[k] = False
+        if p < lo:                              # surplus: others down, then spill T wind
+            need = lo - p
+            thermal[k] = lo
+            room = np.where(others, np.maximum(thermal - m.g_p_min, 0.0), 0.0)
+            total = float(room.sum())
+            take = min(need, total)
+            if take > 0:
+                thermal -= room * (take / total)
+                need -= take
+            if need > _TOL_MW:
+                need = _curtail(der_used, slice(m.n_der_f, None), need)
+            if need > _TOL_MW:
+                thermal[k] = lo - need
+                return shed_t, need
+            return shed_t, 0.0
+        need = p - hi                           # deficit: others up, then shed T loads
+        thermal[k] = hi
+        room = np.where(others, np.maximum(m.g_p_max - thermal, 0.0), 0.0)
+        total = float(room.sum())
+        take = min(need, total)
+        if take > 0:
+            thermal += room * (take / total)
+            need -= take
+        served = float(load_t.sum()) * (1.0 - shed_t)
+        if need > _TOL_MW and served > 0:
+            shed = min(need, served)
+            shed_t = 1.0 - (1.0 - shed_t) * (1.0 - shed / served)
+            need -= shed
+        if need > _TOL_MW:
+            thermal[k] = hi + need
+            return shed_t, need
+        return shed_t, 0.0
 
     def _balance(self, imbalance: float, x: dict[str, np.ndarray], dev: np.ndarray, der_used: np.ndarray,
                  load_t_mw: float, load_f_mw: float) -> dict[str, Any]:
@@ -1281,6 +1342,7 @@ class GridSimulator:
             "curtailment_mwh": curt_mwh, "ev_unmet_kwh": unmet_kwh, "boundary_violation_mwh": bviol_mwh,
             "line_overload_max": max(loading_max - 1.0, 0.0) if loading.shape[0] else 0.0,
             "unbalanced_mw": float(r["unbalanced"]),
+            "ref_unit_limit_mw": float(r["ref_limit"]),
         }
         thermal = r["thermal"]
         vm.setflags(write=False)
@@ -1343,6 +1405,7 @@ class GridSimulator:
             unmet_kwh * 1e-3 * tar.penalty_ev_unmet_per_mwh,
             v_puh * tar.penalty_voltage_per_puh,
             bviol_mwh * tar.penalty_boundary_per_mwh,
+            r["ref_limit"] * dt * tar.penalty_load_shed_per_mwh,
         )
         cost = dict(zip(_SUMMED, parts))
         cost["total"] = sum(parts)
