@@ -305,7 +305,8 @@ class Dispatch:
         """Decode a flat action (layout of :meth:`layout`) with this step's ``limits``.
 
         Raises:
-            ValueError: wrong shape, or a NaN/inf entry (the message names the field).
+            ValueError: wrong shape, a NaN/inf entry, or an entry whose physical value overflows
+                (|a| ~ 1e308; the message names the field).
         """
         sizes = limits.sizes
         arr = np.asarray(a, dtype=float)
@@ -314,11 +315,18 @@ class Dispatch:
             lay = ", ".join(f"{f}[{s.start}:{s.stop}]" for f, s in sizes.layout())
             raise ValueError(f"Dispatch.from_array: expected an action of shape ({n},) "
                              f"laid out as {lay}; got shape {arr.shape}")
-        if not (math.isfinite(np.add.reduce(arr)) or np.isfinite(arr).all()):
-            i = int(np.flatnonzero(~np.isfinite(arr))[0])
-            raise ValueError(f"Dispatch.from_array: action[{i}] ({sizes.where(i)}) is {arr[i]}; "
-                             "actions must be finite")
-        return cls._trusted(limits.decode(arr), sizes)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not (math.isfinite(np.add.reduce(arr)) or np.isfinite(arr).all()):
+                i = int(np.flatnonzero(~np.isfinite(arr))[0])
+                raise ValueError(f"Dispatch.from_array: action[{i}] ({sizes.where(i)}) is {arr[i]}; "
+                                 "actions must be finite")
+            x = limits.decode(arr)
+        if not np.isfinite(x).all():   # an entry so large (~1e308) that its physical value overflows
+            i = int(np.flatnonzero(~np.isfinite(x))[0])
+            raise ValueError(f"Dispatch.from_array: action[{i}] ({sizes.where(i)}) = {arr[i]} decodes to "
+                             f"{x[i]} MW; the action space is [-1, 1] (values beyond it are projected, but "
+                             "their physical value must be finite)")
+        return cls._trusted(x, sizes)
 
     @classmethod
     def zeros(cls, grid_or_sizes: GridOrSizes, reactive: bool = False) -> "Dispatch":

@@ -17,7 +17,6 @@ A reactive controller sets the compensators for the next step with
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import fields
 from typing import Any
@@ -38,6 +37,29 @@ VALID_REACTIVE: tuple[str, ...] = ("none", "action")
 _ENV_KWARGS: tuple[str, ...] = ("case", "regime", "dt_minutes", "reactive")
 _RESET_OPTIONS: tuple[str, ...] = ("scenario_seed",)
 _SEED_HIGH = 2**31 - 1
+_ACTION_FAST_MAX = 1e150   # below this no decoded value overflows (the spans are far below 1e150 MW)
+_max_reduce = np.maximum.reduce
+
+
+def _real_array(action: Any) -> np.ndarray:
+    """``action`` as a float64 array; complex, boolean, string and other non-real data raise
+    (``np.asarray(x, dtype=float)`` would drop an imaginary part with only a warning)."""
+    try:
+        a = np.asarray(action)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(f"TDGridEnv.step: the action must be a 1-D array of real numbers ({exc})") from None
+    kind = a.dtype.kind
+    if kind == "f" or kind in "iu":
+        return a.astype(np.float64, copy=False)
+    if kind == "O":
+        try:
+            if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                   for v in a.ravel()):
+                return a.astype(np.float64)
+        except TypeError:
+            pass
+    raise ValueError(f"TDGridEnv.step: the action must hold real numbers, got dtype {a.dtype} "
+                     f"({'complex values are not truncated' if kind == 'c' else 'not a real number type'})")
 
 
 def _regime_names() -> tuple[str, ...]:
@@ -127,13 +149,16 @@ class TDGridEnv(gym.Env):
         """Decode ``action`` (layout: ``Dispatch.layout``) and play one step.
 
         Raises:
-            ValueError: wrong action shape or a NaN/inf entry (naming the field).
+            ValueError: wrong action shape, a non-real dtype (complex, bool, str, object), a
+                NaN/inf entry or one whose physical value overflows (naming the field).
             RuntimeError: ``reset`` was not called, or the day is over.
         """
         sim = self._running()
-        a = np.asarray(action, dtype=float)
-        if a.shape != self._action_shape or not (math.isfinite(a.dot(a)) or np.isfinite(a).all()):
-            return self._play(Dispatch.from_array(action, sim.limits()))   # raises naming the entry
+        a = _real_array(action)
+        if a.shape != self._action_shape or not _max_reduce(np.abs(a)) < _ACTION_FAST_MAX:
+            # wrong shape, NaN/inf, or entries so large their decoded value overflows: raises
+            # naming the entry (an entry beyond [-1, 1] that decodes finite is projected)
+            return self._play(Dispatch.from_array(a, sim.limits()))
         # = self._play(Dispatch.from_array(action, sim.limits())) without building both
         q = None if self.reactive == "action" else self._q_next
         return self._finish_step(sim, sim._step_action(a, q))

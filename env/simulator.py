@@ -287,6 +287,7 @@ class GridModel:
             self.n_gen = self.n_load_t = self.n_der_t = self.n_line = 0
             self.ref_unit = -1
             self.load_peak_t = 0.0
+            self.any_rated = False
             return
         self.dc = DCModel.build(t.branch.from_bus, t.branch.to_bus, t.branch.x_pu, t.branch.tap,
                                 t.branch.shift_rad, n_bus=t.n_bus, slack_bus=t.slack_bus)
@@ -302,6 +303,7 @@ class GridModel:
         self.load_q_base = np.concatenate((self.load_q_base, t.load.q_mvar))
         self.load_peak_t = float(t.load.p_mw.sum())
         self.inv_rate = np.where(np.isfinite(t.branch.rate_mva), 1.0 / t.branch.rate_mva, 0.0)
+        self.any_rated = bool(np.isfinite(t.branch.rate_mva).any())   # else no line loading (NaN)
         at_slack = np.flatnonzero(t.gen.bus == t.slack_bus)
         self.ref_unit = int(at_slack[0]) if at_slack.size else int(np.argmax(t.gen.p_max_mw))
         g = t.gen
@@ -361,7 +363,9 @@ class StepOutcome:
         thermal_deployed_mw: (n_gen,) actual minus setpoint.
         head_p_mw, head_q_mvar, loss_mw: (n_feeder,) feeder head power and series losses.
         v_pu: (N_fb,) bus voltage magnitudes, feeders stacked; v_min_pu, v_max_pu per feeder.
-        line_p_mw, line_loading: (n_line,) transmission flows and |flow| / rating.
+        line_p_mw, line_loading: (n_line,) transmission flows and |flow| / rating (0 on an
+            unrated line); ``info()["line_loading_max"]`` is NaN when no line is rated (feeders,
+            t118d10), not 0.
         imbalance_mw: real-time imbalance D before balancing (after the TSO calls; 0 single-feeder).
         tso_requirement_mw, tso_delivered_mw, boundary_violation_mw: (n_boundary,).
         residual_mw: mismatch closed by the reference unit (feeder loss changes).
@@ -444,7 +448,7 @@ class StepOutcome:
         scalars = d.get("_info_scalars")
         if scalars is None:
             scalars = (float(self.loss_mw.sum()), float(self.ev.unmet_kwh.sum()),
-                       float(self.line_loading.max(initial=0.0)))
+                       float(self.line_loading.max()) if self.line_loading.size else math.nan)
         return {
             "step": d["step"], "time_h": d["time_h"], "cost": d["cost"], "violations": d["violations"],
             "projection": d["projection"], "v_min_pu": d["v_min_pu"], "v_max_pu": d["v_max_pu"],
@@ -1328,19 +1332,19 @@ class GridSimulator:
             line_p = r["line_p"]
             loading = np.abs(line_p) * m.inv_rate
             loading.setflags(write=False)
-            loading_max = float(_max_reduce(loading)) if loading.shape[0] else 0.0
+            loading_max = float(_max_reduce(loading)) if m.any_rated else math.nan
         else:
             req = line_p = loading = _EMPTY
             bviol = np.zeros(0)
             bviol_mwh = 0.0
-            loading_max = 0.0
+            loading_max = math.nan                  # a feeder has no rated lines: no loading
         cost = self._costs(t, x, r, der_used, p_st, ev_mwh, unmet_kwh, shed_mwh, curt_mwh, v_puh,
                            bviol_mwh, head_mw)
         violations = {
             "voltage_puh": v_puh, "voltage_worst_pu": float(_max_reduce(viol)),
             "voltage_buses": float(_count(viol)), "load_shed_mwh": shed_mwh,
             "curtailment_mwh": curt_mwh, "ev_unmet_kwh": unmet_kwh, "boundary_violation_mwh": bviol_mwh,
-            "line_overload_max": max(loading_max - 1.0, 0.0) if loading.shape[0] else 0.0,
+            "line_overload_max": max(loading_max - 1.0, 0.0) if m.any_rated else 0.0,
             "unbalanced_mw": float(r["unbalanced"]),
             "ref_unit_limit_mw": float(r["ref_limit"]),
         }

@@ -1,0 +1,78 @@
+"""Extreme and non-real actions end in a clear error or a recorded, finite projection, with no
+numpy warning leaking from ``step``; ``line_loading_max`` is NaN without rated lines (issue 12, item 6)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import env  # noqa: F401  (registers the envs)
+
+
+def _env(env_id: str):  # noqa: ANN202
+    e = gym.make(env_id)
+    e.reset(seed=3)
+    return e
+
+
+@pytest.mark.parametrize("env_id", ["gridroll/D33-v0", "gridroll/T30D2-v0"])
+@pytest.mark.parametrize("value", [1.7e308, -1.7e308, 1e200, 1e100, 3.0])
+def test_huge_action_is_projected_finitely_or_rejected_without_warnings(env_id: str, value: float) -> None:
+    e = _env(env_id)
+    a = np.full(e.action_space.shape, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # any numpy RuntimeWarning fails the test
+        try:
+            _, reward, _, _, info = e.step(a)
+        except ValueError as exc:
+            assert "decodes to" in str(exc) and "action[" in str(exc)
+            return
+    assert math.isfinite(reward)
+    for name, moved in info["projection"].items():
+        assert np.isfinite(moved).all(), name
+    assert any(np.abs(moved).max(initial=0.0) > 0 for moved in info["projection"].values())
+
+
+def test_t30d2_action_of_1_7e308_is_a_clear_error() -> None:
+    e = _env("gridroll/T30D2-v0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"action\[\d+\] \(thermal_p_mw\[0\]\) = 1\.7e\+308 decodes to inf"):
+            e.step(np.full(e.action_space.shape, 1.7e308))
+
+
+@pytest.mark.parametrize("action", [
+    lambda n: np.zeros(n) + 0.5j,
+    lambda n: np.zeros(n, dtype=complex),
+    lambda n: np.ones(n, dtype=bool),
+    lambda n: np.array(["0.1"] * n),
+    lambda n: [None] * n,
+])
+def test_non_real_action_is_a_clear_error(action) -> None:  # noqa: ANN001
+    e = _env("gridroll/D33-v0")
+    a = action(e.action_space.shape[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # np.asarray(complex, float) warns and truncates
+        with pytest.raises(ValueError, match=r"action must hold real numbers"):
+            e.step(a)
+
+
+def test_python_list_and_float32_actions_still_work() -> None:
+    e = _env("gridroll/D33-v0")
+    n = e.action_space.shape[0]
+    e.step([0.1] * n)
+    e.step(np.full(n, 0.2, dtype=np.float32))
+    e.step(np.zeros(n, dtype=np.int64))
+
+
+@pytest.mark.parametrize(("case", "rated"), [("d33", False), ("t118d10", False), ("t30d2", True)])
+def test_line_loading_max_is_nan_without_rated_lines(case: str, rated: bool) -> None:
+    e = gym.make("gridroll/TDGrid-v0", case=case)
+    e.reset(seed=1)
+    _, _, _, _, info = e.step(np.zeros(e.action_space.shape))
+    assert math.isfinite(info["line_loading_max"]) is rated
+    assert info["violations"]["line_overload_max"] == 0.0 or rated
