@@ -364,8 +364,8 @@ class StepOutcome:
         head_p_mw, head_q_mvar, loss_mw: (n_feeder,) feeder head power and series losses.
         v_pu: (N_fb,) bus voltage magnitudes, feeders stacked; v_min_pu, v_max_pu per feeder.
         line_p_mw, line_loading: (n_line,) transmission flows and |flow| / rating (0 on an
-            unrated line); ``info()["line_loading_max"]`` is NaN when no line is rated (feeders,
-            t118d10), not 0.
+            unrated line); ``info()["line_loading_max"]`` is absent when no line is rated
+            (feeders, t118d10): there is no loading to report (not 0; NaN in tables).
         imbalance_mw: real-time imbalance D before balancing (after the TSO calls; 0 single-feeder).
         tso_requirement_mw, tso_delivered_mw, boundary_violation_mw: (n_boundary,).
         residual_mw: mismatch closed by the reference unit (feeder loss changes).
@@ -443,7 +443,8 @@ class StepOutcome:
         return -self.cost["total"]
 
     def info(self) -> dict[str, Any]:
-        """The gym ``info`` dict of this step (plain floats and small arrays)."""
+        """The gym ``info`` dict of this step (plain floats and small arrays; ``line_loading_max``
+        only when the grid has rated lines)."""
         d = self.__dict__
         scalars = d.get("_info_scalars")
         if scalars is None:
@@ -457,7 +458,7 @@ class StepOutcome:
             "ev_p_mw": d["ev_p_mw"], "ev_unmet_kwh": scalars[1],
             "thermal_p_mw": d["thermal_p_mw"], "tso_requirement_mw": d["tso_requirement_mw"],
             "tso_delivered_mw": d["tso_delivered_mw"],
-            "line_loading_max": scalars[2],
+            **({} if math.isnan(scalars[2]) else {"line_loading_max": scalars[2]}),
         }
 
 

@@ -1,5 +1,5 @@
 """Extreme and non-real actions end in a clear error or a recorded, finite projection, with no
-numpy warning leaking from ``step``; ``line_loading_max`` is NaN without rated lines (issue 12, item 6)."""
+numpy warning leaking from ``step``; ``line_loading_max`` is absent (not 0) without rated lines (issue 12, item 6)."""
 
 from __future__ import annotations
 
@@ -70,9 +70,11 @@ def test_python_list_and_float32_actions_still_work() -> None:
 
 
 @pytest.mark.parametrize(("case", "rated"), [("d33", False), ("t118d10", False), ("t30d2", True)])
-def test_line_loading_max_is_nan_without_rated_lines(case: str, rated: bool) -> None:
+def test_line_loading_max_is_absent_without_rated_lines(case: str, rated: bool) -> None:
     e = gym.make("gridroll/TDGrid-v0", case=case)
     e.reset(seed=1)
     _, _, _, _, info = e.step(np.zeros(e.action_space.shape))
-    assert math.isfinite(info["line_loading_max"]) is rated
+    assert ("line_loading_max" in info) is rated
+    if rated:
+        assert math.isfinite(info["line_loading_max"])
     assert info["violations"]["line_overload_max"] == 0.0 or rated
