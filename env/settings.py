@@ -62,7 +62,7 @@ def _describe(tp: Any) -> str:
         inner = " or ".join(_describe(a) for a in args)
         return f"None or {inner}" if len(args) < len(typing.get_args(tp)) else inner
     if origin is tuple:
-        return f"a tuple of {_describe(typing.get_args(tp)[0])}"
+        return f"a tuple with each item {_describe(typing.get_args(tp)[0])}"
     if isinstance(tp, type):
         return f"a {tp.__name__}"
     return str(tp)

@@ -101,7 +101,7 @@ def test_type_check_names_the_accepted_tuple() -> None:
         names: tuple[str, ...] = ("a",)
 
     check_field_types(Probe(("a", "b")))
-    with pytest.raises(ValueError, match=r"Probe\.names: must be a tuple of a string, got \('a', 3\)"):
+    with pytest.raises(ValueError, match=r"Probe\.names: must be a tuple with each item a string, got \('a', 3\)"):
         check_field_types(Probe(("a", 3)))  # type: ignore[arg-type]
 
 
