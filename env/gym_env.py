@@ -26,7 +26,7 @@ import numpy as np
 from gymnasium import spaces
 
 from env.cases import case_names, load_case
-from env.dispatch import ActionLimits, Dispatch
+from env.dispatch import ActionLimits, Dispatch, real_array
 from env.observation import Observation, ObservationEncoder
 from env.simulator import GridModel, GridSimulator, SimulatorSettings, StepOutcome, observation_spec
 
@@ -42,24 +42,10 @@ _max_reduce = np.maximum.reduce
 
 
 def _real_array(action: Any) -> np.ndarray:
-    """``action`` as a float64 array; complex, boolean, string and other non-real data raise
-    (``np.asarray(x, dtype=float)`` would drop an imaginary part with only a warning)."""
-    try:
-        a = np.asarray(action)
-    except ValueError as exc:  # ragged nested sequences
-        raise ValueError(f"TDGridEnv.step: the action must be a 1-D array of real numbers ({exc})") from None
-    kind = a.dtype.kind
-    if kind == "f" or kind in "iu":
-        return a.astype(np.float64, copy=False)
-    if kind == "O":
-        try:
-            if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-                   for v in a.ravel()):
-                return a.astype(np.float64)
-        except TypeError:
-            pass
-    raise ValueError(f"TDGridEnv.step: the action must hold real numbers, got dtype {a.dtype} "
-                     f"({'complex values are not truncated' if kind == 'c' else 'not a real number type'})")
+    """``action`` as a float64 array (no copy when it is one already); non-real data raise."""
+    if type(action) is np.ndarray and action.dtype == np.float64:
+        return action
+    return real_array(action, "TDGridEnv.step: the action")
 
 
 def _regime_names() -> tuple[str, ...]:

@@ -80,6 +80,15 @@ def td_case(file: str, name: str) -> Grid:
         ValueError: a missing, unknown or mistyped key (naming the file, the table and the key),
             duplicate boundary buses or wind names, unknown bus labels.
     """
+    try:
+        return _td_case(file, name)
+    except ValueError as exc:
+        if str(exc).startswith(file):
+            raise
+        raise ValueError(f"{file}: {exc}") from exc
+
+
+def _td_case(file: str, name: str) -> Grid:
     data = read_toml(file)
     check_table(data, _TD_SCHEMA, f"{file}: top level", optional=("thermal", "wind"))
     check_unique(data["boundary_buses"], f"{file}: top level: key 'boundary_buses'")

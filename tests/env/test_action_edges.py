@@ -51,13 +51,14 @@ def test_t30d2_action_of_1_7e308_is_a_clear_error() -> None:
     lambda n: np.ones(n, dtype=bool),
     lambda n: np.array(["0.1"] * n),
     lambda n: [None] * n,
+    lambda n: [[0.1, 0.2], [0.3]],
 ])
 def test_non_real_action_is_a_clear_error(action) -> None:  # noqa: ANN001
     e = _env("gridroll/D33-v0")
     a = action(e.action_space.shape[0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")              # np.asarray(complex, float) warns and truncates
-        with pytest.raises(ValueError, match=r"action must hold real numbers"):
+        with pytest.raises(ValueError, match=r"the action: must (hold real numbers|be an array of real)"):
             e.step(a)
 
 
@@ -78,3 +79,14 @@ def test_line_loading_max_is_absent_without_rated_lines(case: str, rated: bool) 
     if rated:
         assert math.isfinite(info["line_loading_max"])
     assert info["violations"]["line_overload_max"] == 0.0 or rated
+
+
+@pytest.mark.parametrize("value", [np.array([0.1 + 0.2j]), np.array([True]), np.array(["0.3"]), [None]])
+def test_dispatch_fields_reject_non_real_values(value) -> None:  # noqa: ANN001
+    from env.dispatch import Dispatch
+
+    grid = env.load_case("d33")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"Dispatch\.storage_p_mw: must hold real numbers"):
+            Dispatch.zeros(grid).replace(storage_p_mw=value)
