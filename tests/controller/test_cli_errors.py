@@ -35,6 +35,13 @@ def test_run_negative_seed_is_a_one_line_error(capsys: pytest.CaptureFixture[str
     _one_line_error(capsys, "--seed must be >= 0, got -5")
 
 
+def test_scenarios_negative_seed_and_bad_csv_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["scenarios", "--seed", "-5"]) == 2
+    _one_line_error(capsys, "--seed must be >= 0, got -5")
+    assert main(["scenarios", "--csv", str(tmp_path / "missing" / "day.csv")]) == 2
+    _one_line_error(capsys, "missing")
+
+
 def test_run_out_is_a_file_is_a_one_line_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     target = tmp_path / "a_file"
     target.write_text("x")

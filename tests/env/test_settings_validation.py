@@ -73,6 +73,20 @@ def test_policy_settings_reject_wrong_types(cls: type, kwargs: dict, match: str)
         cls(**kwargs)
 
 
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"no_exchange": "no"}, r"HeuristicPolicy: no_exchange must be a bool"),
+    ({"reserve_margin": "0.1"}, r"HeuristicPolicy: reserve_margin must be a finite number"),
+    ({"loss_factor": float("nan")}, r"HeuristicPolicy: loss_factor must be a finite number"),
+    ({"loss_factor": 2.0}, r"HeuristicPolicy: loss_factor must be in \[0, 1\)"),
+])
+def test_heuristic_options_are_checked(kwargs: dict, match: str) -> None:
+    import env as env_pkg
+    from policies import make_policy
+
+    with pytest.raises(ValueError, match=match):
+        make_policy("heuristic", env_pkg.load_case("d33"), **kwargs)
+
+
 @pytest.mark.parametrize(("env_id", "kwargs", "match"), [
     ("gridroll/D33-v0", {"case": "t30d2"}, r"gridroll/D33-v0 is the 'd33' case, got case='t30d2'"),
     ("gridroll/T30D2-v0", {"case": "d33"}, r"gridroll/T30D2-v0 is the 't30d2' case"),
