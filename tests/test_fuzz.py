@@ -125,26 +125,31 @@ class _FuzzPolicy:
         return Dispatch(**fields)
 
 
-def _dispatch_fields(grid: Any, data: st.DataObject) -> dict[str, np.ndarray]:
+def _dispatch_fields(grid: Any, data: st.DataObject, corrupt: str) -> dict[str, np.ndarray]:
+    """Random fields in physical units, mostly far out of the box; ``corrupt``: ``"size"`` gives
+    one field a wrong length, ``"nan"`` puts a NaN / inf in one, ``""`` neither."""
     out = {}
-    for name, sl in Dispatch.layout(grid):
-        n = sl.stop - sl.start
-        if data.draw(st.integers(0, 9), label=f"{name} size") == 0:
-            n += 1                                                    # a wrong size now and then
+    layout = Dispatch.layout(grid)
+    victim = data.draw(st.sampled_from([name for name, sl in layout if sl.stop > sl.start]), label="victim")
+    for name, sl in layout:
+        n = sl.stop - sl.start + (1 if corrupt == "size" and name == victim else 0)
         out[name] = data.draw(arrays(np.float64, n, elements=st.one_of(
             st.floats(-100.0, 100.0), st.sampled_from([1e6, -1e6, 1e300, -1e300, 0.0]))), label=name)
+        if corrupt == "nan" and name == victim:
+            out[name][0] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]), label="bad")
     return out
 
 
 @pytest.mark.parametrize("case", ["d33", "t30d2"])
-@settings(max_examples=4, deadline=None, database=None, derandomize=True,
+@settings(max_examples=8, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_rolling_controller_with_a_policy_returning_random_dispatches(case: str, data: st.DataObject) -> None:
     """Reactive SOCP off here: see the test below for the loop with the SOCP on."""
     e = gym.make("gridroll/TDGrid-v0", case=case, dt_minutes=60)
     grid = e.unwrapped.grid
-    draws = [_dispatch_fields(grid, data) for _ in range(3)]
+    corrupt = data.draw(st.sampled_from(["", "", "", "size", "nan"]), label="corrupt")
+    draws = [_dispatch_fields(grid, data, corrupt if k == 2 else "") for k in range(3)]
     ctl = RollingController(e, _FuzzPolicy(draws), settings=LoopSettings(reactive=False))
     projections: list[dict[str, np.ndarray]] = []
     with warnings.catch_warnings():
@@ -153,8 +158,9 @@ def test_rolling_controller_with_a_policy_returning_random_dispatches(case: str,
             day = ctl.run_day(seed=data.draw(st.integers(0, 8999), label="seed"),
                               on_step=lambda t, n: projections.append(e.unwrapped.last_outcome.projection))
         except ValueError as exc:
-            assert "Dispatch." in str(exc)                            # names the field
+            assert corrupt and "Dispatch." in str(exc)                # only a corrupted one, naming the field
             return
+    assert not corrupt
     system = day.steps[day.steps.area == "system"]
     assert len(system) == 24 and np.isfinite(system.cost_total).all()
     assert all(np.isfinite(v).all() for p in projections for v in p.values())
@@ -186,8 +192,18 @@ _ENV_KEYS = ["case", "regime", "dt_minutes", "reactive", "v2g", "enforce_must_ru
              "sweep_tol_pu", "sweep_max_iter", "forecast_horizon_h", "forecast_obs", "bogus_key"]
 
 
+_VALID = {"case": st.sampled_from(["d33", "t30d2"]), "regime": st.sampled_from(["cloudy", "sunny"]),
+          "dt_minutes": st.sampled_from([15, 60]), "reactive": st.sampled_from(["none", "action"]),
+          "v2g": st.booleans(), "enforce_must_run": st.booleans(),
+          "ev_reserve_price_per_mwh": st.one_of(st.none(), st.floats(0, 100)),
+          "sweep_tol_pu": st.floats(1e-12, 1e-6), "sweep_max_iter": st.integers(1, 200),
+          "forecast_horizon_h": st.floats(0.25, 24), "forecast_obs": st.sampled_from(["day_ahead", "intraday"])}
+
+
 @FUZZ
-@given(env_id=st.sampled_from(list(ENV_IDS)), kwargs=st.dictionaries(st.sampled_from(_ENV_KEYS), _ANY, max_size=3))
+@given(env_id=st.sampled_from(list(ENV_IDS)),
+       kwargs=st.fixed_dictionaries({}, optional={k: st.one_of(_VALID[k], _VALID[k], _ANY) if k in _VALID else _ANY
+                                                  for k in _ENV_KEYS}).filter(lambda d: len(d) <= 4))
 def test_random_gym_make_kwargs(env_id: str, kwargs: dict[str, Any]) -> None:
     fixed = ENV_IDS[env_id].get("case")
     try:
@@ -249,8 +265,8 @@ _TOKENS = st.sampled_from(['"0.3"', "true", "-1", "0", "1e400", "nan", "inf", "[
                            "99999", '"x"', "[6, 6]"])
 
 
-@FUZZ
-@given(file=st.sampled_from(["d33.toml", "t30d2.toml", "tariff_dso.toml"]), data=st.data())
+@settings(FUZZ, max_examples=20)
+@given(file=st.sampled_from(["d33.toml", "d33.toml", "t30d2.toml", "tariff_dso.toml"]), data=st.data())
 def test_corrupted_case_files(file: str, data: st.DataObject) -> None:
     from env.cases import feeders, td
 
