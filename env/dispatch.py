@@ -327,11 +327,11 @@ class Dispatch:
         """Decode a flat action (layout of :meth:`layout`) with this step's ``limits``.
 
         Raises:
-            ValueError: wrong shape, a NaN/inf entry, or an entry whose physical value overflows
-                (|a| ~ 1e308; the message names the field).
+            ValueError: wrong shape, non-real data (complex, bool, str), a NaN/inf entry, or an
+                entry whose physical value overflows (|a| ~ 1e308; the message names the field).
         """
         sizes = limits.sizes
-        arr = np.asarray(a, dtype=float)
+        arr = a if type(a) is np.ndarray and a.dtype == np.float64 else real_array(a, "Dispatch.from_array: the action")
         n = sizes.n_action
         if arr.shape != (n,):
             lay = ", ".join(f"{f}[{s.start}:{s.stop}]" for f, s in sizes.layout())

@@ -90,3 +90,14 @@ def test_dispatch_fields_reject_non_real_values(value) -> None:  # noqa: ANN001
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match=r"Dispatch\.storage_p_mw: must hold real numbers"):
             Dispatch.zeros(grid).replace(storage_p_mw=value)
+
+
+def test_from_array_rejects_complex_actions_without_truncating() -> None:
+    from env.dispatch import Dispatch
+
+    e = _env("gridroll/D33-v0")
+    limits = e.unwrapped.limits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"Dispatch\.from_array: the action: must hold real numbers"):
+            Dispatch.from_array(np.zeros(limits.sizes.n_action) + 0.5j, limits)
