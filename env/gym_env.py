@@ -180,9 +180,9 @@ class TDGridEnv(gym.Env):
         """Compensator setpoints (MVAr, + = injecting) for the next step only (projected to limits).
 
         Raises:
-            ValueError: wrong shape or non-finite values.
+            ValueError: wrong shape, non-real (e.g. complex) or non-finite values.
         """
-        q = np.array(q_comp_mvar, dtype=float)
+        q = real_array(q_comp_mvar, "TDGridEnv.set_reactive: q_comp_mvar")
         n = self.model.sizes.n_comp
         if q.shape != (n,):
             raise ValueError(f"TDGridEnv.set_reactive: q_comp_mvar must have shape ({n},), got {q.shape}")

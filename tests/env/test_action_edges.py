@@ -101,3 +101,12 @@ def test_from_array_rejects_complex_actions_without_truncating() -> None:
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match=r"Dispatch\.from_array: the action: must hold real numbers"):
             Dispatch.from_array(np.zeros(limits.sizes.n_action) + 0.5j, limits)
+
+
+def test_set_reactive_rejects_complex_setpoints() -> None:
+    e = _env("gridroll/D33-v0")
+    n = e.unwrapped.model.sizes.n_comp
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"set_reactive: q_comp_mvar: must hold real numbers"):
+            e.unwrapped.set_reactive(np.zeros(n) + 0.1j)
