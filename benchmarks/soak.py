@@ -12,6 +12,10 @@ Invariants (tolerance ``--tol-mw``, 1e-6 MW):
 * ``feeder_balance``: per feeder, head P + DER used = load served + losses + storage + EV (never recorded: must not happen);
 * ``transmission_balance``: thermal + T wind used = T loads served + sum of feeder heads (T-D; never recorded);
 * ``thermal_limits``: every unit within [p_min, p_max]; recorded iff ``ref_unit_limit_mw`` is the amount outside;
+* ``thermal_ramp``: applied setpoints within the ramp of the last ones (never recorded; the outputs may
+  move further by reserve deployment and the loss residual);
+* ``ev_power``: each station's delivered power within this step's [p_min, p_max] of its connected EVs
+  (never recorded);
 * ``storage_energy``: 0 <= e <= e_max, |p| <= p_max (never recorded);
 * ``ev_energy``: each EV's energy within [0, its capacity] (never recorded);
 * ``voltage_finite``: every bus voltage finite and > 0 (never recorded);
@@ -43,7 +47,8 @@ import gymnasium as gym  # noqa: E402
 
 import env  # noqa: E402,F401  (registers the envs)
 
-KINDS = ("feeder_balance", "transmission_balance", "thermal_limits", "storage_energy", "ev_energy",
+KINDS = ("feeder_balance", "transmission_balance", "thermal_limits", "thermal_ramp", "ev_power", "storage_energy",
+         "ev_energy",
          "voltage_finite", "reward_cost", "der_used", "load_served", "voltage_band", "load_shed", "curtailment",
          "line_overload", "boundary", "unbalanced")
 
@@ -73,6 +78,7 @@ class Soak:
         st = [f.storage for f in grid.feeders]
         self.e_max = np.concatenate([s.e_max_mwh for s in st]) if st else np.zeros(0)
         self.p_max_st = np.concatenate([s.p_max_mw for s in st]) if st else np.zeros(0)
+        self.sl_ev = dict(self.env.dispatch_layout())["ev_p_mw"]
 
     def _hit(self, kind: str, recorded: bool, amount: float) -> None:
         self.count[(kind, recorded)] += 1
@@ -92,8 +98,21 @@ class Soak:
                 a = rng.choice([-1.0, 1.0], n)
             else:
                 a = rng.uniform(-3.0, 3.0, n)
+            lim = e.limits
+            ev_range = (lim.low[self.sl_ev], lim.high[self.sl_ev])
+            p_last = e.simulator.thermal_p_last_mw.copy() if self.m.is_td else None
             _, reward, done, _, info = e.step(a)
             self.check(reward, info, e.last_outcome)
+            out = e.last_outcome
+            bad = max(float(np.max(ev_range[0] - out.ev_p_mw, initial=0.0)),
+                      float(np.max(out.ev_p_mw - ev_range[1], initial=0.0)))
+            if bad > self.tol:
+                self._hit("ev_power", False, bad)
+            if p_last is not None:
+                ramp = self.m.g_ramp * e.simulator.dt_h
+                step = float(np.max(np.abs(out.setpoints["thermal_p_mw"] - p_last) - ramp, initial=0.0))
+                if step > self.tol:
+                    self._hit("thermal_ramp", False, step)
             self.steps += 1
 
     def check(self, reward: float, info: dict, out: object) -> None:  # noqa: C901
