@@ -61,13 +61,23 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``gridroll`` console command."""
+    """Entry point of the ``gridroll`` console command.
+
+    Expected user errors (a ``ValueError``: unknown names, bad values, an ``--out`` that is a
+    file, unwritable or holds other results; an ``OSError`` from the file system) print one line
+    ``gridroll <command>: error: ...`` on stderr and return 2; argparse's own usage errors also
+    exit 2. Anything else is a bug and keeps its traceback.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValueError as exc:  # bad input from the user: a clear message, no traceback
-        print(f"gridroll {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # bad input, unusable paths: one clear line, no traceback
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"gridroll {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"gridroll {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

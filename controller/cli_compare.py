@@ -75,8 +75,16 @@ def compare(args: argparse.Namespace) -> int:
     from controller.io import write_parquet_atomic
     from controller.stats import COMPARE_WORST_KPIS, KEY_KPIS, WORST_KPIS, compare_policies, find_bound_policy
 
+    from pathlib import Path
+
+    from policies import policy_names
+
     if not 0.0 < args.confidence < 1.0:
         raise ValueError(f"--confidence must be in (0, 1), got {args.confidence}")
+    if args.baseline not in policy_names():
+        raise ValueError(f"--baseline: unknown policy {args.baseline!r}; known: {', '.join(policy_names())}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file, not a folder")
     config = SweepConfig(case=args.case, policies=_policies(args.policies, args.case),
                          regimes=_names(args.regimes, "--regimes"), days=args.days, seed=args.seed,
                          dt_minutes=args.dt_minutes, reactive=not args.no_reactive, n_scenarios=args.scenarios,

@@ -23,6 +23,8 @@ def run(args: argparse.Namespace) -> int:
     import env
     from scenarios import sample_day
 
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     grid = env.load_case(args.case)
     day = sample_day(grid, args.regime, args.seed, dt_minutes=args.dt_minutes)
     frame = day.to_frame()

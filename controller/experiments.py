@@ -16,16 +16,18 @@ Resume design (a killed sweep loses nothing):
   file (``.dayNNN....tmp``) is never read.
 * Workers only compute and return their results (they never write), so the
   same layout works for local processes and for Ray on a cluster.
-* A ``flock`` on ``out/.sweep.lock`` stops two sweeps writing to one ``out``;
-  the kernel drops it when the process dies, so a killed sweep never blocks
-  its own restart.
+* A lock on ``out/.sweep.lock`` (the ``filelock`` package: ``flock`` on POSIX,
+  ``msvcrt`` locking on Windows) stops two sweeps writing to one ``out``; the
+  operating system drops it when the process dies, so a killed sweep never
+  blocks its own restart.
+* On resume a run counts as finished only if both its files read back: a
+  corrupted or missing ``steps.parquet`` next to an intact summary is named in
+  a warning and the run is run again.
 """
 
 from __future__ import annotations
 
 import functools
-
-import fcntl
 import json
 import multiprocessing
 import os
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from controller.io import write_parquet_atomic
 
@@ -89,8 +92,15 @@ class SweepConfig:
     solver: str = "ECOS"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "policies", tuple(self.policies))
-        object.__setattr__(self, "regimes", tuple(self.regimes))
+        """Check the fields by type (:func:`env.settings.check_field_types`) and the names,
+        ``days >= 1``, ``seed >= 0``, ``n_scenarios >= 1``."""
+        from env.settings import check_field_types
+
+        if isinstance(self.policies, (list, tuple)):
+            object.__setattr__(self, "policies", tuple(self.policies))
+        if isinstance(self.regimes, (list, tuple)):
+            object.__setattr__(self, "regimes", tuple(self.regimes))
+        check_field_types(self)
         for field, names in (("policies", self.policies), ("regimes", self.regimes)):
             if not names:
                 raise ValueError(f"SweepConfig: {field} is empty")
@@ -203,7 +213,7 @@ class _Runner:
             raise RuntimeError(f"run {spec.label} (seed {spec.seed}) failed: {type(exc).__name__}: {exc}") from exc
         row = {"case": config.case, "policy": spec.policy, "regime": spec.regime, "day": spec.day,
                "seed": spec.seed, **result.summary}
-        row.update(_bound_columns(self.policy, spec, row["total_cost"]))
+        row.update(bound_columns(self.policy, spec.label, row["total_cost"]))
         row["run_wall_s"] = time.perf_counter() - t0
         steps = result.steps.assign(policy=spec.policy, regime=spec.regime, day=spec.day, seed=spec.seed)
         return RunOutput(row, steps)
@@ -212,7 +222,7 @@ class _Runner:
         self.env.close()
 
 
-def _bound_columns(policy: Any, spec: RunSpec, executed_cost: float) -> dict[str, Any]:
+def bound_columns(policy: Any, label: str, executed_cost: float) -> dict[str, Any]:
     """``executed_cost`` (the env's realized cost) and, for a clairvoyant yardstick, its bound.
 
     A policy with a ``bound`` attribute (perfect information) reports its optimal
@@ -224,8 +234,8 @@ def _bound_columns(policy: Any, spec: RunSpec, executed_cost: float) -> dict[str
         return {"executed_cost": executed_cost, "total_cost": executed_cost, "bound_model": ""}
     bound = policy.bound
     if bound is None or not pd.notna(bound):
-        raise RuntimeError(f"{spec.label}: policy {spec.policy!r} has a 'bound' attribute but no bound after "
-                           f"the day (got {bound!r})")
+        raise RuntimeError(f"{label}: policy {getattr(policy, 'name', type(policy).__name__)!r} has a 'bound' "
+                           f"attribute but no bound after the day (got {bound!r})")
     model = str(getattr(policy, "model_name", "") or "unnamed")
     return {"executed_cost": executed_cost, "total_cost": float(bound), "bound_model": model}
 
@@ -404,11 +414,22 @@ class RunStore:
             raise ValueError(f"{self.out} holds a sweep with another config ({'; '.join(diff)}); "
                              "use another --out or delete it")
 
-    def load(self, spec: RunSpec) -> pd.DataFrame | None:
-        """The summary row of a finished run, or ``None`` if it has not finished."""
-        path = self.paths(spec)[0]
+    def load(self, spec: RunSpec, check_steps: bool = False) -> pd.DataFrame | None:
+        """The summary row of a finished run, or ``None`` if it has not finished.
+
+        With ``check_steps`` (on resume) the run's step file must read back too: a missing or
+        corrupted one is named in a warning and the run counts as not finished (run again).
+        """
+        path, steps_path = self.paths(spec)
         if not path.exists():
             return None
+        if check_steps:
+            try:
+                pd.read_parquet(steps_path)
+            except Exception as exc:  # noqa: BLE001  (any unreadable file: run it again)
+                warnings.warn(f"{steps_path} is missing or unreadable ({type(exc).__name__}: {exc}); "
+                              f"running {spec.label} again", stacklevel=2)
+                return None
         try:
             row = pd.read_parquet(path)
         except Exception as exc:  # noqa: BLE001  (unreadable: run it again rather than lose the sweep)
@@ -427,22 +448,34 @@ class RunStore:
         write_parquet_atomic(pd.DataFrame([output.summary]), summary_path)
 
     def steps(self, specs: Sequence[RunSpec]) -> pd.DataFrame:
-        """The step tables of these (finished) runs, concatenated."""
-        return pd.concat([pd.read_parquet(self.paths(s)[1]) for s in specs], ignore_index=True)
+        """The step tables of these (finished) runs, concatenated.
+
+        Raises:
+            ValueError: a step file cannot be read (naming it; rerun the sweep to repair it).
+        """
+        frames = []
+        for s in specs:
+            path = self.paths(s)[1]
+            try:
+                frames.append(pd.read_parquet(path))
+            except Exception as exc:  # noqa: BLE001
+                raise ValueError(f"{path} is unreadable ({type(exc).__name__}: {exc}); run the sweep again "
+                                 "with the same --out to redo that run") from exc
+        return pd.concat(frames, ignore_index=True)
 
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold an exclusive lock on ``out`` (a second sweep into it is a clear error)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / _LOCK_FILE, "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise ValueError(f"another sweep is writing to {self.out}") from exc
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        lock = FileLock(self.out / _LOCK_FILE)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout as exc:
+            raise ValueError(f"another sweep is writing to {self.out}") from exc
+        try:
+            yield
+        finally:
+            lock.release()
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -490,7 +523,7 @@ def run_sweep(config: SweepConfig, out: Path | str, *, workers: int = 1, backend
     with store.lock():
         store.check_config(config)
         specs = config.specs()
-        todo = [s for s in specs if store.load(s) is None]
+        todo = [s for s in specs if store.load(s, check_steps=True) is None]
         _execute(store, config, todo, len(specs), workers=workers, backend=backend, progress=progress,
                  on_run=on_run, factory=policy_factory, ray_address=ray_address)
         summary = collect_summary(store, specs)

@@ -44,6 +44,12 @@ class LoopSettings:
     scenarios: str = "forecast"
 
     def __post_init__(self) -> None:
+        """Check the fields by type (``reactive`` a bool, the counts integers, ``socp`` a
+        :class:`ReactiveSettings`; :func:`env.settings.check_field_types`) and
+        ``1 <= n_scenarios <= n_samples``."""
+        from env.settings import check_field_types
+
+        check_field_types(self)
         if not 1 <= self.n_scenarios <= self.n_samples:
             raise ValueError(f"LoopSettings: need 1 <= n_scenarios <= n_samples, got {self.n_scenarios}, "
                              f"{self.n_samples}")

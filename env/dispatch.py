@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -252,6 +252,28 @@ class ActionLimits:
         return np.clip(a, -1.0, 1.0)
 
 
+def real_array(value: Any, where: str) -> np.ndarray:
+    """``value`` as a new float64 array; complex, boolean, string and other non-real data raise
+    (``np.array(x, dtype=float)`` would drop an imaginary part with only a warning and parse
+    strings). Integers and floats of any width are accepted.
+
+    Raises:
+        ValueError: naming ``where`` and the dtype.
+    """
+    try:
+        a = np.asarray(value)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(f"{where}: must be an array of real numbers ({exc})") from None
+    kind = a.dtype.kind
+    if kind in "fiu":
+        return np.array(a, dtype=np.float64)
+    if kind == "O" and all(isinstance(v, (int, float, np.integer, np.floating))
+                           and not isinstance(v, (bool, np.bool_)) for v in a.ravel()):
+        return a.astype(np.float64)
+    what = "complex values are not truncated" if kind == "c" else "not a real number type"
+    raise ValueError(f"{where}: must hold real numbers, got dtype {a.dtype} ({what})")
+
+
 @dataclass(frozen=True)
 class Dispatch:
     """Active-power dispatch of one step in physical units (see the module docstring).
@@ -276,7 +298,7 @@ class Dispatch:
             value = getattr(self, name)
             if value is None and name == "q_comp_mvar":
                 continue
-            arr = np.array(value, dtype=float)
+            arr = real_array(value, f"Dispatch.{name}")
             if arr.ndim != 1:
                 raise ValueError(f"Dispatch.{name}: expected a 1-D array, got shape {arr.shape}")
             bad = np.flatnonzero(~np.isfinite(arr))
@@ -305,20 +327,28 @@ class Dispatch:
         """Decode a flat action (layout of :meth:`layout`) with this step's ``limits``.
 
         Raises:
-            ValueError: wrong shape, or a NaN/inf entry (the message names the field).
+            ValueError: wrong shape, non-real data (complex, bool, str), a NaN/inf entry, or an
+                entry whose physical value overflows (|a| ~ 1e308; the message names the field).
         """
         sizes = limits.sizes
-        arr = np.asarray(a, dtype=float)
+        arr = a if type(a) is np.ndarray and a.dtype == np.float64 else real_array(a, "Dispatch.from_array: the action")
         n = sizes.n_action
         if arr.shape != (n,):
             lay = ", ".join(f"{f}[{s.start}:{s.stop}]" for f, s in sizes.layout())
             raise ValueError(f"Dispatch.from_array: expected an action of shape ({n},) "
                              f"laid out as {lay}; got shape {arr.shape}")
-        if not (math.isfinite(np.add.reduce(arr)) or np.isfinite(arr).all()):
-            i = int(np.flatnonzero(~np.isfinite(arr))[0])
-            raise ValueError(f"Dispatch.from_array: action[{i}] ({sizes.where(i)}) is {arr[i]}; "
-                             "actions must be finite")
-        return cls._trusted(limits.decode(arr), sizes)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not (math.isfinite(np.add.reduce(arr)) or np.isfinite(arr).all()):
+                i = int(np.flatnonzero(~np.isfinite(arr))[0])
+                raise ValueError(f"Dispatch.from_array: action[{i}] ({sizes.where(i)}) is {arr[i]}; "
+                                 "actions must be finite")
+            x = limits.decode(arr)
+        if not np.isfinite(x).all():   # an entry so large (~1e308) that its physical value overflows
+            i = int(np.flatnonzero(~np.isfinite(x))[0])
+            raise ValueError(f"Dispatch.from_array: action[{i}] ({sizes.where(i)}) = {arr[i]} decodes to "
+                             f"{x[i]} MW; the action space is [-1, 1] (values beyond it are projected, but "
+                             "their physical value must be finite)")
+        return cls._trusted(x, sizes)
 
     @classmethod
     def zeros(cls, grid_or_sizes: GridOrSizes, reactive: bool = False) -> "Dispatch":

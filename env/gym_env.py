@@ -17,7 +17,7 @@ A reactive controller sets the compensators for the next step with
 
 from __future__ import annotations
 
-import math
+import numbers
 from dataclasses import fields
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 from gymnasium import spaces
 
 from env.cases import case_names, load_case
-from env.dispatch import ActionLimits, Dispatch
+from env.dispatch import ActionLimits, Dispatch, real_array
 from env.observation import Observation, ObservationEncoder
 from env.simulator import GridModel, GridSimulator, SimulatorSettings, StepOutcome, observation_spec
 
@@ -37,6 +37,15 @@ VALID_REACTIVE: tuple[str, ...] = ("none", "action")
 _ENV_KWARGS: tuple[str, ...] = ("case", "regime", "dt_minutes", "reactive")
 _RESET_OPTIONS: tuple[str, ...] = ("scenario_seed",)
 _SEED_HIGH = 2**31 - 1
+_ACTION_FAST_MAX = 1e150   # below this no decoded value overflows (the spans are far below 1e150 MW)
+_max_reduce = np.maximum.reduce
+
+
+def _real_array(action: Any) -> np.ndarray:
+    """``action`` as a float64 array (no copy when it is one already); non-real data raise."""
+    if type(action) is np.ndarray and action.dtype == np.float64:
+        return action
+    return real_array(action, "TDGridEnv.step: the action")
 
 
 def _regime_names() -> tuple[str, ...]:
@@ -58,7 +67,9 @@ class TDGridEnv(gym.Env):
             ``forecast_obs``, ``ev_reserve_price_per_mwh``).
 
     Raises:
-        ValueError: unknown case, regime, dt, reactive mode or keyword (listing the valid ones).
+        ValueError: unknown case, regime, dt, reactive mode or keyword (listing the valid ones),
+            or a settings value of the wrong type or out of range (e.g. ``forecast_horizon_h``
+            outside (0, 24], ``v2g="no"``; see :class:`SimulatorSettings`).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -71,14 +82,15 @@ class TDGridEnv(gym.Env):
         if unknown:
             raise ValueError(f"TDGridEnv: unknown keyword arguments {unknown}; valid: "
                              f"{list(_ENV_KWARGS) + valid_settings}")
-        if case not in case_names():
+        if not isinstance(case, str) or case not in case_names():
             raise ValueError(f"TDGridEnv: unknown case {case!r}; valid cases: {list(case_names())}")
         regimes = _regime_names()
-        if regime not in regimes:
+        if not isinstance(regime, str) or regime not in regimes:
             raise ValueError(f"TDGridEnv: unknown regime {regime!r}; valid regimes: {list(regimes)}")
-        if isinstance(dt_minutes, bool) or dt_minutes not in VALID_DT_MINUTES:
+        if isinstance(dt_minutes, bool) or not isinstance(dt_minutes, numbers.Integral) \
+                or dt_minutes not in VALID_DT_MINUTES:
             raise ValueError(f"TDGridEnv: dt_minutes must be one of {list(VALID_DT_MINUTES)}, got {dt_minutes!r}")
-        if reactive not in VALID_REACTIVE:
+        if not isinstance(reactive, str) or reactive not in VALID_REACTIVE:
             raise ValueError(f"TDGridEnv: reactive must be one of {list(VALID_REACTIVE)}, got {reactive!r}")
         self.case, self.regime, self.dt_minutes, self.reactive = case, regime, int(dt_minutes), reactive
         self.settings = SimulatorSettings.from_kwargs(**settings)
@@ -123,13 +135,16 @@ class TDGridEnv(gym.Env):
         """Decode ``action`` (layout: ``Dispatch.layout``) and play one step.
 
         Raises:
-            ValueError: wrong action shape or a NaN/inf entry (naming the field).
+            ValueError: wrong action shape, a non-real dtype (complex, bool, str, object), a
+                NaN/inf entry or one whose physical value overflows (naming the field).
             RuntimeError: ``reset`` was not called, or the day is over.
         """
         sim = self._running()
-        a = np.asarray(action, dtype=float)
-        if a.shape != self._action_shape or not (math.isfinite(a.dot(a)) or np.isfinite(a).all()):
-            return self._play(Dispatch.from_array(action, sim.limits()))   # raises naming the entry
+        a = _real_array(action)
+        if a.shape != self._action_shape or not _max_reduce(np.abs(a)) < _ACTION_FAST_MAX:
+            # wrong shape, NaN/inf, or entries so large their decoded value overflows: raises
+            # naming the entry (an entry beyond [-1, 1] that decodes finite is projected)
+            return self._play(Dispatch.from_array(a, sim.limits()))
         # = self._play(Dispatch.from_array(action, sim.limits())) without building both
         q = None if self.reactive == "action" else self._q_next
         return self._finish_step(sim, sim._step_action(a, q))
@@ -171,9 +186,9 @@ class TDGridEnv(gym.Env):
         """Compensator setpoints (MVAr, + = injecting) for the next step only (projected to limits).
 
         Raises:
-            ValueError: wrong shape or non-finite values.
+            ValueError: wrong shape, non-real (e.g. complex) or non-finite values.
         """
-        q = np.array(q_comp_mvar, dtype=float)
+        q = real_array(q_comp_mvar, "TDGridEnv.set_reactive: q_comp_mvar")
         n = self.model.sizes.n_comp
         if q.shape != (n,):
             raise ValueError(f"TDGridEnv.set_reactive: q_comp_mvar must have shape ({n},), got {q.shape}")

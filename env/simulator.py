@@ -28,7 +28,11 @@ One step (DESIGN.md "Physics truth"):
    reserves and delivered by its stations (pro rata to their ``r_up`` / ``r_dn``); then the
    real-time imbalance ``D = T loads + sum head P - (thermal setpoints + T wind used)`` is
    covered (see :meth:`GridSimulator._balance`); feeders touched by the balancing are
-   re-solved; the reference unit closes the residual (feeder loss changes); DC flows by PTDF.
+   re-solved; the reference unit closes the residual (feeder loss changes), within its
+   limits: an excess goes to the other units, then to spilling transmission wind or shedding
+   transmission loads, and only what is left stays outside its limits, recorded as
+   ``violations["ref_unit_limit_mw"]`` and priced (``cost["unit_limit"]``, load-shed penalty;
+   see :meth:`GridSimulator._settle_reference`); DC flows by PTDF.
 5. **Costs** (tariff currency; energy = MW x dt): see :data:`COST_KEYS`.
 
 Energy balance holds per feeder (``head P + DER used = load served + losses + storage +
@@ -58,7 +62,7 @@ __all__ = ["COST_KEYS", "GridModel", "GridSimulator", "SimulatorSettings", "Step
 COST_KEYS: tuple[str, ...] = (
     "energy_bought", "energy_sold", "thermal_fuel", "reserves", "ev_revenue", "ev_subsidy",
     "renewable_generation", "storage_degradation", "curtailment", "load_shed", "ev_unmet",
-    "voltage_violation", "boundary_violation", "total", "boundary_energy",
+    "voltage_violation", "boundary_violation", "unit_limit", "total", "boundary_energy",
 )
 _SUMMED = tuple(k for k in COST_KEYS if k not in ("total", "boundary_energy"))
 assert COST_KEYS[-2:] == ("total", "boundary_energy")  # _costs builds the dict in this order
@@ -66,7 +70,7 @@ assert COST_KEYS[-2:] == ("total", "boundary_energy")  # _costs builds the dict 
 #: Violation keys of :attr:`StepOutcome.violations`.
 VIOLATION_KEYS: tuple[str, ...] = (
     "voltage_puh", "voltage_worst_pu", "voltage_buses", "load_shed_mwh", "curtailment_mwh",
-    "ev_unmet_kwh", "boundary_violation_mwh", "line_overload_max", "unbalanced_mw",
+    "ev_unmet_kwh", "boundary_violation_mwh", "line_overload_max", "unbalanced_mw", "ref_unit_limit_mw",
 )
 
 _TOL_MW = 1e-9
@@ -98,17 +102,15 @@ class SimulatorSettings(StrictKwargs):
     forecast_obs: Literal["day_ahead", "intraday"] = "day_ahead"
 
     def __post_init__(self) -> None:
-        if self.forecast_obs not in ("day_ahead", "intraday"):
-            raise ValueError(f"SimulatorSettings.forecast_obs: must be 'day_ahead' or 'intraday', "
-                             f"got {self.forecast_obs!r}")
-        if not self.sweep_tol_pu > 0 or self.sweep_max_iter < 1:
-            raise ValueError("SimulatorSettings: need sweep_tol_pu > 0 and sweep_max_iter >= 1")
-        if not self.forecast_horizon_h > 0:
-            raise ValueError("SimulatorSettings.forecast_horizon_h: must be > 0")
-        price = self.ev_reserve_price_per_mwh
-        if price is not None and not (np.isfinite(price) and price >= 0):
-            raise ValueError("SimulatorSettings.ev_reserve_price_per_mwh: must be None or finite >= 0")
-
+        """Check every field by type (:meth:`check_types`: bools are bools, ``sweep_max_iter``
+        an integer, numbers finite) and range: ``sweep_tol_pu`` in (0, 0.1),
+        ``sweep_max_iter`` in [1, 100000], ``forecast_horizon_h`` in (0, 24] (within the day:
+        it sizes the observation), ``ev_reserve_price_per_mwh`` None or >= 0."""
+        self.check_types()
+        self.check_range("sweep_tol_pu", 0.0, 0.1, low_open=True, high_open=True)
+        self.check_range("sweep_max_iter", 1, 100_000)
+        self.check_range("forecast_horizon_h", 0.0, 24.0, low_open=True)
+        self.check_range("ev_reserve_price_per_mwh", 0.0)
 
 
 # ============================================================================ precomputation
@@ -285,6 +287,7 @@ class GridModel:
             self.n_gen = self.n_load_t = self.n_der_t = self.n_line = 0
             self.ref_unit = -1
             self.load_peak_t = 0.0
+            self.any_rated = False
             return
         self.dc = DCModel.build(t.branch.from_bus, t.branch.to_bus, t.branch.x_pu, t.branch.tap,
                                 t.branch.shift_rad, n_bus=t.n_bus, slack_bus=t.slack_bus)
@@ -300,6 +303,7 @@ class GridModel:
         self.load_q_base = np.concatenate((self.load_q_base, t.load.q_mvar))
         self.load_peak_t = float(t.load.p_mw.sum())
         self.inv_rate = np.where(np.isfinite(t.branch.rate_mva), 1.0 / t.branch.rate_mva, 0.0)
+        self.any_rated = bool(np.isfinite(t.branch.rate_mva).any())   # else no line loading (NaN)
         at_slack = np.flatnonzero(t.gen.bus == t.slack_bus)
         self.ref_unit = int(at_slack[0]) if at_slack.size else int(np.argmax(t.gen.p_max_mw))
         g = t.gen
@@ -359,7 +363,9 @@ class StepOutcome:
         thermal_deployed_mw: (n_gen,) actual minus setpoint.
         head_p_mw, head_q_mvar, loss_mw: (n_feeder,) feeder head power and series losses.
         v_pu: (N_fb,) bus voltage magnitudes, feeders stacked; v_min_pu, v_max_pu per feeder.
-        line_p_mw, line_loading: (n_line,) transmission flows and |flow| / rating.
+        line_p_mw, line_loading: (n_line,) transmission flows and |flow| / rating (0 on an
+            unrated line); ``info()["line_loading_max"]`` is absent when no line is rated
+            (feeders, t118d10): there is no loading to report (not 0; NaN in tables).
         imbalance_mw: real-time imbalance D before balancing (after the TSO calls; 0 single-feeder).
         tso_requirement_mw, tso_delivered_mw, boundary_violation_mw: (n_boundary,).
         residual_mw: mismatch closed by the reference unit (feeder loss changes).
@@ -437,12 +443,13 @@ class StepOutcome:
         return -self.cost["total"]
 
     def info(self) -> dict[str, Any]:
-        """The gym ``info`` dict of this step (plain floats and small arrays)."""
+        """The gym ``info`` dict of this step (plain floats and small arrays; ``line_loading_max``
+        only when the grid has rated lines)."""
         d = self.__dict__
         scalars = d.get("_info_scalars")
         if scalars is None:
             scalars = (float(self.loss_mw.sum()), float(self.ev.unmet_kwh.sum()),
-                       float(self.line_loading.max(initial=0.0)))
+                       float(self.line_loading.max()) if self.line_loading.size else math.nan)
         return {
             "step": d["step"], "time_h": d["time_h"], "cost": d["cost"], "violations": d["violations"],
             "projection": d["projection"], "v_min_pu": d["v_min_pu"], "v_max_pu": d["v_max_pu"],
@@ -451,7 +458,7 @@ class StepOutcome:
             "ev_p_mw": d["ev_p_mw"], "ev_unmet_kwh": scalars[1],
             "thermal_p_mw": d["thermal_p_mw"], "tso_requirement_mw": d["tso_requirement_mw"],
             "tso_delivered_mw": d["tso_delivered_mw"],
-            "line_loading_max": scalars[2],
+            **({} if math.isnan(scalars[2]) else {"line_loading_max": scalars[2]}),
         }
 
 
@@ -1132,7 +1139,7 @@ class GridSimulator:
         sol = self._solve_feeders(s, s_load, shed_f)
         return {"fleet": res, "ev": ev, "der_used": der_used, "sol": sol, "shed_f": shed_f, "shed_t": 0.0,
                 "thermal": _EMPTY, "imbalance": 0.0, "residual": 0.0, "tso_delivered": _EMPTY,
-                "backoff": 0.0, "unbalanced": 0.0, "line_p": _EMPTY}
+                "backoff": 0.0, "unbalanced": 0.0, "line_p": _EMPTY, "ref_limit": 0.0}
 
     # .................................................................. T-D
     def _tso_call(self, t: int, x: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -1186,6 +1193,10 @@ class GridSimulator:
         residual = (_add_reduce(served_t) + _add_reduce(sol.head_p_mw) - _add_reduce(thermal_act)
                     - _add_reduce(der_used[m.n_der_f:]))
         thermal_act[m.ref_unit] += residual
+        ref_limit = 0.0
+        if not m.g_p_min[m.ref_unit] - _TOL_MW <= thermal_act[m.ref_unit] <= m.g_p_max[m.ref_unit] + _TOL_MW:
+            shed_t, ref_limit = self._settle_reference(thermal_act, der_used, load_t, shed_t)
+            served_t = load_t * (1.0 - shed_t)
         inj = m.m_inj_t.dot(np.concatenate((thermal_act, der_used[m.n_der_f:], served_t, sol.head_p_mw)))
         line_p = m.dc.flows_pu(inj / m.base_mva_t) * m.base_mva_t
         # the call as delivered: the fleet may deliver less than asked
@@ -1193,7 +1204,60 @@ class GridSimulator:
         return {"fleet": res, "ev": ev, "der_used": der_used, "sol": sol, "shed_f": shed_f, "shed_t": shed_t,
                 "thermal": thermal_act, "imbalance": float(imbalance), "residual": float(residual),
                 "tso_delivered": call - miss, "backoff": bal["backoff"], "unbalanced": bal["unbalanced"],
-                "line_p": line_p}
+                "line_p": line_p, "ref_limit": ref_limit}
+
+    def _settle_reference(self, thermal: np.ndarray, der_used: np.ndarray, load_t: np.ndarray,
+                          shed_t: float) -> tuple[float, float]:
+        """Bring the reference unit back within ``[p_min, p_max]`` after it took the residual.
+
+        The residual (feeder loss changes after the balancing, and any ``unbalanced``
+        remainder of :meth:`_balance`) can push the reference unit past its limits. The excess
+        goes, in order, to the other thermal units pro rata to their room within
+        ``[p_min, p_max]`` (ramps are not applied to the residual), then for a surplus to
+        curtailing transmission wind (counted as curtailment), for a deficit to shedding
+        transmission loads (counted as load shed). What is left stays at the reference unit
+        outside its limits and is returned as the violation ``ref_unit_limit_mw`` (priced at
+        the load-shed penalty, cost key ``unit_limit``). Updates ``thermal`` and ``der_used``
+        in place; returns (transmission shed share, MW left outside the limits).
+        """
+        m = self.model
+        k = m.ref_unit
+        lo, hi = float(m.g_p_min[k]), float(m.g_p_max[k])
+        p = float(thermal[k])
+        others = np.ones(thermal.shape[0], dtype=bool)
+        others[k] = False
+        if p < lo:                              # surplus: others down, then spill T wind
+            need = lo - p
+            thermal[k] = lo
+            room = np.where(others, np.maximum(thermal - m.g_p_min, 0.0), 0.0)
+            total = float(room.sum())
+            take = min(need, total)
+            if take > 0:
+                thermal -= room * (take / total)
+                need -= take
+            if need > _TOL_MW:
+                need = _curtail(der_used, slice(m.n_der_f, None), need)
+            if need > _TOL_MW:
+                thermal[k] = lo - need
+                return shed_t, need
+            return shed_t, 0.0
+        need = p - hi                           # deficit: others up, then shed T loads
+        thermal[k] = hi
+        room = np.where(others, np.maximum(m.g_p_max - thermal, 0.0), 0.0)
+        total = float(room.sum())
+        take = min(need, total)
+        if take > 0:
+            thermal += room * (take / total)
+            need -= take
+        served = float(load_t.sum()) * (1.0 - shed_t)
+        if need > _TOL_MW and served > 0:
+            shed = min(need, served)
+            shed_t = 1.0 - (1.0 - shed_t) * (1.0 - shed / served)
+            need -= shed
+        if need > _TOL_MW:
+            thermal[k] = hi + need
+            return shed_t, need
+        return shed_t, 0.0
 
     def _balance(self, imbalance: float, x: dict[str, np.ndarray], dev: np.ndarray, der_used: np.ndarray,
                  load_t_mw: float, load_f_mw: float) -> dict[str, Any]:
@@ -1290,20 +1354,21 @@ class GridSimulator:
             line_p = r["line_p"]
             loading = np.abs(line_p) * m.inv_rate
             loading.setflags(write=False)
-            loading_max = float(_max_reduce(loading)) if loading.shape[0] else 0.0
+            loading_max = float(_max_reduce(loading)) if m.any_rated else math.nan
         else:
             req = line_p = loading = _EMPTY
             bviol = np.zeros(0)
             bviol_mwh = 0.0
-            loading_max = 0.0
+            loading_max = math.nan                  # a feeder has no rated lines: no loading
         cost = self._costs(t, x, r, der_used, p_st, ev_mwh, unmet_kwh, shed_mwh, curt_mwh, v_puh,
                            bviol_mwh, head_mw)
         violations = {
             "voltage_puh": v_puh, "voltage_worst_pu": float(_max_reduce(viol)),
             "voltage_buses": float(_count(viol)), "load_shed_mwh": shed_mwh,
             "curtailment_mwh": curt_mwh, "ev_unmet_kwh": unmet_kwh, "boundary_violation_mwh": bviol_mwh,
-            "line_overload_max": max(loading_max - 1.0, 0.0) if loading.shape[0] else 0.0,
+            "line_overload_max": max(loading_max - 1.0, 0.0) if m.any_rated else 0.0,
             "unbalanced_mw": float(r["unbalanced"]),
+            "ref_unit_limit_mw": float(r["ref_limit"]),
         }
         thermal = r["thermal"]
         vm.setflags(write=False)
@@ -1366,6 +1431,7 @@ class GridSimulator:
             unmet_kwh * 1e-3 * tar.penalty_ev_unmet_per_mwh,
             v_puh * tar.penalty_voltage_per_puh,
             bviol_mwh * tar.penalty_boundary_per_mwh,
+            r["ref_limit"] * dt * tar.penalty_load_shed_per_mwh,
         )
         cost = dict(zip(_SUMMED, parts))
         cost["total"] = sum(parts)

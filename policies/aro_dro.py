@@ -151,6 +151,7 @@ class AroDroSettings(StrictKwargs):
     solver: str = "HIGHS"
 
     def __post_init__(self) -> None:
+        self.check_types()   # every field by its annotation (env.settings.check_field_types)
         if not isinstance(self.planning, PlanningSettings):
             raise ValueError(f"AroDroSettings.planning: a PlanningSettings, got {type(self.planning).__name__}")
         if self.planner not in ("admm", "centralized"):

@@ -43,8 +43,16 @@ class HeuristicPolicy:
 
     def __init__(self, grid: Grid, reserve_margin: float = 0.10, no_exchange: bool = False,
                  loss_factor: float = 0.03) -> None:
+        if not isinstance(no_exchange, bool):
+            raise ValueError(f"HeuristicPolicy: no_exchange must be a bool (True or False), got {no_exchange!r}")
+        for key, value in (("reserve_margin", reserve_margin), ("loss_factor", loss_factor)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not np.isfinite(value):
+                raise ValueError(f"HeuristicPolicy: {key} must be a finite number, got {value!r}")
         if not 0 <= reserve_margin < 1:
             raise ValueError(f"HeuristicPolicy: reserve_margin must be in [0, 1), got {reserve_margin}")
+        if not 0 <= loss_factor < 1:
+            raise ValueError(f"HeuristicPolicy: loss_factor must be in [0, 1), got {loss_factor}")
         self.grid = grid
         self.reserve_margin = float(reserve_margin)
         self.no_exchange = bool(no_exchange)

@@ -116,6 +116,7 @@ class MPCSettings(StrictKwargs):
     fuel_tangents: int = 9
 
     def __post_init__(self) -> None:
+        self.check_types()   # every field by its annotation (env.settings.check_field_types)
         if self.formulation not in _SOLVERS:
             raise ValueError(f"MPCSettings.formulation: 'lin' or 'soc', got {self.formulation!r}")
         h = self.horizon_steps

@@ -145,6 +145,7 @@ class PerfectInformationSettings(StrictKwargs):
     compensators: bool = True
 
     def __post_init__(self) -> None:
+        self.check_types()   # every field by its annotation (env.settings.check_field_types)
         if self.ev_model not in ("auto", "per_ev", "aggregate"):
             raise ValueError(f"PerfectInformationSettings.ev_model: 'auto', 'per_ev' or 'aggregate', "
                              f"got {self.ev_model!r}")

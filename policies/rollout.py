@@ -89,6 +89,7 @@ class RolloutSettings(StrictKwargs):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self.check_types()   # every field by its annotation (env.settings.check_field_types)
         if isinstance(self.n_sims, bool) or not isinstance(self.n_sims, (int, np.integer)) or self.n_sims < 1:
             raise ValueError(f"RolloutSettings.n_sims: must be an integer >= 1, got {self.n_sims!r}")
         if not (np.isfinite(self.delta) and self.delta > 0):

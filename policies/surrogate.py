@@ -93,6 +93,7 @@ class SurrogateSettings(StrictKwargs):
     q_comp_mvar: float = 0.0
 
     def __post_init__(self) -> None:
+        self.check_types()   # every field by its annotation (env.settings.check_field_types)
         if not 0 <= self.reserve_margin < 1:
             raise ValueError(f"SurrogateSettings.reserve_margin: must be in [0, 1), got {self.reserve_margin}")
         if not (np.isfinite(self.loss_factor) and self.loss_factor >= 0):

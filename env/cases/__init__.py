@@ -19,14 +19,13 @@ CASE_VERSION = "1"
 
 
 def _feeder_case(name: str) -> Grid:
-    import tomllib
+    from env.cases.feeders import read_toml
 
-    from env.cases.feeders import DATA_DIR
-
-    with open(DATA_DIR / f"{name}.toml", "rb") as fh:
-        meta = tomllib.load(fh)
-    return Grid(name=name, feeders=(feeder_from_file(f"{name}.toml", name),),
-                tariff=load_tariff(meta["tariff"]), description=meta["description"])
+    feeder = feeder_from_file(f"{name}.toml", name)       # checks the file's keys and kinds
+    meta = read_toml(f"{name}.toml")
+    if "tariff" not in meta:
+        raise ValueError(f"{name}.toml: top level: missing key 'tariff' (a single-feeder case needs one)")
+    return Grid(name=name, feeders=(feeder,), tariff=load_tariff(meta["tariff"]), description=meta["description"])
 
 
 def _td_case(name: str) -> Grid:

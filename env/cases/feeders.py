@@ -7,6 +7,8 @@ indices and converts ohms and kW to per unit / MW.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -30,16 +32,36 @@ DATA_DIR = Path(__file__).parent / "data"
 FEEDER_BASE_KV = 12.66  # IEEE 33 and 69 (Baran-Wu; Das)
 FEEDER_BASE_MVA = 10.0  # pandapower case33bw's sn_mva and MATPOWER case69's baseMVA
 
-_FEEDER_KEYS = {
-    "description", "base_network", "tariff", "load_scale_p", "load_scale_q", "vmin_pu", "vmax_pu",
-    "v_slack_pu", "der", "evcs_buses", "evcs_ports", "storage", "compensators",
+#: Value kinds of the case files' keys (checked by :func:`check_table`).
+NUMBER, INTEGER, STRING, INTEGERS, NUMBERS, TABLES = (
+    "a number", "an integer", "a string", "an array of integers", "an array of numbers", "an array of tables")
+
+_FEEDER_SCHEMA = {
+    "description": STRING, "base_network": STRING, "tariff": STRING, "load_scale_p": NUMBER,
+    "load_scale_q": NUMBER, "vmin_pu": NUMBER, "vmax_pu": NUMBER, "v_slack_pu": NUMBER, "der": TABLES,
+    "evcs_buses": INTEGERS, "evcs_ports": INTEGER, "storage": TABLES, "compensators": TABLES,
 }
+_FEEDER_KEYS = set(_FEEDER_SCHEMA)
+_DER_SCHEMA = {"name": STRING, "bus": INTEGER, "kind": STRING, "p_max_mw": NUMBER}
+_STORAGE_SCHEMA = {"bus": INTEGER, "e_max_mwh": NUMBER, "p_max_mw": NUMBER, "eta_charge": NUMBER,
+                   "eta_discharge": NUMBER, "e_init_mwh": NUMBER}
+_COMP_SCHEMA = {"bus": INTEGER, "q_min_mvar": NUMBER, "q_max_mvar": NUMBER}
 
 
 def read_toml(name: str) -> dict[str, Any]:
-    """Read a case data file from ``env/cases/data``."""
-    with open(DATA_DIR / name, "rb") as fh:
-        return tomllib.load(fh)
+    """Read a case data file from ``env/cases/data``.
+
+    Raises:
+        ValueError: the file is missing or not valid TOML (naming the file).
+    """
+    path = DATA_DIR / name
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ValueError(f"{name}: case data file not found in {DATA_DIR}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{name}: not valid TOML ({exc})") from exc
 
 
 def check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -49,10 +71,66 @@ def check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
         raise ValueError(f"{where}: unknown keys {unknown}; valid keys: {sorted(allowed)}")
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_CHECKS = {
+    NUMBER: _is_number,
+    INTEGER: _is_integer,
+    STRING: lambda v: isinstance(v, str),
+    INTEGERS: lambda v: isinstance(v, list) and all(_is_integer(x) for x in v),
+    NUMBERS: lambda v: isinstance(v, list) and all(_is_number(x) for x in v),
+    TABLES: lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+}
+
+
+def check_table(data: Any, schema: dict[str, str], where: str, optional: tuple[str, ...] = ()) -> None:
+    """Check one TOML table against ``schema`` (key -> kind): no unknown keys, no missing keys
+    (but ``optional``), each value of its kind (numbers finite, no strings for numbers such as
+    ``"0.3"``, no booleans for numbers).
+
+    Raises:
+        ValueError: ``<file>: <table>: key '<key>' ...`` naming the file, the table and the key.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: must be a table, got {data!r}")
+    check_keys(data, set(schema), where)
+    missing = [k for k in schema if k not in data and k not in optional]
+    if missing:
+        raise ValueError(f"{where}: missing key{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(repr(k) for k in missing)}")
+    for key, kind in schema.items():
+        if key in data and not _CHECKS[kind](data[key]):
+            raise ValueError(f"{where}: key {key!r} must be {kind}, got {data[key]!r}")
+
+
+def check_unique(values: list[Any], where: str) -> None:
+    """Raise ValueError naming the duplicated values of ``values``."""
+    seen: set[Any] = set()
+    dup = sorted({v for v in values if v in seen or seen.add(v)}, key=str)  # type: ignore[func-returns-value]
+    if dup:
+        raise ValueError(f"{where}: duplicate values {dup}")
+
+
 def load_tariff(name: str) -> Tariff:
-    """Build a :class:`Tariff` from a TOML data file."""
+    """Build a :class:`Tariff` from a TOML data file (keys and kinds checked, naming the file).
+
+    Raises:
+        ValueError: missing, unknown or mistyped keys, or a value the :class:`Tariff` rejects.
+    """
     data = read_toml(name)
-    return Tariff(**data)
+    schema = {f.name: NUMBER for f in dataclasses.fields(Tariff)}
+    schema.update(price_buy_per_mwh=NUMBERS, currency=STRING)
+    check_table(data, schema, f"{name}: top level", optional=("currency",))
+    try:
+        return Tariff(**data)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
 
 
 def _ieee33_raw() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -120,15 +198,20 @@ def bare_feeder(base: str, name: str | None = None, vmin_pu: float = 0.95, vmax_
     )
 
 
-def _records(rows: list[dict[str, Any]], columns: tuple[str, ...], where: str) -> dict[str, list[Any]]:
-    """Turn a list of TOML tables into columns, rejecting unknown or missing keys."""
-    out: dict[str, list[Any]] = {c: [] for c in columns}
-    for row in rows:
-        check_keys(row, set(columns), where)
-        missing = set(columns) - set(row)
+def _records(rows: Any, schema: dict[str, str] | tuple[str, ...], where: str) -> dict[str, list[Any]]:
+    """Turn a list of TOML tables into columns, rejecting unknown, missing or mistyped keys
+    (``schema``: key -> kind, see :func:`check_table`; a tuple of keys checks keys only)."""
+    if isinstance(schema, tuple):
+        schema = {c: "" for c in schema}
+    if not isinstance(rows, list):
+        raise ValueError(f"{where}: must be {TABLES}, got {rows!r}")
+    out: dict[str, list[Any]] = {c: [] for c in schema}
+    for i, row in enumerate(rows):
+        check_table(row, {k: v for k, v in schema.items() if v}, f"{where}[{i}]")
+        missing = set(schema) - set(row)
         if missing:
-            raise ValueError(f"{where}: missing keys {sorted(missing)} in {row}")
-        for c in columns:
+            raise ValueError(f"{where}[{i}]: missing keys {sorted(missing)}")
+        for c in schema:
             out[c].append(row[c])
     return out
 
@@ -141,27 +224,41 @@ def _to_index(labels: list[int], n_bus: int, where: str) -> np.ndarray:
 
 
 def feeder_from_file(file: str, name: str) -> Network:
-    """Build a feeder :class:`Network` from its placement file (see ``data/d33.toml``)."""
+    """Build a feeder :class:`Network` from its placement file (see ``data/d33.toml``).
+
+    Raises:
+        ValueError: a missing, unknown or mistyped key (naming the file, the table and the key),
+            duplicate EV station buses or DER names, a bus label outside the feeder.
+    """
     data = read_toml(file)
-    check_keys(data, _FEEDER_KEYS, file)
-    net = bare_feeder(
-        data["base_network"], name=name, vmin_pu=data["vmin_pu"], vmax_pu=data["vmax_pu"],
-        load_scale_p=data["load_scale_p"], load_scale_q=data["load_scale_q"], v_slack_pu=data["v_slack_pu"],
-    )
+    check_table(data, _FEEDER_SCHEMA, f"{file}: top level", optional=("tariff",))  # a T-D feeder has none
+    try:
+        net = bare_feeder(
+            data["base_network"], name=name, vmin_pu=data["vmin_pu"], vmax_pu=data["vmax_pu"],
+            load_scale_p=data["load_scale_p"], load_scale_q=data["load_scale_q"], v_slack_pu=data["v_slack_pu"],
+        )
+    except ValueError as exc:
+        raise ValueError(f"{file}: top level: {exc}") from exc
     n = net.n_bus
-    der = _records(data["der"], ("name", "bus", "kind", "p_max_mw"), f"{file}: der")
+    der = _records(data["der"], _DER_SCHEMA, f"{file}: der")
+    check_unique(der["name"], f"{file}: der: key 'name'")
     der["bus"] = _to_index(der["bus"], n, f"{file}: der")
-    st = _records(data["storage"], ("bus", "e_max_mwh", "p_max_mw", "eta_charge", "eta_discharge", "e_init_mwh"),
-                  f"{file}: storage")
+    st = _records(data["storage"], _STORAGE_SCHEMA, f"{file}: storage")
     st["bus"] = _to_index(st["bus"], n, f"{file}: storage")
-    comp = _records(data["compensators"], ("bus", "q_min_mvar", "q_max_mvar"), f"{file}: compensators")
+    comp = _records(data["compensators"], _COMP_SCHEMA, f"{file}: compensators")
     comp["bus"] = _to_index(comp["bus"], n, f"{file}: compensators")
+    check_unique(data["evcs_buses"], f"{file}: top level: key 'evcs_buses' (one station per bus)")
     evcs_bus = _to_index(data["evcs_buses"], n, f"{file}: evcs_buses")
-    evcs = EVCSTable(
-        name=[f"evcs{b + 1}" for b in evcs_bus], bus=evcs_bus, n_ports=np.full(len(evcs_bus), data["evcs_ports"]),
-    )
-    return Network(
-        name=name, kind="feeder", base_mva=net.base_mva, base_kv=net.base_kv, slack_bus=net.slack_bus,
-        bus=net.bus, branch=net.branch, load=net.load, der=DERTable(**der),
-        storage=StorageTable(**st), evcs=evcs, compensator=CompensatorTable(**comp), v_slack_pu=net.v_slack_pu,
-    )
+    try:
+        evcs = EVCSTable(
+            name=[f"evcs{b + 1}" for b in evcs_bus], bus=evcs_bus,
+            n_ports=np.full(len(evcs_bus), data["evcs_ports"]),
+        )
+        return Network(
+            name=name, kind="feeder", base_mva=net.base_mva, base_kv=net.base_kv, slack_bus=net.slack_bus,
+            bus=net.bus, branch=net.branch, load=net.load, der=DERTable(**der),
+            storage=StorageTable(**st), evcs=evcs, compensator=CompensatorTable(**comp),
+            v_slack_pu=net.v_slack_pu,
+        )
+    except ValueError as exc:
+        raise ValueError(f"{file}: {exc}") from exc

@@ -11,13 +11,28 @@ from typing import Any
 
 import numpy as np
 
-from env.cases.feeders import _records, check_keys, feeder_from_file, load_tariff, read_toml
+from env.cases.feeders import (
+    INTEGER,
+    INTEGERS,
+    NUMBER,
+    STRING,
+    TABLES,
+    _records,
+    check_table,
+    check_unique,
+    feeder_from_file,
+    load_tariff,
+    read_toml,
+)
 from env.cases.transmission import transmission_arrays
 from env.network import BranchTable, BusTable, DERTable, GenTable, Grid, LoadTable, Network
 
-_TD_KEYS = {"description", "base_network", "tariff", "feeder", "boundary_buses", "thermal", "wind"}
+_TD_SCHEMA = {"description": STRING, "base_network": STRING, "tariff": STRING, "feeder": STRING,
+              "boundary_buses": INTEGERS, "thermal": TABLES, "wind": TABLES}
 _GEN_COLUMNS = ("bus", "p_min_mw", "p_max_mw", "ramp_mw_per_h", "cost_c1_per_mwh", "cost_c2_per_mw2h",
                 "cost_reserve_per_mwh")
+_GEN_SCHEMA = {c: INTEGER if c == "bus" else NUMBER for c in _GEN_COLUMNS}
+_WIND_SCHEMA = {"name": STRING, "bus": INTEGER, "p_max_mw": NUMBER}
 RAMP_SHARE_PER_H = 0.5      # chosen: units ramp 50 % of p_max per hour where the case gives none
 RESERVE_PRICE_SHARE = 0.2   # chosen: reserve capacity priced at 20 % of the unit's c1
 
@@ -59,9 +74,24 @@ def _case_generators(net: Any) -> dict[str, list[Any]]:
 
 
 def td_case(file: str, name: str) -> Grid:
-    """Build a T-D :class:`Grid` from its data file (see ``data/t30d2.toml``)."""
+    """Build a T-D :class:`Grid` from its data file (see ``data/t30d2.toml``).
+
+    Raises:
+        ValueError: a missing, unknown or mistyped key (naming the file, the table and the key),
+            duplicate boundary buses or wind names, unknown bus labels.
+    """
+    try:
+        return _td_case(file, name)
+    except ValueError as exc:
+        if str(exc).startswith(file):
+            raise
+        raise ValueError(f"{file}: {exc}") from exc
+
+
+def _td_case(file: str, name: str) -> Grid:
     data = read_toml(file)
-    check_keys(data, _TD_KEYS, file)
+    check_table(data, _TD_SCHEMA, f"{file}: top level", optional=("thermal", "wind"))
+    check_unique(data["boundary_buses"], f"{file}: top level: key 'boundary_buses'")
     net = _pandapower_case(data["base_network"])
     arr = transmission_arrays(net)
     n = len(arr.bus_label)
@@ -84,11 +114,12 @@ def td_case(file: str, name: str) -> Grid:
     loaded = np.flatnonzero(p_load > 0)
 
     if "thermal" in data:
-        gens = _records(data["thermal"], _GEN_COLUMNS, f"{file}: thermal")
+        gens = _records(data["thermal"], _GEN_SCHEMA, f"{file}: thermal")
         gens["bus"] = index(gens["bus"], "thermal").tolist()
     else:
         gens = _case_generators(net)
-    wind = _records(data.get("wind", []), ("name", "bus", "p_max_mw"), f"{file}: wind")
+    wind = _records(data.get("wind", []), _WIND_SCHEMA, f"{file}: wind")
+    check_unique(wind["name"], f"{file}: wind: key 'name'")
     der = DERTable(name=wind["name"], bus=index(wind["bus"], "wind"), kind=["wind"] * len(wind["name"]),
                    p_max_mw=wind["p_max_mw"])
     transmission = Network(
