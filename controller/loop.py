@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from controller.reactive import ReactiveCompensator, ReactiveResult, ReactiveSettings
 from controller.reactive_inputs import ReactiveScenarioBuilder
+from env.dispatch import Dispatch
 from env.gym_env import TDGridEnv
 from env.physics.grid_flow import GridPhysics
 from env.simulator import COST_KEYS, StepOutcome
@@ -41,7 +42,7 @@ class LoopSettings:
     n_samples: int = 30
     n_scenarios: int = 10
     socp: ReactiveSettings = ReactiveSettings()
-    scenarios: str = "forecast"
+    scenarios: Literal["forecast", "nowcast"] = "forecast"
 
     def __post_init__(self) -> None:
         """Check the fields by type (``reactive`` a bool, the counts integers, ``socp`` a
@@ -111,6 +112,9 @@ class RollingController:
             obs = self.base.observation_typed
             t0 = time.perf_counter()
             dispatch = self.policy.act(obs, obs.forecast)
+            if not isinstance(dispatch, Dispatch):
+                raise TypeError(f"policy {getattr(self.policy, 'name', type(self.policy).__name__)!r} returned "
+                                f"{type(dispatch).__name__} at step {obs.step}; act() must return an env.Dispatch")
             decision_ms.append((time.perf_counter() - t0) * 1e3)
             # a policy that sets the compensators itself (perfect information) overrides the
             # SOCP's setpoints in the env, so the SOCP is not solved for it
@@ -155,7 +159,7 @@ class RollingController:
             "ev_charged_mwh": float(out.ev.charged_kwh.sum()) / 1e3,
             "imbalance_mw": out.imbalance_mw,
             "boundary_violation_mw": float(np.abs(out.boundary_violation_mw).sum()),
-            "max_line_loading": float(out.line_loading.max(initial=0.0)),
+            "max_line_loading": float(out.line_loading.max()) if self.base.model.any_rated else float("nan"),
             **{f"viol_{k}": v for k, v in out.violations.items()},
         }
         rows = [system]

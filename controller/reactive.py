@@ -103,6 +103,9 @@ class ReactiveSettings:
     inaccurate_tol_pu: float = 1e-3
 
     def __post_init__(self) -> None:
+        from env.settings import check_field_types
+
+        check_field_types(self)
         if isinstance(self.n_scenarios, bool) or not isinstance(self.n_scenarios, (int, np.integer)):
             raise ValueError(f"ReactiveSettings.n_scenarios must be an int, got {self.n_scenarios!r}")
         if self.n_scenarios < 1:

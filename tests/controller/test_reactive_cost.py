@@ -242,3 +242,23 @@ def test_wrapper_solves_on_the_projected_action() -> None:
         _, reward, _, _, info = e.step(np.full(e.action_space.shape, 5.0, dtype=np.float32))
         assert info["reactive"]["status"] == [cp.OPTIMAL] and info["reactive"]["fallback"] == [None]
         assert np.isfinite(reward)
+
+
+def test_loop_reports_no_line_loading_without_rated_lines_and_rejects_non_dispatch() -> None:
+    e = env.TDGridEnv(case="d33", regime="cloudy")
+    day = RollingController(e, make_policy("heuristic", e.grid), settings=LoopSettings(reactive=False)).run_day(1)
+    assert day.steps[day.steps.area == "system"].max_line_loading.isna().all()
+
+    class Bad:
+        name = "bad"
+
+        def reset(self, seed=None):  # noqa: ANN001, ANN202
+            pass
+
+        def act(self, obs, forecast):  # noqa: ANN001, ANN202
+            return np.zeros(3)
+
+    with pytest.raises(TypeError, match="'bad' returned ndarray at step 0"):
+        RollingController(e, Bad(), settings=LoopSettings(reactive=False)).run_day(1)
+    with pytest.raises(ValueError, match="scenarios"):
+        LoopSettings(scenarios="somewhere")
