@@ -5,7 +5,9 @@ planning data from ``forecast.day_ahead`` (non-anticipative) and solves the firs
 energy and reserves, the stations' TOU schedule and cleared regulation, and the boundary reserves
 the DSOs sell to the TSO; by ADMM (TSO and DSOs coordinated, seed 000) or centrally. If ADMM fails
 or does not converge the centralized C&CG solve is used instead and this is recorded in
-:attr:`AroDroPolicy.plan_log`. With ``replan_every_h = H`` the plan is re-solved every ``H`` hours
+:attr:`AroDroPolicy.plan_log` and, as a fallback the loop reports, in :attr:`AroDroPolicy.fallback_log`.
+The first stage prices load shedding (and curtailment through its recourse), so a tight day has
+a plan with expected shedding rather than none. With ``replan_every_h = H`` the plan is re-solved every ``H`` hours
 for the whole day from a :class:`~scenarios.DayAheadInfo` whose load and wind-speed forecasts are
 replaced, from the current step on, by the current intraday point forecast (the error samples of
 the planner are still drawn from the day-ahead error model, so the plan stays conservative).
@@ -506,7 +508,10 @@ class AroDroPolicy:
         plan: the current :class:`FirstStagePlan` (None before the first step).
         plan_log: one dict per planning run (step, method used, time, converged, fallback reason).
         fallbacks, fallback_log: steps of the current day on which the recourse LP failed and the
-            plan's dispatch was played instead, with the reason.
+            plan's dispatch was played instead (or, without a plan, the heuristic's action:
+            reason ``"no plan"``), with the reason; plan-level failures (ADMM replaced by the
+            centralized solve, no plan) are logged as ``(step, "plan: ...")`` too
+            (:mod:`policies.base`: the loop records every entry).
         solve_ms: per step, wall time of the recourse (LP data + solve).
         bands: per step, the :class:`StepBand` used.
         lp_shed_mw: per step, the LP's shedding slack (what the plan's windows could not cover).
@@ -581,6 +586,7 @@ class AroDroPolicy:
         self._planned_at = obs.step
         if forecast is None:
             self.plan_log.append({"step": obs.step, "method": None, "fallback": "no forecast"})
+            self.fallback_log.append((obs.step, "plan: no forecast"))
             return
         da = intraday_day_ahead(forecast, obs.step) if self.settings.replan_every_h else forecast.day_ahead
         key = (self.grid.name, day_ahead_digest(da), self.settings.planning, self.settings.planner)
@@ -593,6 +599,8 @@ class AroDroPolicy:
         plan, record = self.solve_plan(data)
         record["step"] = obs.step
         self.plan_log.append(record)
+        if record["fallback"]:   # ADMM replaced by the centralized solve, or no plan at all
+            self.fallback_log.append((obs.step, f"plan: {record['fallback']}"))
         if plan is not None:
             self.plan = plan
             if self.plan_cache is not None:

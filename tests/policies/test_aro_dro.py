@@ -20,6 +20,8 @@ from scenarios import sample_day
 
 CASE, REGIME = "t30d2", "cloudy"
 DAY = 1                   # a day whose realized wind falls 35-60 MW below the forecast: the plan alone sheds
+TIGHT_DAY = 9             # calm (no wind forecast) with a load peak the thermal units cannot reach by ramping:
+                          # the first stage without priced shedding was infeasible (found by scanning seeds 1-12)
 FAST = AroDroSettings(planner="centralized")       # ~5 s per t30d2 plan (ADMM ~19 s)
 SMALL = PlanningSettings(n_samples=3, ev_samples=5)
 TOL = 1e-6
@@ -269,3 +271,45 @@ def test_replanning_uses_the_intraday_forecast_from_the_current_step(monkeypatch
     np.testing.assert_allclose(da4.load_pu_da[4:], forecasts[4].load_pu)
     np.testing.assert_allclose(da4.wind_speed_ms_da[4:], forecasts[4].wind_speed_ms)
     assert not np.allclose(da4.wind_speed_ms_da[4:], da0.wind_speed_ms_da[4:])
+
+
+def test_a_day_the_unpriced_model_could_not_plan_gets_a_plan_with_expected_shedding() -> None:
+    """Seed 000's objective prices shedding: the first stage of a day whose load the units cannot reach
+    is feasible, sheds what it must (hours 16-18), and the policy plays its recourse all day."""
+    import cvxpy as cp
+
+    from policies.planning import TSOModel
+
+    grid = env.load_case(CASE)
+    data = build_planning_data(grid, sample_day(grid, REGIME, TIGHT_DAY).day_ahead, SMALL)
+    pieces = TSOModel(data).build()
+    old = cp.Problem(cp.Minimize(pieces.cost), pieces.constraints + [pieces.shed == 0])   # shedding not allowed
+    old.solve(solver="HIGHS")
+    assert old.status == cp.INFEASIBLE
+    e = _env()
+    policy = AroDroPolicy(e.unwrapped.grid, AroDroSettings(planner="centralized", planning=SMALL))
+    summary, _ = _run(policy, seed=TIGHT_DAY)
+    plan = policy.plan
+    assert plan is not None and policy.plan_log[0]["fallback"] == ""
+    shed_t = np.asarray(plan.info["shed_planned_mw"])
+    assert plan.shed_expected_mwh >= plan.info["shed_planned_mwh"] > 0.5
+    assert set(np.flatnonzero(shed_t > 1e-6)) <= set(range(15, 20))            # only around the evening peak
+    assert plan.objective["load_shed"] == pytest.approx(
+        grid.tariff.penalty_load_shed_per_mwh * plan.info["shed_planned_mwh"], rel=1e-6)
+    # the recourse ran on every step (no fallback) and covered the peak with its shedding slack
+    assert policy.fallback_log == [] and len(policy.solve_ms) == 96 and summary["fallback_steps"] == 0
+    assert max(policy.lp_shed_mw[64:76]) > 0.5
+
+
+def test_plan_level_failure_is_logged_and_reported_by_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    e = _env()
+    policy = AroDroPolicy(e.unwrapped.grid, FAST)
+    monkeypatch.setattr(policy, "solve_plan", lambda data: (None, {"method": None, "fallback":
+                        "centralized failed: centralized_master: status infeasible with HIGHS"}))
+    steps = RollingController(e, policy, settings=LoopSettings(reactive=False)).run_day(DAY).steps
+    assert policy.fallback_log[0] == (0, "plan: centralized failed: centralized_master: status infeasible with HIGHS")
+    assert policy.fallback_log[1] == (0, "no plan") and len(policy.fallback_log) == 97
+    system = steps[steps.area == "system"]
+    assert system.policy_fallback.iloc[0] == ("plan: centralized failed: centralized_master: status infeasible "
+                                              "with HIGHS; no plan")
+    assert (system.policy_fallback.iloc[1:] == "no plan").all()
