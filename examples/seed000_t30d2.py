@@ -8,6 +8,11 @@ aro_so, boundary violation vs aro_so and dro_only, evcs_both vs evcs_dso_only an
     python examples/seed000_t30d2.py --days 10 --out runs/seed000            # the recourse in the cleared band
     python examples/seed000_t30d2.py --days 10 --redispatch 50 --out runs/seed000_rd  # + re-dispatch at 50 $/MWh
 
+The loop's reactive SOCP runs by default (``--no-reactive`` keeps the compensators at 0). The
+compare table has a ``fallbacks d/steps`` column (days / steps on which a policy played something
+other than its own rule, e.g. no day-ahead plan) and ``SOCP fallbacks``; a warning line names every
+policy that fell back, with the first reason.
+
 ``--redispatch P`` gives every DRO-ARO variant ``AroDroSettings(redispatch_price_per_mwh=P)``
 (thermal setpoints may leave the cleared band at that price); use a separate ``--out`` per
 setting (the sweep folder does not record policy settings).
@@ -72,13 +77,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--regime", default="cloudy")
     p.add_argument("--redispatch", type=float, default=None, help="re-dispatch price beyond the band ($/MWh)")
-    p.add_argument("--reactive", action="store_true", help="run the reactive SOCP (off by default: active power only)")
+    p.add_argument("--no-reactive", action="store_true",
+                   help="keep the compensators at 0 (default: the loop's reactive SOCP, as in gridroll compare)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs/seed000")
     args = p.parse_args()
     config = SweepConfig(case="t30d2", policies=POLICIES, regimes=(args.regime,), days=args.days, seed=args.seed,
-                         reactive=args.reactive)
-    factory = functools.partial(_factory, args.redispatch, compensators=args.reactive)
+                         reactive=not args.no_reactive)
+    factory = functools.partial(_factory, args.redispatch, compensators=not args.no_reactive)
     result = run_sweep(config, args.out, workers=args.workers, policy_factory=factory)
     table = compare_policies(result.summary, kpis=KEY_KPIS, worst=COMPARE_WORST_KPIS)
     print(f"{result.n_ran} runs done, {result.n_reused} reused from {result.out}")
