@@ -7,10 +7,16 @@ the DSOs sell to the TSO; by ADMM (TSO and DSOs coordinated, seed 000) or centra
 or does not converge the centralized C&CG solve is used instead and this is recorded in
 :attr:`AroDroPolicy.plan_log` and, as a fallback the loop reports, in :attr:`AroDroPolicy.fallback_log`.
 The first stage prices load shedding (and curtailment through its recourse), so a tight day has
-a plan with expected shedding rather than none. With ``replan_every_h = H`` the plan is re-solved every ``H`` hours
-for the whole day from a :class:`~scenarios.DayAheadInfo` whose load and wind-speed forecasts are
+a plan with expected shedding rather than none.
+
+**Intraday stage (seed 000), the default**: the plan is re-solved every ``replan_every_h`` hours
+(default 6) for the whole day from a :class:`~scenarios.DayAheadInfo` whose load and wind-speed forecasts are
 replaced, from the current step on, by the current intraday point forecast (the error samples of
-the planner are still drawn from the day-ahead error model, so the plan stays conservative).
+the planner are still drawn from the day-ahead error model, so the plan stays conservative); each
+step the TSO re-dispatches its thermal units within the cleared band and, beyond it, at
+``redispatch_price_per_mwh`` (default :data:`REDISPATCH_PRICE_PER_MWH`) and calls the boundary
+reserves, and the DSOs move their stations within the cleared regulation (the recourse below).
+``aro_dro_hard_band`` plans once and keeps the setpoints inside the cleared band.
 
 **Recourse** (:class:`RecourseLP`, built once with cvxpy Parameters, DPP, re-solved by HiGHS each
 step): one LP on the realized step (the observation's nowcast of loads and availability) that
@@ -90,13 +96,20 @@ from env.settings import StrictKwargs
 from env.simulator import GridModel, SimulatorSettings
 from policies.heuristic import HeuristicPolicy
 
-__all__ = ["ARO_VARIANTS", "REDISPATCH_PRICE_PER_MWH", "AroDroPolicy", "AroDroSettings", "RecourseLP", "StepBand",
+__all__ = ["ARO_VARIANTS", "REDISPATCH_PRICE_PER_MWH", "REPLAN_EVERY_H", "AroDroPolicy", "AroDroSettings", "RecourseLP", "StepBand",
            "make_variant"]
 
-#: Price of intraday re-dispatch beyond the cleared band of the registered ``aro_dro_redispatch``
-#: ($/MWh). Seed 000 has no intraday market; chosen below the curtailment and shedding penalties
-#: (so the recourse re-dispatches before it spills or sheds) and above the units' marginal fuel cost.
+#: Price of intraday re-dispatch beyond the cleared band, the default recourse ($/MWh). Seed 000 has
+#: no intraday market price; chosen below the curtailment (100) and shedding (1000) penalties of the
+#: T-D tariff (so the recourse re-dispatches before it spills or sheds) and above the units' marginal
+#: fuel cost. ``aro_dro_hard_band`` keeps the setpoints inside the cleared band instead.
 REDISPATCH_PRICE_PER_MWH = 50.0
+
+#: Default re-planning interval (h): the plan is re-solved on the intraday forecast at 0, 6, 12 and
+#: 18 h. On t30d2 (cloudy days 1-4, centralized planner, redispatch recourse) re-planning every 6 h
+#: or 3 h changed the day's cost by -0.1 % ... +0.1 % against planning once, at 3-4 x (6 h) and
+#: 5-12 x (3 h) the decision time, so the interval is the coarse one.
+REPLAN_EVERY_H = 6.0
 
 #: Registry name -> the PlanningSettings fields that define the variant.
 ARO_VARIANTS: dict[str, dict[str, str]] = {
@@ -122,13 +135,15 @@ class AroDroSettings(StrictKwargs):
         planner: ``"admm"`` (TSO and DSOs coordinated, seed 000; falls back to the centralized
             solve when ADMM fails or does not converge) or ``"centralized"``.
         replan_every_h: ``None``: plan once at the start of the day; ``H``: re-plan every ``H`` hours
-            on the current intraday point forecast (see the module docstring).
+            on the current intraday point forecast (see the module docstring); default
+            :data:`REPLAN_EVERY_H` (seed 000's intraday stage).
         redispatch_price_per_mwh: ``None``: thermal setpoints stay inside the cleared band (hard;
-            seed 000's recourse): a deficit beyond the cleared up-reserve (and the stations' room)
+            ``aro_dro_hard_band``): a deficit beyond the cleared up-reserve (and the stations' room)
             is shed, a surplus beyond the down-reserve is curtailed (renewables, then the env backs
-            thermal units off, also counted as curtailment). A price: setpoints may leave the band,
-            within unit limits and ramps, at this price per MWh beyond it (emergency redispatch);
-            below the curtailment penalty the LP redispatches down before it spills.
+            thermal units off, also counted as curtailment). A price (default
+            :data:`REDISPATCH_PRICE_PER_MWH`, seed 000's intraday stage: the TSO re-dispatches its
+            units): setpoints may leave the band, within unit limits and ramps, at this price per
+            MWh beyond it; below the curtailment penalty the LP redispatches down before it spills.
         tso_share_weight: weight (0..1) of the boundary penalty on holding less than the boundary
             reserve the plan sold to the TSO (the call is revealed after dispatch).
         loss_factor: feeder losses added at the boundary, as a share of the feeder load (LinDistFlow
@@ -143,8 +158,8 @@ class AroDroSettings(StrictKwargs):
 
     planning: PlanningSettings = field(default_factory=PlanningSettings)
     planner: Literal["admm", "centralized"] = "admm"
-    replan_every_h: float | None = None
-    redispatch_price_per_mwh: float | None = None
+    replan_every_h: float | None = REPLAN_EVERY_H
+    redispatch_price_per_mwh: float | None = REDISPATCH_PRICE_PER_MWH
     tso_share_weight: float = 1.0
     loss_factor: float = 0.05
     fuel_tangents: int = 9

@@ -22,7 +22,7 @@ CASE, REGIME = "t30d2", "cloudy"
 DAY = 1                   # a day whose realized wind falls 35-60 MW below the forecast: the plan alone sheds
 TIGHT_DAY = 9             # calm (no wind forecast) with a load peak the thermal units cannot reach by ramping:
                           # the first stage without priced shedding was infeasible (found by scanning seeds 1-12)
-FAST = AroDroSettings(planner="centralized")       # ~5 s per t30d2 plan (ADMM ~19 s)
+FAST = AroDroSettings(planner="centralized", replan_every_h=None)   # ~5 s per t30d2 plan (ADMM ~19 s); once a day
 SMALL = PlanningSettings(n_samples=3, ev_samples=5)
 TOL = 1e-6
 
@@ -108,7 +108,7 @@ def _assert_within_cleared_band(plan: Any, model: Any, obs: Any, applied: Dispat
 
 def test_closed_loop_day_keeps_the_cleared_bands_and_sheds_less_than_the_plan_alone(plan_cache: dict) -> None:
     e = _env()
-    policy = make_policy("aro_dro", e.unwrapped.grid, settings=FAST, plan_cache=plan_cache)
+    policy = make_policy("aro_dro_hard_band", e.unwrapped.grid, settings=FAST, plan_cache=plan_cache)
     summary, rec = _run(policy)
     assert np.isfinite(summary["total_cost"]) and len(rec.steps) == 96
     assert policy.fallbacks == 0 and policy.plan_log[0]["method"] == "centralized"
@@ -125,15 +125,17 @@ def test_closed_loop_day_keeps_the_cleared_bands_and_sheds_less_than_the_plan_al
 
 
 def test_redispatch_beyond_the_band_sheds_less_than_the_hard_band(plan_cache: dict) -> None:
-    """``aro_dro_redispatch``: on the same plan, setpoints may leave the cleared band (at a price);
-    on a day where the hard band sheds, it sheds less and costs less."""
+    """``aro_dro`` (default recourse: intraday re-dispatch): on the same plan, setpoints may leave the
+    cleared band (at a price); on a day where ``aro_dro_hard_band`` sheds, it sheds less and costs less."""
     grid = env.load_case(CASE)
-    hard = make_policy("aro_dro", grid, settings=FAST, plan_cache=plan_cache)
+    hard = make_policy("aro_dro_hard_band", grid, settings=FAST, plan_cache=plan_cache)
     price = aro.REDISPATCH_PRICE_PER_MWH
-    soft = make_policy("aro_dro_redispatch", grid, settings=AroDroSettings(planner="centralized",
-                       redispatch_price_per_mwh=price), plan_cache=plan_cache)
-    assert soft.name == "aro_dro_redispatch" and soft.settings.redispatch_price_per_mwh == price
-    assert make_policy("aro_dro_redispatch", grid).settings.redispatch_price_per_mwh == price
+    soft = make_policy("aro_dro", grid, settings=FAST, plan_cache=plan_cache)
+    assert hard.name == "aro_dro_hard_band" and hard.settings.redispatch_price_per_mwh is None
+    assert soft.name == "aro_dro" and soft.settings.redispatch_price_per_mwh == price
+    default, hard_default = make_policy("aro_dro", grid).settings, make_policy("aro_dro_hard_band", grid).settings
+    assert (default.redispatch_price_per_mwh, default.replan_every_h) == (price, aro.REPLAN_EVERY_H)
+    assert (hard_default.redispatch_price_per_mwh, hard_default.replan_every_h) == (None, None)
     hard_day, _ = _run(hard)
     soft_day, rec = _run(soft)
     np.testing.assert_array_equal(soft.plan.thermal_p_mw, hard.plan.thermal_p_mw)   # the same plan
@@ -176,7 +178,7 @@ def test_single_feeder_grid_raises_a_clear_error() -> None:
         AroDroPolicy(env.load_case("d33"))
     assert not policy_supports("aro_dro", env.load_case("d33"))
     assert policy_supports("aro_dro", env.load_case(CASE)) and policy_supports("heuristic", env.load_case("d33"))
-    assert set(TD_ONLY_POLICIES) == {*ARO_VARIANTS, "aro_dro_redispatch"}
+    assert set(TD_ONLY_POLICIES) == {*ARO_VARIANTS, "aro_dro_hard_band"}
 
 
 @pytest.mark.parametrize("name", list(ARO_VARIANTS))
@@ -287,7 +289,8 @@ def test_a_day_the_unpriced_model_could_not_plan_gets_a_plan_with_expected_shedd
     old.solve(solver="HIGHS")
     assert old.status == cp.INFEASIBLE
     e = _env()
-    policy = AroDroPolicy(e.unwrapped.grid, AroDroSettings(planner="centralized", planning=SMALL))
+    policy = AroDroPolicy(e.unwrapped.grid, AroDroSettings(planner="centralized", replan_every_h=None,
+                                                           planning=SMALL))
     summary, _ = _run(policy, seed=TIGHT_DAY)
     plan = policy.plan
     assert plan is not None and policy.plan_log[0]["fallback"] == ""
