@@ -123,7 +123,10 @@ class RollingController:
                 on_step(outcome.step, self.base.n_steps)
             terminated = terminated or truncated
         steps = pd.DataFrame(rows)
-        return DayResult(steps, day_summary(steps, self.base.grid.tariff.currency))
+        summary = day_summary(steps, self.base.grid.tariff.currency)
+        if callable(getattr(self.policy, "day_stats", None)):   # the policy's own day KPIs (prefixed by it)
+            summary.update({k: v for k, v in self.policy.day_stats().items() if k not in summary})
+        return DayResult(steps, summary)
 
     def _compensate(self, obs: Any, dispatch: Any, rng: np.random.Generator
                     ) -> tuple[list[ReactiveResult] | None, Any]:

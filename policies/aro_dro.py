@@ -528,6 +528,7 @@ class AroDroPolicy:
             centralized solve, no plan) are logged as ``(step, "plan: ...")`` too
             (:mod:`policies.base`: the loop records every entry).
         solve_ms: per step, wall time of the recourse (LP data + solve).
+        reserve_exceeded: per step with a plan, whether the wind deviation exceeded the cleared reserves.
         bands: per step, the :class:`StepBand` used.
         lp_shed_mw: per step, the LP's shedding slack (what the plan's windows could not cover).
     """
@@ -566,6 +567,7 @@ class AroDroPolicy:
         self.solve_ms: list[float] = []
         self.bands: list[StepBand] = []
         self.lp_shed_mw: list[float] = []
+        self.reserve_exceeded: list[bool] = []
 
     def act(self, obs: Observation, forecast: Any = None) -> Dispatch:
         """Plan if due, then solve the recourse LP of ``obs.step`` (plan's dispatch on failure)."""
@@ -576,6 +578,7 @@ class AroDroPolicy:
             self._plan(obs, forecast)
         if self.plan is None:
             return self._fail(obs, None, "no plan")
+        self.reserve_exceeded.append(self._exceeds_cleared_reserves(obs))
         t0 = time.perf_counter()
         band = step_band(self.plan, self.model, obs)
         self.bands.append(band)
@@ -669,11 +672,31 @@ class AroDroPolicy:
         return d.replace(thermal_p_mw=p, thermal_r_up_mw=r_up, thermal_r_dn_mw=r_dn, ev_p_mw=ev,
                          ev_r_up_mw=ru, ev_r_dn_mw=rd)
 
+    def _exceeds_cleared_reserves(self, obs: Observation) -> bool:
+        """Whether the step's transmission wind deviates from the plan by more than the plan cleared
+        for its period: ``W_plan - avail > sum r_up + sum R_up`` (deficit beyond the thermal and
+        boundary up-reserves) or ``avail - W_plan > sum r_dn + sum R_dn`` (surplus beyond the
+        down-reserves, i.e. curtailment). ``avail`` is the observation's nowcast of the farms."""
+        plan = self.plan
+        assert plan is not None
+        p = plan.period_of(obs.step, round(obs.dt_h * 60))
+        n_f = sum(len(f.der) for f in self.grid.feeders)
+        avail = float(np.maximum(np.asarray(obs.der_avail_mw, dtype=float)[n_f:], 0.0).sum())
+        dev = float(plan.wind_planned_mw[p].sum()) - avail
+        up = float(plan.thermal_r_up_mw[p].sum() + plan.boundary_r_up_mw[p].sum())
+        dn = float(plan.thermal_r_dn_mw[p].sum() + plan.boundary_r_dn_mw[p].sum())
+        return dev > up + 1e-6 or -dev > dn + 1e-6
+
     # ------------------------------------------------------------------ reporting
     def day_stats(self) -> dict[str, float]:
-        """KPIs of the current day: fallbacks, plans, recourse solve times (ms)."""
+        """KPIs of the current day: fallbacks, plans, recourse solve times (ms), and
+        ``aro_reserve_exceedance_share``: the share of steps whose transmission wind deviation from
+        the plan exceeded the reserves it cleared for the period (see :meth:`_exceeds_cleared_reserves`;
+        what the ambiguity set is meant to cover at its risk level)."""
         ms = np.asarray(self.solve_ms, dtype=float)
-        return {"aro_fallbacks": float(self.fallbacks), "aro_steps": float(ms.size),
+        ex = np.asarray(self.reserve_exceeded, dtype=float)
+        return {"aro_reserve_exceedance_share": float(ex.mean()) if ex.size else float("nan"),
+                "aro_fallbacks": float(self.fallbacks), "aro_steps": float(ms.size),
                 "aro_plans": float(len(self.plan_log)),
                 "aro_solve_ms_median": float(np.median(ms)) if ms.size else float("nan"),
                 "aro_solve_ms_max": float(ms.max()) if ms.size else float("nan")}
