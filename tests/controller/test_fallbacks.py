@@ -63,3 +63,15 @@ def test_forced_solver_failures_show_in_steps_summary_and_compare(tmp_path: Path
     assert ("WARNING: mpc (cloudy) fell back on 1 of 1 days, 32 steps; first reason: HIGHS: infeasible (forced)"
             in printed)
     assert "WARNING: heuristic" not in printed
+
+
+def test_run_prints_the_fallback_steps_and_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(MPCPolicy, "_solve", lambda self, window: ("", "CLARABEL: solver error (forced)"))
+    assert main(["run", "--case", "d33", "--policy", "mpc", "--days", "1", "--no-reactive", "--no-plots",
+                 "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "fallback_steps" in printed
+    assert "WARNING: day 0: the policy fell back on 96 steps; first reason: CLARABEL: solver error (forced)" in printed
+    summary = pd.read_parquet(tmp_path / "summary.parquet")
+    assert summary.fallback_steps.tolist() == [96]
