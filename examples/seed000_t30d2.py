@@ -69,8 +69,10 @@ def paper_table(table: pd.DataFrame) -> pd.DataFrame:
         col = _COLUMN[what]
         a, b = float(rows.at[ours, col]), float(rows.at[ref, col])
         rel = (a - b) / abs(b) if b else float("nan")
+        # every figure of seed 000 is a reduction: the direction holds when ours is strictly lower
+        holds = "holds" if a < b - 1e-9 else "fails"
         out.append({"figure": what, "policy": ours, "vs": ref, "ours": a, "reference": b, "diff": a - b,
-                    "diff_%": 100 * rel, "paper": paper})
+                    "diff_%": 100 * rel, "paper": paper, "direction": holds})
     return pd.DataFrame(out)
 
 
