@@ -568,6 +568,7 @@ class AroDroPolicy:
         self.bands: list[StepBand] = []
         self.lp_shed_mw: list[float] = []
         self.reserve_exceeded: list[bool] = []
+        self._plans_before_today = len(self.plan_log)     # plan_log spans days; day_stats counts today's
 
     def act(self, obs: Observation, forecast: Any = None) -> Dispatch:
         """Plan if due, then solve the recourse LP of ``obs.step`` (plan's dispatch on failure)."""
@@ -697,7 +698,7 @@ class AroDroPolicy:
         ex = np.asarray(self.reserve_exceeded, dtype=float)
         return {"aro_reserve_exceedance_share": float(ex.mean()) if ex.size else float("nan"),
                 "aro_fallbacks": float(self.fallbacks), "aro_steps": float(ms.size),
-                "aro_plans": float(len(self.plan_log)),
+                "aro_plans": float(len(self.plan_log) - self._plans_before_today),
                 "aro_solve_ms_median": float(np.median(ms)) if ms.size else float("nan"),
                 "aro_solve_ms_max": float(ms.max()) if ms.size else float("nan")}
 

@@ -354,3 +354,6 @@ def test_reserve_exceedance_compares_the_wind_deviation_with_the_cleared_reserve
     stats = policy.day_stats()
     assert len(policy.reserve_exceeded) == 4
     assert stats["aro_reserve_exceedance_share"] == pytest.approx(np.mean(policy.reserve_exceeded[:4]))
+    assert stats["aro_plans"] == 1
+    policy.reset(DAY + 1)                                     # a new day counts its own plans
+    assert policy.day_stats()["aro_plans"] == 0 and len(policy.plan_log) == 1
