@@ -4,7 +4,9 @@ Both run the resumable sweep of :mod:`controller.experiments`, write
 ``summary.parquet`` (one row per policy x regime x day), ``steps.parquet``,
 ``comparison.parquet`` (the per-regime table) and PNG plots, and print a table
 per regime: KPI means, paired 95% CIs of each policy's cost minus the
-baseline's, regret against the perfect-information bound and the gap closed.
+baseline's, regret against the perfect-information bound and the gap closed, and
+the fallbacks (days/steps a policy played something other than its rule, SOCP
+fallbacks), with a warning line per policy that fell back.
 ``stress`` runs the stress regimes and adds the worst day of each KPI.
 """
 
@@ -137,6 +139,11 @@ def format_regime_table(table: pd.DataFrame, regime: str, baseline: str
         costs["dispatch gap closed"] = rows.dispatch_gap_closed.map(lambda g: "" if pd.isna(g) else f"{g:.0%}")
     if "worst_total_cost" in rows:
         costs["worst cost"] = rows.worst_total_cost.map("{:,.1f}".format)
+    if "fallback_steps" in rows:   # the policy's own fallbacks: days with one / steps
+        costs["fallbacks d/steps"] = [("" if pd.isna(d) else f"{int(d)}/{int(st)}")
+                                      for d, st in rows[["fallback_days", "fallback_steps"]].to_numpy()]
+    if "socp_fallbacks" in rows:
+        costs["SOCP fallbacks"] = rows.socp_fallbacks.map(lambda v: "" if pd.isna(v) else f"{int(v)}")
     kpis = {}
     for kpi in _PRINT_KPIS:
         if kpi in rows:
@@ -149,7 +156,7 @@ def format_regime_table(table: pd.DataFrame, regime: str, baseline: str
 
 def print_comparison(table: pd.DataFrame, summary: pd.DataFrame, *, baseline: str, confidence: float) -> None:
     """Print the cost and KPI tables of each regime, and which model the bound comes from."""
-    from controller.stats import DISPATCH_YARDSTICK, find_bound_policy
+    from controller.stats import DISPATCH_YARDSTICK, fallback_warnings, find_bound_policy
 
     currency = str(summary["currency"].iloc[0]) if "currency" in summary else ""
     print(f"\nMeans over days ({currency} for costs); [CI] = {confidence:.0%} paired t-interval over days"
@@ -171,3 +178,7 @@ def print_comparison(table: pd.DataFrame, summary: pd.DataFrame, *, baseline: st
             print(f"\n== {regime} ==")
             print(costs.to_string())
             print(kpis.to_string())
+    warnings = fallback_warnings(summary)
+    if warnings:
+        print()
+        print("\n".join(warnings))

@@ -43,6 +43,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Solve and print; a failed solve ends with one line on stderr (day, stage, status) and code 2."""
+    from policies.planning import PlanningError
+
+    try:
+        return _run(args)
+    except PlanningError as exc:
+        import sys
+
+        print(f"gridroll plan: error: {args.case} / {args.regime} / seed {args.seed}: stage {exc.stage}: "
+              f"status {exc.status}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     import env
     from policies.planning.admm import solve_admm
     from policies.planning.centralized import solve_centralized
@@ -101,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"gap (ADMM - centralized) / centralized = {100 * gap:+.3f} %")
     parts = ", ".join(f"{k} {v:.1f}" for k, v in plan.objective.items() if not k.startswith("dso_f"))
     print(f"objective {objective:.2f} ({parts})")
+    print(f"expected transmission load shedding {plan.shed_expected_mwh:.2f} MWh "
+          f"(planned {plan.info['shed_planned_mwh']:.2f} MWh)")
     print(f"time {elapsed:.1f} s")
     out.update({"iterations": iterations, "gap": gap, "time_s": elapsed, "objective": objective,
                 "objective_parts": plan.objective, "residuals": residuals, "plan": plan.to_dict()})

@@ -27,7 +27,7 @@ _PLOT_FILES = ("voltage.png", "dispatch.png", "ev_storage.png", "costs.png")
 _KPIS = ("total_cost", "executed_cost", "energy_imported_mwh", "ev_charged_mwh", "ev_unmet_mwh", "curtailment_mwh",
          "load_shed_mwh", "voltage_violation_puh", "v_min_pu", "v_max_pu", "losses_mwh", "max_line_loading",
          "boundary_violation_mw", "decision_ms_mean", "socp_ms_mean", "socp_relaxation_gap_max_pu",
-         "socp_v_ac_dev_max_pu", "socp_fallbacks")
+         "socp_v_ac_dev_max_pu", "socp_fallbacks", "fallback_steps", "aro_reserve_exceedance_share")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -164,3 +164,7 @@ def print_summary(summary: pd.DataFrame) -> None:
               "executing the policy's plan cost in the env")
     with pd.option_context("display.float_format", "{:,.4g}".format, "display.width", 160):
         print(table.to_string())
+    if "fallback_steps" in summary:
+        for _, row in summary[summary.fallback_steps > 0].iterrows():
+            print(f"WARNING: day {row['day']}: the policy fell back on {int(row['fallback_steps'])} steps; "
+                  f"first reason: {row['fallback_reason']}")

@@ -4,6 +4,11 @@ Results are tidy: :meth:`DayResult.steps` has one row per step and *area*
 (``"system"`` for the grid-wide KPIs and costs, ``"f0"``, ``"f1"``, ... for each
 feeder's voltages, losses, compensation and SOCP diagnostics), so every value
 appears once; :meth:`DayResult.summary` is one row for the day.
+
+Fallbacks are never silent: the system rows' ``policy_fallback`` holds the reasons the
+policy logged during that step's ``act`` (``""`` if none; see :mod:`policies.base`), the
+summary's ``fallback_steps`` / ``fallback_reason`` count them and give the first; the
+reactive SOCP's are ``socp_fallback`` per feeder row and ``socp_fallbacks`` per day.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from env.dispatch import Dispatch
 from env.gym_env import TDGridEnv
 from env.physics.grid_flow import GridPhysics
 from env.simulator import COST_KEYS, StepOutcome
-from policies.base import Policy
+from policies.base import Policy, new_fallbacks
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ class RollingController:
         rows: list[dict[str, Any]] = []
         decision_ms: list[float] = []
         terminated = False
+        _, n_logged = new_fallbacks(self.policy, 0)
         while not terminated:
             obs = self.base.observation_typed
             t0 = time.perf_counter()
@@ -116,6 +122,7 @@ class RollingController:
                 raise TypeError(f"policy {getattr(self.policy, 'name', type(self.policy).__name__)!r} returned "
                                 f"{type(dispatch).__name__} at step {obs.step}; act() must return an env.Dispatch")
             decision_ms.append((time.perf_counter() - t0) * 1e3)
+            fallback, n_logged = new_fallbacks(self.policy, n_logged)
             # a policy that sets the compensators itself (perfect information) overrides the
             # SOCP's setpoints in the env, so the SOCP is not solved for it
             reactive, inputs = ((None, None) if dispatch.q_comp_mvar is not None
@@ -123,12 +130,17 @@ class RollingController:
             _, _, terminated, truncated, _ = self.base.step_dispatch(dispatch)
             outcome = self.base.last_outcome
             n_ev = int(obs.ev.n_connected.sum()) if obs.ev is not None else 0
-            rows.extend(self._records(outcome, reactive, inputs, decision_ms[-1], n_ev))
+            step_rows = self._records(outcome, reactive, inputs, decision_ms[-1], n_ev)
+            step_rows[0]["policy_fallback"] = fallback          # the system row
+            rows.extend(step_rows)
             if on_step is not None:
                 on_step(outcome.step, self.base.n_steps)
             terminated = terminated or truncated
         steps = pd.DataFrame(rows)
-        return DayResult(steps, day_summary(steps, self.base.grid.tariff.currency))
+        summary = day_summary(steps, self.base.grid.tariff.currency)
+        if callable(getattr(self.policy, "day_stats", None)):   # the policy's own day KPIs (prefixed by it)
+            summary.update({k: v for k, v in self.policy.day_stats().items() if k not in summary})
+        return DayResult(steps, summary)
 
     def _compensate(self, obs: Any, dispatch: Any, rng: np.random.Generator
                     ) -> tuple[list[ReactiveResult] | None, Any]:
@@ -229,6 +241,11 @@ def day_summary(steps: pd.DataFrame, currency: str = "") -> dict[str, Any]:
     out["max_line_loading"] = float(sys_rows.max_line_loading.max())
     out["boundary_violation_mw"] = float(sys_rows.boundary_violation_mw.max())
     out["decision_ms_mean"] = float(sys_rows.decision_ms.mean())
+    # the policy's own fallbacks (policies.base: fallback_log), read after every act
+    fell = sys_rows.policy_fallback.fillna("") if "policy_fallback" in sys_rows else pd.Series([], dtype=str)
+    fell = fell[fell != ""]
+    out["fallback_steps"] = int(fell.size)
+    out["fallback_reason"] = str(fell.iloc[0]) if fell.size else ""
     if "socp_ms" in feeders:
         out["socp_ms_mean"] = float(feeders.socp_ms.mean())
         out["socp_relaxation_gap_max_pu"] = float(feeders.socp_relaxation_gap_pu.max())

@@ -150,7 +150,8 @@ def compare_policies(summary: pd.DataFrame, *, baseline: str | None = "heuristic
     """One row per (regime, policy): KPI means, paired CIs vs the baseline and the bound.
 
     Columns: ``regime, policy, n_days``, ``<kpi>`` (mean over days) for each KPI
-    present, ``worst_<kpi>`` (max over days) for each of ``worst``; when the
+    present, ``worst_<kpi>`` (max over days) for each of ``worst``; ``fallback_days``,
+    ``fallback_steps`` and ``socp_fallbacks`` (totals over days) when the summary has them; when the
     baseline is present ``diff_vs_<baseline>`` with ``_lo``/``_hi`` (paired
     t-interval of ``C_pi - C_base``); when a bound policy is present (given or
     found by :func:`find_bound_policy`) ``regret`` with ``regret_lo``/``regret_hi``
@@ -178,6 +179,7 @@ def compare_policies(summary: pd.DataFrame, *, baseline: str | None = "heuristic
             row = {"regime": regime, "policy": policy, "n_days": int(len(mine))}
             row.update({k: float(mine[k].mean()) for k in kpis if k in mine})
             row.update({f"worst_{k}": float(mine[k].max()) for k in worst if k in mine})
+            row.update(_fallback_columns(mine))
             if baseline is not None:
                 row.update(_diff_columns(costs, policy, baseline, f"diff_vs_{baseline}", confidence))
             if bound_policy is not None:
@@ -188,6 +190,37 @@ def compare_policies(summary: pd.DataFrame, *, baseline: str | None = "heuristic
                 row["dispatch_gap_closed"] = _gap_closed_columns(costs, baseline, policy, DISPATCH_YARDSTICK)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _fallback_columns(mine: pd.DataFrame) -> dict[str, float]:
+    """Fallback counts of one policy's days: ``fallback_days`` / ``fallback_steps`` (the policy's
+    own, :mod:`policies.base`) and ``socp_fallbacks`` (the reactive SOCP's, feeder-steps); NaN
+    when the summary predates the column."""
+    out: dict[str, float] = {}
+    if "fallback_steps" in mine:
+        steps = mine.fallback_steps.fillna(0)
+        out["fallback_days"] = float((steps > 0).sum())
+        out["fallback_steps"] = float(steps.sum())
+    if "socp_fallbacks" in mine:
+        out["socp_fallbacks"] = float(mine.socp_fallbacks.fillna(0).sum())
+    return out
+
+
+def fallback_warnings(summary: pd.DataFrame) -> list[str]:
+    """One line per (regime, policy) that fell back on some day: how often and the first reason."""
+    lines = []
+    for (regime, policy), mine in summary.groupby(["regime", "policy"], sort=False):
+        if "fallback_steps" in mine:
+            bad = mine[mine.fallback_steps.fillna(0) > 0]
+            if len(bad):
+                reason = next((str(r) for r in bad.get("fallback_reason", []) if str(r)), "")
+                lines.append(f"WARNING: {policy} ({regime}) fell back on {len(bad)} of {len(mine)} days, "
+                             f"{int(bad.fallback_steps.sum())} steps; first reason: {reason}")
+        if "socp_fallbacks" in mine and mine.socp_fallbacks.fillna(0).sum() > 0:
+            days = int((mine.socp_fallbacks.fillna(0) > 0).sum())
+            lines.append(f"WARNING: {policy} ({regime}): the reactive SOCP fell back on {days} of {len(mine)} days, "
+                         f"{int(mine.socp_fallbacks.fillna(0).sum())} feeder-steps")
+    return lines
 
 
 def _diff_columns(costs: pd.DataFrame, policy: str, other: str, name: str, confidence: float) -> dict[str, float]:

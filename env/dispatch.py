@@ -40,7 +40,10 @@ import numpy as np
 if TYPE_CHECKING:
     from env.network import Grid
 
-__all__ = ["ActionLimits", "Dispatch", "DispatchSizes", "FIELDS"]
+__all__ = ["ActionLimits", "Dispatch", "DispatchSizes", "FIELDS", "POINT_RANGE_TOL"]
+
+#: An action range narrower than this (MW, or a fraction) is a single point: it encodes as 0.
+POINT_RANGE_TOL = 1e-12
 
 #: Field names in array-layout order.
 FIELDS: tuple[str, ...] = (
@@ -245,10 +248,13 @@ class ActionLimits:
         return x
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`decode`, clipped to [-1, 1]; 0 where a range is a single point."""
+        """Inverse of :meth:`decode`, clipped to [-1, 1]; 0 where a range is a single point (width
+        <= 1e-12, e.g. a station whose connected EVs must all charge at full power: its bounds agree
+        up to rounding, and dividing by the rounding noise would return noise)."""
         span = self._span  # type: ignore[attr-defined]
-        safe = np.where(span != 0.0, span, 1.0)
-        a = np.where(span != 0.0, 2.0 * (x - self._at_minus) / safe - 1.0, 0.0)  # type: ignore[attr-defined]
+        live = np.abs(span) > POINT_RANGE_TOL
+        safe = np.where(live, span, 1.0)
+        a = np.where(live, 2.0 * (x - self._at_minus) / safe - 1.0, 0.0)  # type: ignore[attr-defined]
         return np.clip(a, -1.0, 1.0)
 
 

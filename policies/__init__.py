@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Any, Callable
 
 from env.network import Grid
-from policies.aro_dro import ARO_VARIANTS, REDISPATCH_PRICE_PER_MWH, AroDroPolicy, AroDroSettings, make_variant
+from policies.aro_dro import ARO_VARIANTS, AroDroPolicy, AroDroSettings, make_variant
 from policies.base import FeederIndex, Policy
 from policies.heuristic import HeuristicPolicy
 from policies.mpc import MPCPolicy
@@ -28,11 +29,12 @@ def _clairvoyant_dispatch(grid: Grid, compensators: bool = True, **kw: Any) -> C
     return ClairvoyantDispatch(grid, PerfectInformationSettings(compensators=compensators), **kw)
 
 
-def _aro_dro_redispatch(grid: Grid, settings: AroDroSettings | None = None, **kw: Any) -> AroDroPolicy:
-    """``aro_dro`` whose recourse may leave the cleared band at :data:`REDISPATCH_PRICE_PER_MWH`
-    (when ``settings`` is given, its own ``redispatch_price_per_mwh`` is used)."""
-    settings = settings or AroDroSettings(redispatch_price_per_mwh=REDISPATCH_PRICE_PER_MWH)
-    return _named(make_variant("aro_dro", grid, settings, **kw), "aro_dro_redispatch")
+def _aro_dro_hard_band(grid: Grid, settings: AroDroSettings | None = None, **kw: Any) -> AroDroPolicy:
+    """``aro_dro`` with the cleared band as the only recourse: planned once, thermal setpoints
+    inside the band (``redispatch_price_per_mwh=None``, ``replan_every_h=None`` whatever
+    ``settings`` says; its other fields are kept)."""
+    settings = replace(settings or AroDroSettings(), redispatch_price_per_mwh=None, replan_every_h=None)
+    return _named(make_variant("aro_dro", grid, settings, **kw), "aro_dro_hard_band")
 
 
 # Builders take ``(grid, **kwargs)``. The loop context (see :func:`make_policy`) reaches only the
@@ -51,18 +53,18 @@ _REGISTRY: dict[str, Callable[..., Policy]] = {
     "perfect_information_dispatch": _clairvoyant_dispatch,
     # seed 000: day-ahead DRO-ARO TSO-DSO plan + per-step recourse LP (T-D grids only), by variant
     **{name: partial(make_variant, name) for name in ARO_VARIANTS},
-    # the same with intraday re-dispatch beyond the cleared band at a price
-    "aro_dro_redispatch": _aro_dro_redispatch,
+    # the same without the intraday stage: planned once, the cleared band as the only recourse
+    "aro_dro_hard_band": _aro_dro_hard_band,
 }
 _CONTEXT: dict[str, tuple[str, ...]] = {
     "mpc": ("simulator_settings",),
     "perfect_information": ("simulator_settings", "compensators"),
     "perfect_information_dispatch": ("simulator_settings", "compensators"),
-    **{name: ("simulator_settings",) for name in (*ARO_VARIANTS, "aro_dro_redispatch")},
+    **{name: ("simulator_settings",) for name in (*ARO_VARIANTS, "aro_dro_hard_band")},
 }
 
 #: Registry names that need a T-D grid (transmission + feeders); they raise ValueError on a single feeder.
-TD_ONLY_POLICIES: tuple[str, ...] = (*ARO_VARIANTS, "aro_dro_redispatch")
+TD_ONLY_POLICIES: tuple[str, ...] = (*ARO_VARIANTS, "aro_dro_hard_band")
 
 
 def policy_supports(name: str, grid: Grid) -> bool:

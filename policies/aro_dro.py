@@ -5,10 +5,18 @@ planning data from ``forecast.day_ahead`` (non-anticipative) and solves the firs
 energy and reserves, the stations' TOU schedule and cleared regulation, and the boundary reserves
 the DSOs sell to the TSO; by ADMM (TSO and DSOs coordinated, seed 000) or centrally. If ADMM fails
 or does not converge the centralized C&CG solve is used instead and this is recorded in
-:attr:`AroDroPolicy.plan_log`. With ``replan_every_h = H`` the plan is re-solved every ``H`` hours
-for the whole day from a :class:`~scenarios.DayAheadInfo` whose load and wind-speed forecasts are
+:attr:`AroDroPolicy.plan_log` and, as a fallback the loop reports, in :attr:`AroDroPolicy.fallback_log`.
+The first stage prices load shedding (and curtailment through its recourse), so a tight day has
+a plan with expected shedding rather than none.
+
+**Intraday stage (seed 000), the default**: the plan is re-solved every ``replan_every_h`` hours
+(default 6) for the whole day from a :class:`~scenarios.DayAheadInfo` whose load and wind-speed forecasts are
 replaced, from the current step on, by the current intraday point forecast (the error samples of
-the planner are still drawn from the day-ahead error model, so the plan stays conservative).
+the planner are still drawn from the day-ahead error model, so the plan stays conservative); each
+step the TSO re-dispatches its thermal units within the cleared band and, beyond it, at
+``redispatch_price_per_mwh`` (default :data:`REDISPATCH_PRICE_PER_MWH`) and calls the boundary
+reserves, and the DSOs move their stations within the cleared regulation (the recourse below).
+``aro_dro_hard_band`` plans once and keeps the setpoints inside the cleared band.
 
 **Recourse** (:class:`RecourseLP`, built once with cvxpy Parameters, DPP, re-solved by HiGHS each
 step): one LP on the realized step (the observation's nowcast of loads and availability) that
@@ -88,13 +96,20 @@ from env.settings import StrictKwargs
 from env.simulator import GridModel, SimulatorSettings
 from policies.heuristic import HeuristicPolicy
 
-__all__ = ["ARO_VARIANTS", "REDISPATCH_PRICE_PER_MWH", "AroDroPolicy", "AroDroSettings", "RecourseLP", "StepBand",
+__all__ = ["ARO_VARIANTS", "REDISPATCH_PRICE_PER_MWH", "REPLAN_EVERY_H", "AroDroPolicy", "AroDroSettings", "RecourseLP", "StepBand",
            "make_variant"]
 
-#: Price of intraday re-dispatch beyond the cleared band of the registered ``aro_dro_redispatch``
-#: ($/MWh). Seed 000 has no intraday market; chosen below the curtailment and shedding penalties
-#: (so the recourse re-dispatches before it spills or sheds) and above the units' marginal fuel cost.
+#: Price of intraday re-dispatch beyond the cleared band, the default recourse ($/MWh). Seed 000 has
+#: no intraday market price; chosen below the curtailment (100) and shedding (1000) penalties of the
+#: T-D tariff (so the recourse re-dispatches before it spills or sheds) and above the units' marginal
+#: fuel cost. ``aro_dro_hard_band`` keeps the setpoints inside the cleared band instead.
 REDISPATCH_PRICE_PER_MWH = 50.0
+
+#: Default re-planning interval (h): the plan is re-solved on the intraday forecast at 0, 6, 12 and
+#: 18 h. On t30d2 (cloudy days 1-4, centralized planner, redispatch recourse) re-planning every 6 h
+#: or 3 h changed the day's cost by -0.1 % ... +0.1 % against planning once, at 3-4 x (6 h) and
+#: 5-12 x (3 h) the decision time, so the interval is the coarse one.
+REPLAN_EVERY_H = 6.0
 
 #: Registry name -> the PlanningSettings fields that define the variant.
 ARO_VARIANTS: dict[str, dict[str, str]] = {
@@ -120,13 +135,15 @@ class AroDroSettings(StrictKwargs):
         planner: ``"admm"`` (TSO and DSOs coordinated, seed 000; falls back to the centralized
             solve when ADMM fails or does not converge) or ``"centralized"``.
         replan_every_h: ``None``: plan once at the start of the day; ``H``: re-plan every ``H`` hours
-            on the current intraday point forecast (see the module docstring).
+            on the current intraday point forecast (see the module docstring); default
+            :data:`REPLAN_EVERY_H` (seed 000's intraday stage).
         redispatch_price_per_mwh: ``None``: thermal setpoints stay inside the cleared band (hard;
-            seed 000's recourse): a deficit beyond the cleared up-reserve (and the stations' room)
+            ``aro_dro_hard_band``): a deficit beyond the cleared up-reserve (and the stations' room)
             is shed, a surplus beyond the down-reserve is curtailed (renewables, then the env backs
-            thermal units off, also counted as curtailment). A price: setpoints may leave the band,
-            within unit limits and ramps, at this price per MWh beyond it (emergency redispatch);
-            below the curtailment penalty the LP redispatches down before it spills.
+            thermal units off, also counted as curtailment). A price (default
+            :data:`REDISPATCH_PRICE_PER_MWH`, seed 000's intraday stage: the TSO re-dispatches its
+            units): setpoints may leave the band, within unit limits and ramps, at this price per
+            MWh beyond it; below the curtailment penalty the LP redispatches down before it spills.
         tso_share_weight: weight (0..1) of the boundary penalty on holding less than the boundary
             reserve the plan sold to the TSO (the call is revealed after dispatch).
         loss_factor: feeder losses added at the boundary, as a share of the feeder load (LinDistFlow
@@ -141,8 +158,8 @@ class AroDroSettings(StrictKwargs):
 
     planning: PlanningSettings = field(default_factory=PlanningSettings)
     planner: Literal["admm", "centralized"] = "admm"
-    replan_every_h: float | None = None
-    redispatch_price_per_mwh: float | None = None
+    replan_every_h: float | None = REPLAN_EVERY_H
+    redispatch_price_per_mwh: float | None = REDISPATCH_PRICE_PER_MWH
     tso_share_weight: float = 1.0
     loss_factor: float = 0.05
     fuel_tangents: int = 9
@@ -507,8 +524,12 @@ class AroDroPolicy:
         plan: the current :class:`FirstStagePlan` (None before the first step).
         plan_log: one dict per planning run (step, method used, time, converged, fallback reason).
         fallbacks, fallback_log: steps of the current day on which the recourse LP failed and the
-            plan's dispatch was played instead, with the reason.
+            plan's dispatch was played instead (or, without a plan, the heuristic's action:
+            reason ``"no plan"``), with the reason; plan-level failures (ADMM replaced by the
+            centralized solve, no plan) are logged as ``(step, "plan: ...")`` too
+            (:mod:`policies.base`: the loop records every entry).
         solve_ms: per step, wall time of the recourse (LP data + solve).
+        reserve_exceeded: per step with a plan, whether the wind deviation exceeded the cleared reserves.
         bands: per step, the :class:`StepBand` used.
         lp_shed_mw: per step, the LP's shedding slack (what the plan's windows could not cover).
     """
@@ -547,6 +568,8 @@ class AroDroPolicy:
         self.solve_ms: list[float] = []
         self.bands: list[StepBand] = []
         self.lp_shed_mw: list[float] = []
+        self.reserve_exceeded: list[bool] = []
+        self._plans_before_today = len(self.plan_log)     # plan_log spans days; day_stats counts today's
 
     def act(self, obs: Observation, forecast: Any = None) -> Dispatch:
         """Plan if due, then solve the recourse LP of ``obs.step`` (plan's dispatch on failure)."""
@@ -557,6 +580,7 @@ class AroDroPolicy:
             self._plan(obs, forecast)
         if self.plan is None:
             return self._fail(obs, None, "no plan")
+        self.reserve_exceeded.append(self._exceeds_cleared_reserves(obs))
         t0 = time.perf_counter()
         band = step_band(self.plan, self.model, obs)
         self.bands.append(band)
@@ -582,6 +606,7 @@ class AroDroPolicy:
         self._planned_at = obs.step
         if forecast is None:
             self.plan_log.append({"step": obs.step, "method": None, "fallback": "no forecast"})
+            self.fallback_log.append((obs.step, "plan: no forecast"))
             return
         da = intraday_day_ahead(forecast, obs.step) if self.settings.replan_every_h else forecast.day_ahead
         key = (self.grid.name, day_ahead_digest(da), self.settings.planning, self.settings.planner)
@@ -594,6 +619,8 @@ class AroDroPolicy:
         plan, record = self.solve_plan(data)
         record["step"] = obs.step
         self.plan_log.append(record)
+        if record["fallback"]:   # ADMM replaced by the centralized solve, or no plan at all
+            self.fallback_log.append((obs.step, f"plan: {record['fallback']}"))
         if plan is not None:
             self.plan = plan
             if self.plan_cache is not None:
@@ -647,12 +674,32 @@ class AroDroPolicy:
         return d.replace(thermal_p_mw=p, thermal_r_up_mw=r_up, thermal_r_dn_mw=r_dn, ev_p_mw=ev,
                          ev_r_up_mw=ru, ev_r_dn_mw=rd)
 
+    def _exceeds_cleared_reserves(self, obs: Observation) -> bool:
+        """Whether the step's transmission wind deviates from the plan by more than the plan cleared
+        for its period: ``W_plan - avail > sum r_up + sum R_up`` (deficit beyond the thermal and
+        boundary up-reserves) or ``avail - W_plan > sum r_dn + sum R_dn`` (surplus beyond the
+        down-reserves, i.e. curtailment). ``avail`` is the observation's nowcast of the farms."""
+        plan = self.plan
+        assert plan is not None
+        p = plan.period_of(obs.step, round(obs.dt_h * 60))
+        n_f = sum(len(f.der) for f in self.grid.feeders)
+        avail = float(np.maximum(np.asarray(obs.der_avail_mw, dtype=float)[n_f:], 0.0).sum())
+        dev = float(plan.wind_planned_mw[p].sum()) - avail
+        up = float(plan.thermal_r_up_mw[p].sum() + plan.boundary_r_up_mw[p].sum())
+        dn = float(plan.thermal_r_dn_mw[p].sum() + plan.boundary_r_dn_mw[p].sum())
+        return dev > up + 1e-6 or -dev > dn + 1e-6
+
     # ------------------------------------------------------------------ reporting
     def day_stats(self) -> dict[str, float]:
-        """KPIs of the current day: fallbacks, plans, recourse solve times (ms)."""
+        """KPIs of the current day: fallbacks, plans, recourse solve times (ms), and
+        ``aro_reserve_exceedance_share``: the share of steps whose transmission wind deviation from
+        the plan exceeded the reserves it cleared for the period (see :meth:`_exceeds_cleared_reserves`;
+        what the ambiguity set is meant to cover at its risk level)."""
         ms = np.asarray(self.solve_ms, dtype=float)
-        return {"aro_fallbacks": float(self.fallbacks), "aro_steps": float(ms.size),
-                "aro_plans": float(len(self.plan_log)),
+        ex = np.asarray(self.reserve_exceeded, dtype=float)
+        return {"aro_reserve_exceedance_share": float(ex.mean()) if ex.size else float("nan"),
+                "aro_fallbacks": float(self.fallbacks), "aro_steps": float(ms.size),
+                "aro_plans": float(len(self.plan_log) - self._plans_before_today),
                 "aro_solve_ms_median": float(np.median(ms)) if ms.size else float("nan"),
                 "aro_solve_ms_max": float(ms.max()) if ms.size else float("nan")}
 

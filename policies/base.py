@@ -23,6 +23,13 @@ class Policy(Protocol):
     A clairvoyant yardstick (perfect information) may also define
     ``observe_day(scenario)``; the controller then hands it the realized day after
     ``reset``. Ordinary policies must not.
+
+    **Fallbacks** (one mechanism for every policy): a policy that can play something other
+    than its own rule (a solver failed, no plan, ...) exposes ``fallback_log: list[tuple[int,
+    str]]``, one ``(step, reason)`` per event, appended during ``act`` and cleared by ``reset``.
+    The rolling loop reads the entries each ``act`` added (:func:`new_fallbacks`) and records
+    them per step (``policy_fallback``) and per day (``fallback_steps``, ``fallback_reason``);
+    nothing is dropped silently. A policy without the attribute never falls back.
     """
 
     name: str
@@ -30,6 +37,21 @@ class Policy(Protocol):
     def reset(self, seed: int | None = None) -> None: ...
 
     def act(self, obs: Observation, forecast: Any) -> Dispatch: ...
+
+
+def fallback_log(policy: Any) -> list[tuple[int, str]]:
+    """The policy's ``fallback_log`` (``[]`` for a policy without one)."""
+    log = getattr(policy, "fallback_log", None)
+    return list(log) if log is not None else []
+
+
+def new_fallbacks(policy: Any, seen: int) -> tuple[str, int]:
+    """The reasons logged since the first ``seen`` entries (joined by ``"; "``, ``""`` if none)
+    and the new length of the log. A log shorter than ``seen`` was reset: all of it is new."""
+    log = fallback_log(policy)
+    start = seen if len(log) >= seen else 0
+    reasons = list(dict.fromkeys(str(r) for _, r in log[start:]))
+    return "; ".join(reasons), len(log)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from policies.planning.centralized import CentralizedResult, solve_centralized
 from policies.planning.first_stage import (
     FirstStagePlan,
     PlanningData,
+    PlanningError,
     PlanningSettings,
     TSOModel,
     TSOSolver,
@@ -23,6 +24,6 @@ from policies.planning.first_stage import (
 
 __all__ = [
     "ADMMIteration", "ADMMResult", "CentralizedResult", "DSOModel", "DSOSolver", "FeederRecourse", "FirstStagePlan",
-    "PlanningData", "PlanningSettings", "TSOModel", "TSOSolver", "build_feeder_recourse", "build_planning_data",
+    "PlanningData", "PlanningError", "PlanningSettings", "TSOModel", "TSOSolver", "build_feeder_recourse", "build_planning_data",
     "restrict_periods", "solve_admm", "solve_centralized",
 ]

@@ -58,6 +58,7 @@ from policies.planning.first_stage import (
     AreaUncertainty,
     FeederData,
     PlanningData,
+    PlanningError,
     ProxPWL,
     SolveRecord,
     solve_problem,
@@ -164,8 +165,9 @@ class FeederRecourse:
             model.changeRowsBounds(self.n_row, idx, h[:, b], upper)
             model.run()
             if model.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-                raise RuntimeError(f"FeederRecourse.solve_blocks: block {b} (period {t[b]}) not solved: "
-                                   f"{model.modelStatusToString(model.getModelStatus())}")
+                status = model.modelStatusToString(model.getModelStatus())
+                raise PlanningError("dso_recourse_block", status,
+                                    f"FeederRecourse.solve_blocks: block {b} (period {t[b]}) not solved: {status}")
             out[b] = model.getInfo().objective_function_value
         return out + self.constant(t, xi)
 

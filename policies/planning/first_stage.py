@@ -54,7 +54,8 @@ from scenarios.ambiguity import top_gamma_sum
 from scenarios.ev_arrivals import sample_arrivals, simulate_ports_fast, to_sessions
 
 __all__ = [
-    "AreaUncertainty", "EVDayAhead", "FeederData", "FirstStagePlan", "PlanningData", "PlanningSettings",
+    "AreaUncertainty", "EVDayAhead", "FeederData", "FirstStagePlan", "PlanningData", "PlanningError",
+    "PlanningSettings",
     "ProxPWL", "SolveRecord", "TSOData", "TSOModel", "TSOPieces", "TSOSolver", "assemble_plan",
     "build_planning_data", "ev_day_ahead", "restrict_periods", "solve_problem",
 ]
@@ -207,11 +208,21 @@ class SolveRecord:
     failures: list[str] = field(default_factory=list)
 
 
+class PlanningError(RuntimeError):
+    """A planning solve failed: which stage (the :class:`SolveRecord` name, e.g. ``"tso"``,
+    ``"centralized_master"``, ``"dso0_master"``) and the solver status (or ``"solver error"``)."""
+
+    def __init__(self, stage: str, status: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.status = status
+
+
 def solve_problem(problem: cp.Problem, solver: str, record: SolveRecord) -> float:
     """Solve ``problem`` with ``solver`` (HiGHS: ``warm_start=False``) and check the status.
 
-    Returns the optimal value. Raises RuntimeError (after recording it) unless the status
-    is ``optimal`` or ``optimal_inaccurate``.
+    Returns the optimal value. Raises :class:`PlanningError` (a RuntimeError; after recording
+    it) unless the status is ``optimal`` or ``optimal_inaccurate``.
     """
     import time
 
@@ -221,13 +232,13 @@ def solve_problem(problem: cp.Problem, solver: str, record: SolveRecord) -> floa
         problem.solve(solver=solver, **opts)
     except cp.error.SolverError as exc:
         record.failures.append(f"{record.name}: solver error {exc}")
-        raise RuntimeError(f"{record.name}: solver {solver} failed ({exc})") from exc
+        raise PlanningError(record.name, "solver error", f"{record.name}: solver {solver} failed ({exc})") from exc
     finally:
         record.n_solves += 1
         record.time_s += time.perf_counter() - t0
     if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
         record.failures.append(f"{record.name}: status {problem.status}")
-        raise RuntimeError(f"{record.name}: status {problem.status} with {solver}")
+        raise PlanningError(record.name, str(problem.status), f"{record.name}: status {problem.status} with {solver}")
     return float(problem.value)
 
 
@@ -660,6 +671,10 @@ class TSOPieces:
         fuel, reserve, wind_cost: first-stage cost parts; risk: worst-case expected recourse.
         consensus: per feeder, the (3T,) expression ``(Pd, Rup, Rdn)``.
         constraints: everything.
+        shed: (T, n_bus) planned transmission load shedding (MW); shed_cost: its price
+            ``VOLL dt sum shed`` (the env's ``penalty_load_shed_per_mwh``).
+        shed_expected_mwh: planned shedding plus the recourse's shedding averaged over the
+            sample centers (MWh per day; the expectation under the empirical distribution).
     """
 
     thermal: Any
@@ -673,10 +688,13 @@ class TSOPieces:
     risk: cp.Expression
     consensus: list[cp.Expression]
     constraints: list[cp.Constraint]
+    shed: cp.Variable
+    shed_cost: cp.Expression
+    shed_expected_mwh: cp.Expression
 
     @property
     def cost(self) -> cp.Expression:
-        return self.fuel + self.reserve + self.wind_cost + self.risk
+        return self.fuel + self.reserve + self.wind_cost + self.shed_cost + self.risk
 
 
 class TSOModel:
@@ -686,12 +704,18 @@ class TSOModel:
     reserve delivery time ``reserve_time_h``), planned wind ``0 <= W <= fc``, boundary power
     ``Pd`` (a load at the boundary bus) and boundary reserves ``Rup, Rdn >= 0`` bought from the
     DSOs (0 unless the EVCS service is ``"both"``); balance ``1^T p = 0`` and line limits
-    ``|PTDF p| <= Fmax`` with ``p = C_g P + C_w W - D - C_b Pd``. Cost: fuel ``c2 P^2 + c1 P``,
-    reserve ``cR (Ru + Rd)``, wind ``wind_cost W``.
+    ``|PTDF p| <= Fmax`` with ``p = C_g P + C_w W - D + L - C_b Pd``, where ``0 <= L <= D`` is
+    planned load shedding per bus. Cost: fuel ``c2 P^2 + c1 P``, reserve ``cR (Ru + Rd)``, wind
+    ``wind_cost W``, shedding ``VOLL L`` (the env's ``penalty_load_shed_per_mwh``). Planned wind
+    curtailment ``fc - W`` is priced in the recourse (every realization pays
+    ``pen_curt (fc + xi - w)`` with ``w = W`` plus what the reserves absorb). So the first stage
+    is feasible whenever the thermal units can follow some load path at all (seed 000's
+    objective carries both penalties): a day whose load exceeds what the units can reach gets a
+    plan with priced shedding instead of an infeasible status (docs/math.md §4).
 
     Recourse for a total wind error ``xi_t`` (zonal, per period): deploy thermal up ``a <= Ru``
     / down ``b <= Rd`` and boundary reserves ``-Rdn <= y <= Rup``, use wind ``0 <= w <= fc + xi``,
-    shed T-load ``0 <= sh <= D``: ``sum a - sum b + sum y + sh + w - sum W = 0``; cost
+    shed T-load ``0 <= sh <= D - sum L``: ``sum a - sum b + sum y + sh + w - sum W = 0``; cost
     ``c1 (a - b)`` (if ``tso_deploy_cost``) ``+ wind_cost (w - W) + pen_curt (fc + xi - w) + VOLL sh``.
 
     The recourse is separable over periods and convex in ``xi_t``, so the Wasserstein worst case
@@ -735,13 +759,20 @@ class TSOModel:
         Cg = incidence(net.n_bus, net.gen.bus)
         Cw = incidence(net.n_bus, tso.wind_bus)
         Cb = incidence(net.n_bus, tso.boundary_bus)
-        inj = th.p_mw @ Cg.T + W @ Cw.T - tso.load_bus_mw - Pd @ Cb.T
+        shed = cp.Variable((T, net.n_bus), nonneg=True, name="tso_planned_shed_mw")
+        cons.append(shed <= tso.load_bus_mw)
+        inj = th.p_mw @ Cg.T + W @ Cw.T - tso.load_bus_mw + shed - Pd @ Cb.T
         cons += [tso.dc.balance(inj)] + tso.dc.line_limits(inj)
         wind_cost = tar.wind_cost_per_mwh * dt * cp.sum(W)
-        risk, rec_cons = self._recourse(th, W, Rup, Rdn)
+        shed_cost = tar.penalty_load_shed_per_mwh * dt * cp.sum(shed)
+        risk, rec_cons = self._recourse(th, W, Rup, Rdn, shed)
         cons += rec_cons
+        unc = tso.uncertainty
+        rec_shed = cp.reshape(self._rec_shed, (T, self._n_cand), order="C")[:, :unc.n_centers] @ unc.weights
+        shed_expected = dt * (cp.sum(shed) + cp.sum(rec_shed))
         consensus = [cp.hstack([Pd[:, k], Rup[:, k], Rdn[:, k]]) for k in range(nb)]
-        return TSOPieces(th, W, Pd, Rup, Rdn, th.fuel_cost, th.reserve_cost, wind_cost, risk, consensus, cons)
+        return TSOPieces(th, W, Pd, Rup, Rdn, th.fuel_cost, th.reserve_cost, wind_cost, risk, consensus, cons,
+                         shed, shed_cost, shed_expected)
 
     def candidates(self) -> np.ndarray:
         """(T, C) candidate errors per period: the centers, then up, then dn (not for SO)."""
@@ -751,7 +782,8 @@ class TSOModel:
             cols += [unc.up[:, None], unc.dn[:, None]]
         return np.hstack(cols)
 
-    def _recourse(self, th: Any, W: cp.Variable, Rup: cp.Variable, Rdn: cp.Variable) -> tuple[cp.Expression, list]:
+    def _recourse(self, th: Any, W: cp.Variable, Rup: cp.Variable, Rdn: cp.Variable,
+                  planned_shed: cp.Variable) -> tuple[cp.Expression, list]:
         d, tso, s = self.data, self.tso, self.settings
         T, dt, tar = d.n_periods, d.dt_h, d.grid.tariff
         unc = tso.uncertainty
@@ -767,10 +799,11 @@ class TSOModel:
         Y = cp.Variable((B, nb), name="tso_boundary_deploy")
         w = cp.Variable(B, nonneg=True, name="tso_wind_used")
         sh = cp.Variable(B, nonneg=True, name="tso_shed")
+        self._rec_shed, self._n_cand = sh, C
         fc = tso.wind_fc_mw.sum(axis=1)
         load = tso.load_bus_mw.sum(axis=1)
         cons = [A <= sel @ th.r_up_mw, Bd <= sel @ th.r_dn_mw, Y <= sel @ Rup, Y >= -(sel @ Rdn),
-                w <= fc[bt] + xi, sh <= load[bt],
+                w <= fc[bt] + xi, sh <= load[bt] - sel @ cp.sum(planned_shed, axis=1),
                 cp.sum(A, axis=1) - cp.sum(Bd, axis=1) + cp.sum(Y, axis=1) + sh + w - sel @ cp.sum(W, axis=1) == 0]
         c1 = np.asarray(tso.net.gen.cost_c1_per_mwh, dtype=float) if s.tso_deploy_cost else np.zeros(ng)
         cost = dt * ((A - Bd) @ c1 + tar.wind_cost_per_mwh * (w - sel @ cp.sum(W, axis=1))
@@ -929,10 +962,12 @@ class FirstStagePlan:
         ev_p_mw: (T, n_station) stations' day-ahead (TOU) schedule, stations stacked by feeder.
         ev_r_up_mw, ev_r_dn_mw: (T, n_station) cleared station regulation (up = charge less).
         ev_r_up_max_mw, ev_r_dn_max_mw: (T, n_station) the stations' declared maxima.
-        objective: cost parts (``thermal_fuel``, ``thermal_reserve``, ``wind``, ``tso_recourse``,
+        objective: cost parts (``thermal_fuel``, ``thermal_reserve``, ``wind``, ``load_shed`` (planned
+            shedding at VOLL), ``tso_recourse``,
             ``ev_regulation``, ``requirement_unserved`` (EVCS not serving the TSO), ``dso_recourse``,
             ``dso_f<k>``, ``tso``, ``total``); the recourse parts are worst-case expectations.
-        info: solver facts (iterations, time_s, gaps, settings, ...); JSON-friendly.
+        info: solver facts (iterations, time_s, gaps, settings, ``shed_planned_mw`` (T,),
+            ``shed_planned_mwh``, ``shed_expected_mwh``, ...); JSON-friendly.
     """
 
     case: str
@@ -970,6 +1005,12 @@ class FirstStagePlan:
     @property
     def n_periods(self) -> int:
         return int(self.thermal_p_mw.shape[0])
+
+    @property
+    def shed_expected_mwh(self) -> float:
+        """Expected transmission load shedding of the plan (MWh per day): planned shedding plus the
+        recourse's over the sample centers (``info["shed_expected_mwh"]``; 0 when not recorded)."""
+        return float(self.info.get("shed_expected_mwh", 0.0))
 
     def period_of(self, step: int, dt_minutes: int = 15) -> int:
         """The plan period containing env step ``step`` of ``dt_minutes``."""
@@ -1047,16 +1088,20 @@ def assemble_plan(data: PlanningData, method: str, tso: TSOPieces, dsos: list[An
     dso_risk = sum(v[1] for v in dso_values)
     unserved = sum(f.unserved_requirement_cost for f in data.feeders)
     obj = {"thermal_fuel": float(tso.fuel.value), "thermal_reserve": float(tso.reserve.value),
-           "wind": float(tso.wind_cost.value), "tso_recourse": float(tso.risk.value),
+           "wind": float(tso.wind_cost.value), "load_shed": float(tso.shed_cost.value),
+           "tso_recourse": float(tso.risk.value),
            "ev_regulation": float(ev_cost - unserved), "requirement_unserved": float(unserved),
            "dso_recourse": float(dso_risk)}
-    obj["tso"] = obj["thermal_fuel"] + obj["thermal_reserve"] + obj["wind"] + obj["tso_recourse"]
+    obj["tso"] = obj["thermal_fuel"] + obj["thermal_reserve"] + obj["wind"] + obj["load_shed"] + obj["tso_recourse"]
     for k, v in enumerate(dso_values):
         obj[f"dso_f{k}"] = float(v[0] + v[1])
     obj["total"] = obj["tso"] + ev_cost + dso_risk  # ev_cost includes the unserved requirement
     grid = data.grid
+    shed_t = np.maximum(np.asarray(tso.shed.value, dtype=float), 0.0).sum(axis=1)
     info = {"n_der": sum(len(f.der) for f in grid.feeders) + len(grid.transmission.der),  # type: ignore[union-attr]
-            "n_storage": sum(len(f.storage) for f in grid.feeders), **info}
+            "n_storage": sum(len(f.storage) for f in grid.feeders),
+            "shed_planned_mw": shed_t.tolist(), "shed_planned_mwh": float(shed_t.sum() * data.dt_h),
+            "shed_expected_mwh": max(float(tso.shed_expected_mwh.value), 0.0), **info}
     return FirstStagePlan(
         case=grid.name, method=method, period_minutes=data.settings.period_minutes,
         thermal_p_mw=tso.thermal.p_mw.value, thermal_r_up_mw=cl(tso.thermal.r_up_mw.value),

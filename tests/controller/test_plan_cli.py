@@ -38,3 +38,23 @@ def test_plan_centralized_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_plan_rejects_a_distribution_only_case(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--case", "d33"]) == 2
     assert "T-D case" in capsys.readouterr().err
+
+
+def test_a_failed_plan_is_a_one_line_error_with_day_stage_and_status(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The first stage without priced shedding (the old model) on a day whose peak the units cannot
+    reach: ``gridroll plan`` names the day, the stage and the status, exits 2, no traceback."""
+    from policies.planning import first_stage
+
+    real_build = first_stage.TSOModel.build
+
+    def unpriced(self: first_stage.TSOModel) -> first_stage.TSOPieces:
+        pieces = real_build(self)
+        pieces.constraints.append(pieces.shed == 0)
+        return pieces
+
+    monkeypatch.setattr(first_stage.TSOModel, "build", unpriced)
+    assert main(["plan", "--case", "t30d2", "--method", "centralized", "--seed", "9", "--samples", "2",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "gridroll plan: error: t30d2 / cloudy / seed 9: stage centralized_master: status infeasible"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import env
-from env.dispatch import ActionLimits, Dispatch, DispatchSizes
+from env.dispatch import POINT_RANGE_TOL, ActionLimits, Dispatch, DispatchSizes
 from env.physics.dc import DCModel
 from env.physics.sweep import RadialSweep
 from env.simulator import COST_KEYS, GridModel, GridSimulator, SimulatorSettings
@@ -264,7 +264,8 @@ def test_td_deficit_uses_ev_reserves_after_thermal(t30d2):
     deployed = out.thermal_deployed_mw.copy()
     deployed[0] -= out.residual_mw              # unit 0 (at the reference bus) closes the loss change
     np.testing.assert_allclose(deployed, 0.1, atol=1e-9)
-    assert abs(out.residual_mw) < 0.05
+    # the loss change is a fraction of the EV power moved (marginal losses of the loaded 33-bus feeder)
+    assert abs(out.residual_mw) < 0.15 * abs(out.ev_deployed_mw.sum())
     ev_room = out.applied.ev_r_up_mw.sum()
     assert ev_room > 0.05
     call = out.tso_delivered_mw.sum()                      # the TSO call is served first
@@ -424,12 +425,12 @@ def test_settings_reject_unknown_keys():
 
 def test_dispatch_array_round_trip_and_layout(t30d2):
     sim = _sim(t30d2)
-    _advance(sim, 40)
+    _advance(sim, 20)                                 # early morning: some stations have no EV connected
     lim = sim.limits()
     a = np.random.default_rng(0).uniform(-1, 1, lim.sizes.n_action)
     d = Dispatch.from_array(a, lim)
     back = d.to_array(lim)
-    point = lim.high == lim.low                       # a single-point range encodes as 0
+    point = np.abs(lim.high - lim.low) <= POINT_RANGE_TOL   # a single-point range encodes as 0
     assert point.any() and not point.all()
     np.testing.assert_allclose(back[~point], a[~point], atol=1e-6)
     np.testing.assert_array_equal(back[point], 0.0)

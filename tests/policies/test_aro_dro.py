@@ -20,7 +20,9 @@ from scenarios import sample_day
 
 CASE, REGIME = "t30d2", "cloudy"
 DAY = 1                   # a day whose realized wind falls 35-60 MW below the forecast: the plan alone sheds
-FAST = AroDroSettings(planner="centralized")       # ~5 s per t30d2 plan (ADMM ~19 s)
+TIGHT_DAY = 9             # calm (no wind forecast) with a load peak the thermal units cannot reach by ramping:
+                          # the first stage without priced shedding was infeasible (found by scanning seeds 1-12)
+FAST = AroDroSettings(planner="centralized", replan_every_h=None)   # ~5 s per t30d2 plan (ADMM ~19 s); once a day
 SMALL = PlanningSettings(n_samples=3, ev_samples=5)
 TOL = 1e-6
 
@@ -46,6 +48,9 @@ class _Recorder:
     def reset(self, seed: int | None = None) -> None:
         self.policy.reset(seed)
         self.steps, self.outcomes = [], []
+
+    def day_stats(self) -> dict:
+        return self.policy.day_stats() if hasattr(self.policy, "day_stats") else {}
 
     def act(self, obs: Any, forecast: Any = None) -> Dispatch:
         if obs.step > 0:
@@ -106,7 +111,7 @@ def _assert_within_cleared_band(plan: Any, model: Any, obs: Any, applied: Dispat
 
 def test_closed_loop_day_keeps_the_cleared_bands_and_sheds_less_than_the_plan_alone(plan_cache: dict) -> None:
     e = _env()
-    policy = make_policy("aro_dro", e.unwrapped.grid, settings=FAST, plan_cache=plan_cache)
+    policy = make_policy("aro_dro_hard_band", e.unwrapped.grid, settings=FAST, plan_cache=plan_cache)
     summary, rec = _run(policy)
     assert np.isfinite(summary["total_cost"]) and len(rec.steps) == 96
     assert policy.fallbacks == 0 and policy.plan_log[0]["method"] == "centralized"
@@ -123,15 +128,17 @@ def test_closed_loop_day_keeps_the_cleared_bands_and_sheds_less_than_the_plan_al
 
 
 def test_redispatch_beyond_the_band_sheds_less_than_the_hard_band(plan_cache: dict) -> None:
-    """``aro_dro_redispatch``: on the same plan, setpoints may leave the cleared band (at a price);
-    on a day where the hard band sheds, it sheds less and costs less."""
+    """``aro_dro`` (default recourse: intraday re-dispatch): on the same plan, setpoints may leave the
+    cleared band (at a price); on a day where ``aro_dro_hard_band`` sheds, it sheds less and costs less."""
     grid = env.load_case(CASE)
-    hard = make_policy("aro_dro", grid, settings=FAST, plan_cache=plan_cache)
+    hard = make_policy("aro_dro_hard_band", grid, settings=FAST, plan_cache=plan_cache)
     price = aro.REDISPATCH_PRICE_PER_MWH
-    soft = make_policy("aro_dro_redispatch", grid, settings=AroDroSettings(planner="centralized",
-                       redispatch_price_per_mwh=price), plan_cache=plan_cache)
-    assert soft.name == "aro_dro_redispatch" and soft.settings.redispatch_price_per_mwh == price
-    assert make_policy("aro_dro_redispatch", grid).settings.redispatch_price_per_mwh == price
+    soft = make_policy("aro_dro", grid, settings=FAST, plan_cache=plan_cache)
+    assert hard.name == "aro_dro_hard_band" and hard.settings.redispatch_price_per_mwh is None
+    assert soft.name == "aro_dro" and soft.settings.redispatch_price_per_mwh == price
+    default, hard_default = make_policy("aro_dro", grid).settings, make_policy("aro_dro_hard_band", grid).settings
+    assert (default.redispatch_price_per_mwh, default.replan_every_h) == (price, aro.REPLAN_EVERY_H)
+    assert (hard_default.redispatch_price_per_mwh, hard_default.replan_every_h) == (None, None)
     hard_day, _ = _run(hard)
     soft_day, rec = _run(soft)
     np.testing.assert_array_equal(soft.plan.thermal_p_mw, hard.plan.thermal_p_mw)   # the same plan
@@ -174,7 +181,7 @@ def test_single_feeder_grid_raises_a_clear_error() -> None:
         AroDroPolicy(env.load_case("d33"))
     assert not policy_supports("aro_dro", env.load_case("d33"))
     assert policy_supports("aro_dro", env.load_case(CASE)) and policy_supports("heuristic", env.load_case("d33"))
-    assert set(TD_ONLY_POLICIES) == {*ARO_VARIANTS, "aro_dro_redispatch"}
+    assert set(TD_ONLY_POLICIES) == {*ARO_VARIANTS, "aro_dro_hard_band"}
 
 
 @pytest.mark.parametrize("name", list(ARO_VARIANTS))
@@ -269,3 +276,84 @@ def test_replanning_uses_the_intraday_forecast_from_the_current_step(monkeypatch
     np.testing.assert_allclose(da4.load_pu_da[4:], forecasts[4].load_pu)
     np.testing.assert_allclose(da4.wind_speed_ms_da[4:], forecasts[4].wind_speed_ms)
     assert not np.allclose(da4.wind_speed_ms_da[4:], da0.wind_speed_ms_da[4:])
+
+
+def test_a_day_the_unpriced_model_could_not_plan_gets_a_plan_with_expected_shedding() -> None:
+    """Seed 000's objective prices shedding: the first stage of a day whose load the units cannot reach
+    is feasible, sheds what it must (hours 16-18), and the policy plays its recourse all day."""
+    import cvxpy as cp
+
+    from policies.planning import TSOModel
+
+    grid = env.load_case(CASE)
+    data = build_planning_data(grid, sample_day(grid, REGIME, TIGHT_DAY).day_ahead, SMALL)
+    pieces = TSOModel(data).build()
+    old = cp.Problem(cp.Minimize(pieces.cost), pieces.constraints + [pieces.shed == 0])   # shedding not allowed
+    old.solve(solver="HIGHS")
+    assert old.status == cp.INFEASIBLE
+    e = _env()
+    policy = AroDroPolicy(e.unwrapped.grid, AroDroSettings(planner="centralized", replan_every_h=None,
+                                                           planning=SMALL))
+    summary, _ = _run(policy, seed=TIGHT_DAY)
+    plan = policy.plan
+    assert plan is not None and policy.plan_log[0]["fallback"] == ""
+    shed_t = np.asarray(plan.info["shed_planned_mw"])
+    assert plan.shed_expected_mwh >= plan.info["shed_planned_mwh"] - 1e-9 and plan.info["shed_planned_mwh"] > 0.5
+    demand = data.tso.load_bus_mw.sum(axis=1) + plan.boundary_p_mw.sum(axis=1)
+    supply = plan.thermal_p_mw.sum(axis=1) + plan.wind_planned_mw.sum(axis=1)
+    np.testing.assert_allclose(supply + shed_t, demand, atol=1e-5)                # the plan's balance
+    p_max = float(grid.transmission.gen.p_max_mw.sum())
+    assert set(np.flatnonzero(shed_t > 1e-6)) <= set(np.flatnonzero(demand > 0.97 * p_max))   # only at the peaks
+    assert plan.objective["load_shed"] == pytest.approx(
+        grid.tariff.penalty_load_shed_per_mwh * plan.info["shed_planned_mwh"], rel=1e-6)
+    # the recourse ran on every step (no fallback) and covered the peak with its shedding slack
+    assert policy.fallback_log == [] and len(policy.solve_ms) == 96 and summary["fallback_steps"] == 0
+    assert summary["aro_reserve_exceedance_share"] == pytest.approx(np.mean(policy.reserve_exceeded))
+    assert max(policy.lp_shed_mw[64:76]) > 0.5
+
+
+def test_plan_level_failure_is_logged_and_reported_by_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    e = _env()
+    policy = AroDroPolicy(e.unwrapped.grid, FAST)
+    monkeypatch.setattr(policy, "solve_plan", lambda data: (None, {"method": None, "fallback":
+                        "centralized failed: centralized_master: status infeasible with HIGHS"}))
+    steps = RollingController(e, policy, settings=LoopSettings(reactive=False)).run_day(DAY).steps
+    assert policy.fallback_log[0] == (0, "plan: centralized failed: centralized_master: status infeasible with HIGHS")
+    assert policy.fallback_log[1] == (0, "no plan") and len(policy.fallback_log) == 97
+    system = steps[steps.area == "system"]
+    assert system.policy_fallback.iloc[0] == ("plan: centralized failed: centralized_master: status infeasible "
+                                              "with HIGHS; no plan")
+    assert (system.policy_fallback.iloc[1:] == "no plan").all()
+
+
+def test_reserve_exceedance_compares_the_wind_deviation_with_the_cleared_reserves(plan_cache: dict) -> None:
+    from dataclasses import replace as dc_replace
+
+    e = _env()
+    base = e.unwrapped
+    policy = make_policy("aro_dro", base.grid, settings=FAST, plan_cache=plan_cache)
+    e.reset(seed=DAY, options={"scenario_seed": DAY})
+    policy.reset(DAY)
+    obs = base.observation_typed
+    policy.act(obs, obs.forecast)
+    plan = policy.plan
+    n_f = sum(len(f.der) for f in base.grid.feeders)
+    avail = float(np.maximum(obs.der_avail_mw[n_f:], 0.0).sum())
+    n_farm = plan.wind_planned_mw.shape[1]
+    zero = {name: np.zeros_like(getattr(plan, name)) for name in
+            ("thermal_r_up_mw", "thermal_r_dn_mw", "boundary_r_up_mw", "boundary_r_dn_mw")}
+    for planned, reserve, exceeded in ((avail + 3.0, 0.0, True), (avail + 3.0, 1.0, False), (avail - 3.0, 0.0, True),
+                                       (avail - 3.0, 1.0, False), (avail, 0.0, False)):
+        wind = np.full_like(plan.wind_planned_mw, planned / n_farm)
+        r = {k: v + reserve for k, v in zero.items()}           # 3 x 1 MW thermal + 2 x 1 MW boundary = 5 MW
+        policy.plan = dc_replace(plan, wind_planned_mw=wind, **r)
+        assert policy._exceeds_cleared_reserves(obs) is exceeded, (planned - avail, reserve)
+    policy.plan = plan
+    for _ in range(3):
+        base.step_dispatch(policy.act(base.observation_typed))
+    stats = policy.day_stats()
+    assert len(policy.reserve_exceeded) == 4
+    assert stats["aro_reserve_exceedance_share"] == pytest.approx(np.mean(policy.reserve_exceeded[:4]))
+    assert stats["aro_plans"] == 1
+    policy.reset(DAY + 1)                                     # a new day counts its own plans
+    assert policy.day_stats()["aro_plans"] == 0 and len(policy.plan_log) == 1

@@ -14,7 +14,7 @@ import pytest
 
 import env  # noqa: F401  (registers the envs)
 from policies import TD_ONLY_POLICIES, Policy, make_policy, policy_names, policy_supports
-from policies.aro_dro import REDISPATCH_PRICE_PER_MWH, AroDroSettings
+from policies.aro_dro import AroDroSettings
 
 _CASES = ("d33", "t30d2")
 _FAST_TD_ONLY = ("aro_dro",)          # the T-D-only policies of the default (non-slow) run
@@ -23,8 +23,7 @@ _PLAN_CACHE: dict = {}                # plans by content, shared by the T-D-only
 
 def _make(name: str, grid: object) -> Policy:
     if name in TD_ONLY_POLICIES:
-        price = REDISPATCH_PRICE_PER_MWH if name == "aro_dro_redispatch" else None
-        settings = AroDroSettings(planner="centralized", redispatch_price_per_mwh=price)
+        settings = AroDroSettings(planner="centralized")
         return make_policy(name, grid, settings=settings, plan_cache=_PLAN_CACHE)
     return make_policy(name, grid)
 
