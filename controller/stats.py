@@ -1,4 +1,4 @@
-"""Paired statistics of a policy comparison (MATH.md §9).
+"""Paired statistics of a policy comparison (docs/math.md §9).
 
 All policies are run on the same days (common random numbers), so each policy's
 cost is compared with another's day by day: the paired differences

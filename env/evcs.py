@@ -1,4 +1,4 @@
-"""EV charging stations as virtual storage (MATH.md §3, DESIGN.md "EV charging stations").
+"""EV charging stations as virtual storage (docs/math.md §3, docs/design.md "EV charging stations").
 
 A station's connected EVs are aggregated into a virtual storage: per step a power range
 and cumulative grid-side energy bounds (an outer approximation of the Minkowski sum of the

@@ -6,7 +6,7 @@
     obs = sim.observe()             # what a policy may know now (env.observation)
     outcome = sim.step(dispatch)    # project, simulate, account -> StepOutcome
 
-One step (DESIGN.md "Physics truth"):
+One step (docs/design.md "Physics truth"):
 
 1. **Projection** of the dispatch onto the feasible set of the step: EV station power to
    ``[p_min, p_max]`` of its connected EVs; storage to ``|p| <= p_max`` and the energy

@@ -1,4 +1,4 @@
-"""Simulation-based rollout (seed 003, Algorithm 1; Bertsekas, MATH.md §7).
+"""Simulation-based rollout (seed 003, Algorithm 1; Bertsekas, docs/math.md §7).
 
 At step ``t`` the rollout improves the base action ``u_base`` (seed 003's heuristic,
 :class:`policies.heuristic.HeuristicPolicy`) by a one-step lookahead

@@ -1,6 +1,6 @@
 """Uncertainty sets: Wasserstein ball (DRO), budget set (ARO), p-box with CVaR.
 
-Formulas: MATH.md §4 (Mohajerin Esfahani & Kuhn 2018), §5 last line (budget-set
+Formulas: docs/math.md §4 (Mohajerin Esfahani & Kuhn 2018), §5 last line (budget-set
 here-and-now requirement), §8 (p-box envelopes and CVaR, seed 002).
 """
 
@@ -64,7 +64,7 @@ class WassersteinBall:
 
     The transport cost is the 1-norm of the *scaled* difference,
     ``||(xi - xi') / scale||_1``, so one ``radius`` serves quantities of different units
-    (MATH.md §4: scale before using one eps). The support is the box
+    (docs/math.md §4: scale before using one eps). The support is the box
     ``support_lo <= xi <= support_hi`` (entries may be infinite; default unbounded).
 
     Attributes:
@@ -125,7 +125,7 @@ class WassersteinBall:
         return a, b
 
     def worst_case_expectation(self, a: np.ndarray, b: np.ndarray) -> WorstCase:
-        """``sup_{Q in ball} E_Q[max_k a_k^T xi + b_k]`` by the LP of MATH.md §4.
+        """``sup_{Q in ball} E_Q[max_k a_k^T xi + b_k]`` by the LP of docs/math.md §4.
 
         In scaled coordinates ``zeta = xi / scale`` (``a~ = a * scale``, box ``[lo~, hi~]``):
 
@@ -182,7 +182,7 @@ class WassersteinBall:
 
 
 def top_gamma_sum(values: np.ndarray, gamma: float) -> float:
-    """``min_{theta, rho >= 0} Gamma theta + sum_t rho_t  s.t. theta + rho_t >= D_t`` (MATH.md §5).
+    """``min_{theta, rho >= 0} Gamma theta + sum_t rho_t  s.t. theta + rho_t >= D_t`` (docs/math.md §5).
 
     The objective is convex piecewise linear in theta with kinks at the D_t, so the
     minimum is taken over ``theta in {0} U {D_t}`` (D_t >= 0); it equals the sum of the
@@ -198,7 +198,7 @@ def top_gamma_sum(values: np.ndarray, gamma: float) -> float:
 
 @dataclass(frozen=True)
 class BudgetSet:
-    """Budget uncertainty set of seed 000's ARO (MATH.md §5):
+    """Budget uncertainty set of seed 000's ARO (docs/math.md §5):
 
         U = {u = u_bar + u_hat o (g+ - g-) : 0 <= g+, g-;  g+ + g- <= 1;  sum (g+ + g-) <= Gamma}.
 
@@ -233,7 +233,7 @@ class BudgetSet:
         return int(self.nominal.size)
 
     def requirement(self, direction: str = "up") -> float:
-        """Here-and-now total requirement that covers every u in U (closed form, MATH.md §5):
+        """Here-and-now total requirement that covers every u in U (closed form, docs/math.md §5):
 
         up: ``sum u_bar + min_{theta, rho >= 0} Gamma theta + sum rho_t, theta + rho_t >= u_hat_t``;
         down: ``sum u_bar - (same minimum)`` (the smallest total in U).
@@ -351,7 +351,7 @@ def cvar_shortfall_normal(mu: np.ndarray, sigma: np.ndarray, r: np.ndarray, beta
 
 @dataclass(frozen=True)
 class PBox:
-    """P-box of a normal forecast error (MATH.md §8, seed 002):
+    """P-box of a normal forecast error (docs/math.md §8, seed 002):
     ``eps ~ N(mu, sigma^2)`` with ``mu in [mu_lo, mu_hi]``, ``sigma in [sigma_lo, sigma_hi]``.
 
     Arrays broadcast together (e.g. one entry per step), MW.
@@ -414,7 +414,7 @@ class PBox:
         return cvar_sample_lp(np.maximum(eps - reserve_mw, 0.0), _check_beta(beta))[0]
 
     def flexibility_demand(self, net_load_mw: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
-        """Ramp flexibility demand per step t = 0..T-2 (MATH.md §8), with the envelopes of step t+1:
+        """Ramp flexibility demand per step t = 0..T-2 (docs/math.md §8), with the envelopes of step t+1:
 
         ``f_up_t = max(Pn_{t+1} + R_up_{t+1} - Pn_t, 0)``, ``f_dn_t = min(Pn_{t+1} - R_dn_{t+1} - Pn_t, 0)``.
         """

@@ -1,7 +1,7 @@
 """Weather/demand regimes of a sampled day: one readable table of frozen parameter sets.
 
 Seed 003 studies three solar regimes (sunny, cloudy, highly fluctuating); the
-stress regimes (wind ramp, EV surge, high penetration) come from DESIGN.md. The
+stress regimes (wind ramp, EV surge, high penetration) come from docs/design.md. The
 papers give no numbers for the processes below; every value is our choice and is
 commented where it is set.
 

@@ -2,7 +2,7 @@
 pandapower's bundled cases (no download) with 33-bus feeders at boundary buses.
 
 A feeder attached at a T-bus keeps its own loads; the T-bus keeps
-max(0, original load - feeder peak) as a lumped load (DESIGN.md "The grid").
+max(0, original load - feeder peak) as a lumped load (docs/design.md "The grid").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pieces of a multi-period DC optimal power flow with reserves and ramps (MATH.md §2).
+"""Pieces of a multi-period DC optimal power flow with reserves and ramps (docs/math.md §2).
 
 Like :mod:`env.formulations.distflow`, these builders add the variables and
 constraints of one physical component for all periods at once (vectorized; no

@@ -1,6 +1,6 @@
 """Branch-flow (DistFlow) formulations of one radial feeder for S scenarios at once.
 
-MATH.md §1 (Baran–Wu 1989; Farivar–Low 2013; Gan–Li–Topcu–Low 2015). Every
+docs/math.md §1 (Baran–Wu 1989; Farivar–Low 2013; Gan–Li–Topcu–Low 2015). Every
 formulation adds variables and constraints for a whole ``branches x scenarios``
 block in a handful of vectorized cvxpy constraints (no loop over scenarios),
 so a problem written once against :class:`FeederVars` can be built in either

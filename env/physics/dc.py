@@ -1,6 +1,6 @@
 """DC power flow through power transfer distribution factors (PTDF).
 
-MATH.md section 2. With the branch-bus incidence ``A`` (+1 at the from bus,
+docs/math.md section 2. With the branch-bus incidence ``A`` (+1 at the from bus,
 -1 at the to bus), series susceptances ``b = 1 / (x tap)``, ``B_f = diag(b) A``
 and ``B = A^T diag(b) A``, the PTDF over the non-slack buses ``ns`` is
 

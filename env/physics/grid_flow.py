@@ -1,7 +1,7 @@
 """Power flow of a whole :class:`~env.network.Grid`: AC sweeps on the feeders,
 DC (PTDF) on the transmission network, coupled through the feeder heads.
 
-Coupling (DESIGN.md "Physics truth"): each feeder's head power
+Coupling (docs/design.md "Physics truth"): each feeder's head power
 P_head = sum(net load) + losses is a load at its boundary T-bus, so
 
     p_inj[T] = C_g P_g + W - D - C_b P_head,   f = PTDF p_inj,

@@ -8,7 +8,7 @@ the branch impedances ``z = r + jx``, the branch currents and bus voltages are
     I_branch = T I_bus,        V = V0 - T^T diag(z) T I_bus = V0 - DLF I_bus,
 
 and constant-power loads give ``I_bus = conj(S / V)``. The sweep is the
-fixed-point iteration (MATH.md section 1)
+fixed-point iteration (docs/math.md section 1)
 
     V^{k+1} = V0 - DLF conj(S / V^k),
 

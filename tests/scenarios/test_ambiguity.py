@@ -136,7 +136,7 @@ def test_top_gamma_sum_equals_its_lp_and_sorting(dev: list[float], gamma_frac: f
     d = np.array(dev)
     gamma = gamma_frac * d.size
     n = d.size
-    # min Gamma theta + sum rho, theta + rho_t >= D_t, theta, rho >= 0 (MATH.md §5 last line)
+    # min Gamma theta + sum rho, theta + rho_t >= D_t, theta, rho >= 0 (docs/math.md §5 last line)
     res = linprog(np.concatenate([[gamma], np.ones(n)]), A_ub=-np.hstack([np.ones((n, 1)), np.eye(n)]),
                   b_ub=-d, bounds=(0, None), method="highs")
     srt = np.sort(d)[::-1]
