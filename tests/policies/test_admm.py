@@ -38,6 +38,7 @@ def check_consistent(plan, data) -> None:
                                            + parts["dso_recourse"])
 
 
+@pytest.mark.slow  # ~70 s: ADMM and the centralized solve of a full t30d2 day (the default run stays under 10 min)
 def test_admm_within_one_percent_of_centralized_t30d2_full_day() -> None:
     data = plan_data("t30d2", "cloudy", 1, n_samples=5, seed=1)
     res = solve_admm(data)
