@@ -40,7 +40,7 @@ from env.network import Grid
 from env.settings import StrictKwargs
 
 __all__ = ["CalibrationResult", "CalibrationSettings", "calibrate", "out_of_sample_errors",
-           "reserve_exceedance_share"]
+           "reserve_exceedance_share", "reserve_shortfalls"]
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,22 @@ def out_of_sample_errors(day_ahead: Any, data: PlanningData, n_paths: int, seed:
     return _period_mean(total.T, kk).T                                        # (M, T)
 
 
-def reserve_exceedance_share(plan: FirstStagePlan, data: PlanningData, errors_mw: np.ndarray) -> float:
-    """Share of (path, hour) pairs whose wind deviation from the plan exceeds its cleared reserves
-    (see the module docstring); ``errors_mw`` is (M, T)."""
+def reserve_shortfalls(plan: FirstStagePlan, data: PlanningData,
+                       errors_mw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The transmission wind deviation beyond the plan's cleared reserves, per path and hour.
+
+    With ``dev_t = W_plan_t - clip(fc_t + xi_t, 0, cap)`` (wind short of the plan when > 0),
+    ``up_t = sum r_up_t + sum R_up_t`` and ``dn_t = sum r_dn_t + sum R_dn_t``::
+
+        short_t   = max(dev_t - up_t, 0)     (MW the reserves cannot cover: shed by the TSO's recourse)
+        surplus_t = max(-dev_t - dn_t, 0)    (MW above what the reserves absorb: curtailed)
+
+    Args:
+        errors_mw: (M, T) hourly mean total farm errors (:func:`out_of_sample_errors`).
+
+    Returns:
+        (short_mw, surplus_mw), both (M, T).
+    """
     errors = np.atleast_2d(np.asarray(errors_mw, dtype=float))
     fc = data.tso.wind_fc_mw.sum(axis=1)
     cap = float(data.tso.wind_cap_mw.sum())
@@ -113,8 +126,14 @@ def reserve_exceedance_share(plan: FirstStagePlan, data: PlanningData, errors_mw
     dev = plan.wind_planned_mw.sum(axis=1)[None, :] - realized
     up = plan.thermal_r_up_mw.sum(axis=1) + plan.boundary_r_up_mw.sum(axis=1)
     dn = plan.thermal_r_dn_mw.sum(axis=1) + plan.boundary_r_dn_mw.sum(axis=1)
-    exceeded = (dev > up[None, :] + 1e-6) | (-dev > dn[None, :] + 1e-6)
-    return float(exceeded.mean())
+    return np.maximum(dev - up[None, :], 0.0), np.maximum(-dev - dn[None, :], 0.0)
+
+
+def reserve_exceedance_share(plan: FirstStagePlan, data: PlanningData, errors_mw: np.ndarray) -> float:
+    """Share of (path, hour) pairs whose wind deviation from the plan exceeds its cleared reserves
+    (``short_t > 0`` or ``surplus_t > 0`` of :func:`reserve_shortfalls`); ``errors_mw`` is (M, T)."""
+    short, surplus = reserve_shortfalls(plan, data, errors_mw)
+    return float(((short > 1e-6) | (surplus > 1e-6)).mean())
 
 
 def calibrate(grid: Grid, day_ahead: Any, settings: PlanningSettings | None = None,

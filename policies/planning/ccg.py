@@ -142,7 +142,8 @@ class FeederRecourse:
     def constant(self, t: np.ndarray, xi: np.ndarray) -> np.ndarray:
         return self.const0[np.asarray(t, dtype=int)] + self.const_xi * np.asarray(xi, dtype=float)
 
-    def solve_blocks(self, t: np.ndarray, x: np.ndarray, u: np.ndarray, xi: np.ndarray) -> np.ndarray:
+    def solve_blocks(self, t: np.ndarray, x: np.ndarray, u: np.ndarray, xi: np.ndarray,
+                     primal: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Optimal recourse cost (incl. constants) of each block, one hot-started HiGHS LP per block.
 
         A persistent ``highspy`` model of the period LP is re-solved with new row bounds
@@ -151,6 +152,7 @@ class FeederRecourse:
 
         Args:
             t: (B,) periods; x: (n_x, T) first stage; u, xi: (B,) requirement and error.
+            primal: also return the optimal recourse ``y`` of every block, (B, n_col).
         """
         import highspy
 
@@ -161,6 +163,7 @@ class FeederRecourse:
         idx = np.arange(self.n_row, dtype=np.int32)
         upper = np.full(self.n_row, highspy.kHighsInf)
         out = np.empty(len(t))
+        ys = np.empty((len(t), self.n_col)) if primal else None
         for b in np.argsort(t, kind="stable"):
             model.changeRowsBounds(self.n_row, idx, h[:, b], upper)
             model.run()
@@ -169,6 +172,10 @@ class FeederRecourse:
                 raise PlanningError("dso_recourse_block", status,
                                     f"FeederRecourse.solve_blocks: block {b} (period {t[b]}) not solved: {status}")
             out[b] = model.getInfo().objective_function_value
+            if ys is not None:
+                ys[b] = model.getSolution().col_value
+        if ys is not None:
+            return out + self.constant(t, xi), ys
         return out + self.constant(t, xi)
 
     def _highs(self):  # noqa: ANN202 - highspy.Highs
