@@ -78,6 +78,7 @@ from policies.planning import (
     solve_admm,
     solve_centralized,
 )
+from policies.planning.calibration import CalibrationSettings, beyond_cleared_reserves, calibrate
 from env.dispatch import Dispatch, DispatchSizes
 from env.formulations.dc import DCNetwork, incidence
 from env.formulations.dispatch_model import (
@@ -154,6 +155,10 @@ class AroDroSettings(StrictKwargs):
             when it avoids penalties or expensive output).
         objective_scale: the objective is divided by this in the solver (conditioning).
         solver: the LP solver (HiGHS).
+        calibration: ``None``: the plan uses ``planning.n_samples`` and ``planning.radius_tso_mw``;
+            else the day's first plan chooses them by the out-of-sample reserve check at
+            ``calibration.risk`` (:func:`policies.planning.calibration.calibrate`, centralized
+            candidate plans) and the day's re-plans keep the choice (``aro_dro_calibrated``).
     """
 
     planning: PlanningSettings = field(default_factory=PlanningSettings)
@@ -166,6 +171,7 @@ class AroDroSettings(StrictKwargs):
     storage_value_per_mwh: float | None = None
     objective_scale: float = 100.0
     solver: str = "HIGHS"
+    calibration: CalibrationSettings | None = None
 
     def __post_init__(self) -> None:
         self.check_types()   # every field by its annotation (env.settings.check_field_types)
@@ -570,6 +576,9 @@ class AroDroPolicy:
         self.lp_shed_mw: list[float] = []
         self.reserve_exceeded: list[bool] = []
         self._plans_before_today = len(self.plan_log)     # plan_log spans days; day_stats counts today's
+        self._day_planning: PlanningSettings | None = None  # the calibrated settings of today's plans
+        self.calibration_share = float("nan")              # out-of-sample exceedance of today's choice
+        self.calibration_reached = float("nan")            # 1 if it met the risk level, 0 if not
 
     def act(self, obs: Observation, forecast: Any = None) -> Dispatch:
         """Plan if due, then solve the recourse LP of ``obs.step`` (plan's dispatch on failure)."""
@@ -609,13 +618,14 @@ class AroDroPolicy:
             self.fallback_log.append((obs.step, "plan: no forecast"))
             return
         da = intraday_day_ahead(forecast, obs.step) if self.settings.replan_every_h else forecast.day_ahead
-        key = (self.grid.name, day_ahead_digest(da), self.settings.planning, self.settings.planner)
+        planning = self._planning_for_today(obs, forecast.day_ahead)
+        key = (self.grid.name, day_ahead_digest(da), planning, self.settings.planner)
         cached = self.plan_cache.get(key) if self.plan_cache is not None else None
         if cached is not None:
             self.plan = cached
             self.plan_log.append({"step": obs.step, "method": cached.method, "cached": True})
             return
-        data = build_planning_data(self.grid, da, self.settings.planning)
+        data = build_planning_data(self.grid, da, planning)
         plan, record = self.solve_plan(data)
         record["step"] = obs.step
         self.plan_log.append(record)
@@ -625,6 +635,31 @@ class AroDroPolicy:
             self.plan = plan
             if self.plan_cache is not None:
                 self.plan_cache[key] = plan
+
+    def _planning_for_today(self, obs: Observation, day_ahead: Any) -> PlanningSettings:
+        """The planning settings of today's plans: ``settings.planning``, or with ``calibration``
+        its N and TSO radius chosen on the day-ahead information at the day's first plan (logged
+        in ``plan_log`` and reported by :meth:`day_stats`; a failed calibration is a fallback)."""
+        cal = self.settings.calibration
+        if cal is None:
+            return self.settings.planning
+        if self._day_planning is None:
+            t0 = time.perf_counter()
+            try:
+                res = calibrate(self.grid, day_ahead, self.settings.planning, cal)
+            except (RuntimeError, ValueError) as exc:
+                self.fallback_log.append((obs.step, f"calibration failed ({exc}); planning with the set radius"))
+                self._day_planning = self.settings.planning
+                return self._day_planning
+            self._day_planning = replace(self.settings.planning, n_samples=res.n_samples,
+                                         radius_tso_mw=res.radius_tso_mw)
+            self.calibration_share = res.exceedance_share
+            self.plan_log.append({"step": obs.step, "method": "calibration", "n_samples": res.n_samples,
+                                  "radius_tso_mw": res.radius_tso_mw, "exceedance_share": res.exceedance_share,
+                                  "reached": res.reached, "tried": res.tried, "time_s": time.perf_counter() - t0,
+                                  "fallback": ""})
+            self.calibration_reached = float(res.reached)
+        return self._day_planning
 
     def solve_plan(self, data: PlanningData) -> tuple[FirstStagePlan | None, dict[str, Any]]:
         """ADMM (if chosen), else / on failure or non-convergence the centralized solve.
@@ -684,22 +719,25 @@ class AroDroPolicy:
         p = plan.period_of(obs.step, round(obs.dt_h * 60))
         n_f = sum(len(f.der) for f in self.grid.feeders)
         avail = float(np.maximum(np.asarray(obs.der_avail_mw, dtype=float)[n_f:], 0.0).sum())
-        dev = float(plan.wind_planned_mw[p].sum()) - avail
-        up = float(plan.thermal_r_up_mw[p].sum() + plan.boundary_r_up_mw[p].sum())
-        dn = float(plan.thermal_r_dn_mw[p].sum() + plan.boundary_r_dn_mw[p].sum())
-        return dev > up + 1e-6 or -dev > dn + 1e-6
+        short, surplus = beyond_cleared_reserves(plan, p, avail)
+        return bool(short > 1e-6 or surplus > 1e-6)
 
     # ------------------------------------------------------------------ reporting
     def day_stats(self) -> dict[str, float]:
         """KPIs of the current day: fallbacks, plans, recourse solve times (ms), and
         ``aro_reserve_exceedance_share``: the share of steps whose transmission wind deviation from
         the plan exceeded the reserves it cleared for the period (see :meth:`_exceeds_cleared_reserves`;
-        what the ambiguity set is meant to cover at its risk level)."""
+        what the ambiguity set is meant to cover at its risk level); with ``calibration``,
+        ``aro_calibration_share`` is the out-of-sample share of the day's choice and
+        ``aro_calibration_reached`` whether it met the risk level (else NaN)."""
         ms = np.asarray(self.solve_ms, dtype=float)
         ex = np.asarray(self.reserve_exceeded, dtype=float)
         return {"aro_reserve_exceedance_share": float(ex.mean()) if ex.size else float("nan"),
+                "aro_calibration_share": self.calibration_share,
+                "aro_calibration_reached": self.calibration_reached,
                 "aro_fallbacks": float(self.fallbacks), "aro_steps": float(ms.size),
-                "aro_plans": float(len(self.plan_log) - self._plans_before_today),
+                "aro_plans": float(sum(r.get("method") != "calibration"
+                                       for r in self.plan_log[self._plans_before_today:])),
                 "aro_solve_ms_median": float(np.median(ms)) if ms.size else float("nan"),
                 "aro_solve_ms_max": float(ms.max()) if ms.size else float("nan")}
 

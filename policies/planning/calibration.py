@@ -40,7 +40,7 @@ from env.network import Grid
 from env.settings import StrictKwargs
 
 __all__ = ["CalibrationResult", "CalibrationSettings", "calibrate", "out_of_sample_errors",
-           "reserve_exceedance_share", "reserve_shortfalls"]
+           "beyond_cleared_reserves", "reserve_exceedance_share", "reserve_shortfalls"]
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,20 @@ def reserve_shortfalls(plan: FirstStagePlan, data: PlanningData,
     fc = data.tso.wind_fc_mw.sum(axis=1)
     cap = float(data.tso.wind_cap_mw.sum())
     realized = np.clip(fc[None, :] + errors, 0.0, cap)
-    dev = plan.wind_planned_mw.sum(axis=1)[None, :] - realized
-    up = plan.thermal_r_up_mw.sum(axis=1) + plan.boundary_r_up_mw.sum(axis=1)
-    dn = plan.thermal_r_dn_mw.sum(axis=1) + plan.boundary_r_dn_mw.sum(axis=1)
-    return np.maximum(dev - up[None, :], 0.0), np.maximum(-dev - dn[None, :], 0.0)
+    return beyond_cleared_reserves(plan, np.arange(plan.wind_planned_mw.shape[0]), realized)
+
+
+def beyond_cleared_reserves(plan: FirstStagePlan, period: np.ndarray | int,
+                            wind_mw: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """``(short, surplus)`` of :func:`reserve_shortfalls` for realized total transmission wind
+    ``wind_mw`` in plan period(s) ``period`` (broadcast): the one home of the equation, used by the
+    out-of-sample check and by the closed loop's per-step exceedance
+    (:meth:`policies.aro_dro.AroDroPolicy.day_stats`)."""
+    p = np.asarray(period, dtype=int)
+    dev = plan.wind_planned_mw.sum(axis=1)[p] - np.asarray(wind_mw, dtype=float)
+    up = (plan.thermal_r_up_mw.sum(axis=1) + plan.boundary_r_up_mw.sum(axis=1))[p]
+    dn = (plan.thermal_r_dn_mw.sum(axis=1) + plan.boundary_r_dn_mw.sum(axis=1))[p]
+    return np.maximum(dev - up, 0.0), np.maximum(-dev - dn, 0.0)
 
 
 def reserve_exceedance_share(plan: FirstStagePlan, data: PlanningData, errors_mw: np.ndarray) -> float:
