@@ -62,9 +62,8 @@ def test_admm_within_one_percent_of_centralized_t30d2_full_day() -> None:
     # ADMM reached consensus on the exchanged boundary quantities (MATH §6 stopping rule)
     last = res.history[-1]
     assert last.r_norm <= last.eps_pri and last.s_norm <= last.eps_dual
-    # |xT - xD| <= |xT - z| + |xD - z| <= sqrt(2) ||r|| <= sqrt(2) eps_pri entrywise, and far tighter in RMS
+    # |xT - xD| <= |xT - z| + |xD - z| <= sqrt(2) ||r|| <= sqrt(2) eps_pri entrywise
     assert np.abs(res.x_tso - res.x_dso).max() <= np.sqrt(2) * last.eps_pri
-    assert np.sqrt(np.mean((res.x_tso - res.x_dso) ** 2)) < data.settings.admm_eps_abs
     # DSOs certified their C&CG gap at the last iterate
     assert max(res.history[-1].dso_gaps) <= data.settings.ccg_tol
     check_consistent(res.plan, data)
