@@ -1,7 +1,7 @@
 """Seed 000's comparison on t30d2: the DRO-ARO variants on the same sampled days, next to the paper.
 
 Runs (or resumes) the sweep of ``gridroll compare`` for ``heuristic``, the DRO-ARO variants
-(``aro_dro`` = ``evcs_both``, ``aro_dro_hard_band``, ``aro_ro``, ``aro_so``, ``dro_only``,
+(``aro_dro`` = ``evcs_both``, ``aro_dro_hard_band``, ``aro_dro_calibrated``, ``aro_ro``, ``aro_so``, ``dro_only``,
 ``evcs_dso_only``, ``evcs_none``) and the perfect-information bound, then prints the compare table
 and the figures seed 000 reports (relative total cost aro_dro vs aro_ro, worst-day curtailment and
 shedding vs aro_so, boundary violation vs aro_so and dro_only, EVCS serving both (aro_dro) vs
@@ -38,8 +38,8 @@ from controller.stats import COMPARE_WORST_KPIS, KEY_KPIS, compare_policies  # n
 from policies import TD_ONLY_POLICIES, make_policy  # noqa: E402
 from policies.aro_dro import REDISPATCH_PRICE_PER_MWH, REPLAN_EVERY_H, AroDroSettings  # noqa: E402
 
-POLICIES = ("heuristic", "aro_dro", "aro_dro_hard_band", "aro_ro", "aro_so", "dro_only", "evcs_dso_only",
-            "evcs_none", "perfect_information")
+POLICIES = ("heuristic", "aro_dro", "aro_dro_hard_band", "aro_dro_calibrated", "aro_ro", "aro_so", "dro_only",
+            "evcs_dso_only", "evcs_none", "perfect_information")
 
 # (what, ours, reference, paper's figure) - seed 000, T30D2, section "Numerical results"
 PAPER = (
