@@ -9,6 +9,7 @@ from typing import Any, Callable
 from env.network import Grid
 from policies.aro_dro import ARO_VARIANTS, AroDroPolicy, AroDroSettings, make_variant
 from policies.base import FeederIndex, Policy
+from policies.flex_coordinated import FlexCoordinatedPolicy, FlexSettings
 from policies.heuristic import HeuristicPolicy
 from policies.mpc import MPCPolicy
 from policies.perfect_information import ClairvoyantDispatch, PerfectInformation, PerfectInformationSettings
@@ -27,6 +28,11 @@ def _perfect_information(grid: Grid, compensators: bool = True, **kw: Any) -> Pe
 
 def _clairvoyant_dispatch(grid: Grid, compensators: bool = True, **kw: Any) -> ClairvoyantDispatch:
     return ClairvoyantDispatch(grid, PerfectInformationSettings(compensators=compensators), **kw)
+
+
+def _flex_ed(grid: Grid, flex: FlexSettings | None = None, **kw: Any) -> FlexCoordinatedPolicy:
+    """``flex_coordinated`` without the flexibility balance: economic dispatch only."""
+    return FlexCoordinatedPolicy(grid, flex=replace(flex or FlexSettings(), flex_balance=False), **kw)
 
 
 def _aro_dro_hard_band(grid: Grid, settings: AroDroSettings | None = None, **kw: Any) -> AroDroPolicy:
@@ -55,16 +61,20 @@ _REGISTRY: dict[str, Callable[..., Policy]] = {
     **{name: partial(make_variant, name) for name in ARO_VARIANTS},
     # the same without the intraday stage: planned once, the cleared band as the only recourse
     "aro_dro_hard_band": _aro_dro_hard_band,
+    # seed 002: T-D schedule with the p-box flexibility balance, and its economic-dispatch-only variant
+    "flex_coordinated": FlexCoordinatedPolicy,
+    "flex_coordinated_ed": _flex_ed,
 }
 _CONTEXT: dict[str, tuple[str, ...]] = {
     "mpc": ("simulator_settings",),
     "perfect_information": ("simulator_settings", "compensators"),
     "perfect_information_dispatch": ("simulator_settings", "compensators"),
-    **{name: ("simulator_settings",) for name in (*ARO_VARIANTS, "aro_dro_hard_band")},
+    **{name: ("simulator_settings",) for name in (*ARO_VARIANTS, "aro_dro_hard_band", "flex_coordinated",
+                                                  "flex_coordinated_ed")},
 }
 
 #: Registry names that need a T-D grid (transmission + feeders); they raise ValueError on a single feeder.
-TD_ONLY_POLICIES: tuple[str, ...] = (*ARO_VARIANTS, "aro_dro_hard_band")
+TD_ONLY_POLICIES: tuple[str, ...] = (*ARO_VARIANTS, "aro_dro_hard_band", "flex_coordinated", "flex_coordinated_ed")
 
 
 def policy_supports(name: str, grid: Grid) -> bool:
@@ -108,5 +118,6 @@ def make_policy(name: str, grid: Grid, *, simulator_settings: Any = None, compen
     return _REGISTRY[name](grid, **kwargs)
 
 
-__all__ = ["AroDroPolicy", "AroDroSettings", "ClairvoyantDispatch", "FeederIndex", "HeuristicPolicy", "MPCPolicy", "PerfectInformation",
+__all__ = ["AroDroPolicy", "AroDroSettings", "ClairvoyantDispatch", "FeederIndex", "FlexCoordinatedPolicy",
+           "FlexSettings", "HeuristicPolicy", "MPCPolicy", "PerfectInformation",
            "Policy", "RolloutPolicy", "TD_ONLY_POLICIES", "make_policy", "policy_names", "policy_supports"]

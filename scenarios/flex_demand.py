@@ -186,15 +186,22 @@ def risk_cost(demand: FlexDemand, supply_up_mw: np.ndarray, supply_down_mw: np.n
             "shortfall_up_mw": float(short_up.sum()), "shortfall_down_mw": float(short_dn.sum())}
 
 
-def day_ahead_errors(scenario, n_samples: int, rng: np.random.Generator) -> dict[str, NetLoadErrors]:  # noqa: ANN001
-    """Error samples of every network of a scenario's grid, by name prefix (``"t"``, ``"f0"``, ...).
+def day_ahead_errors(day_ahead, n_samples: int, rng: np.random.Generator) -> dict[str, NetLoadErrors]:  # noqa: ANN001
+    """Error samples of every network of a day, by name prefix (``"t"``, ``"f0"``, ...).
 
-    The forecast model's own belief before the day (:meth:`Scenario.forecast` at t = -1) is
-    sampled ``n_samples`` times; errors are the sampled MW minus the day-ahead forecast MW.
+    The forecast model's own belief before the day (:meth:`Forecast.at` with nothing observed,
+    t = -1) is sampled ``n_samples`` times; errors are the sampled MW minus the day-ahead
+    forecast MW. ``day_ahead`` is a :class:`DayAheadInfo` (or a scenario holding one): nothing
+    realized is used.
     """
-    da, lay = scenario.day_ahead, scenario.layout
-    fc = scenario.forecast(-1)
-    paths = fc.sample(n_samples, rng, ev_sessions=False)
+    from scenarios.forecast import Forecast, Observed
+
+    da = getattr(day_ahead, "day_ahead", day_ahead)
+    lay = da.layout
+    nothing = Observed(t=-1, load_pu=np.zeros((0, len(lay.load_names))), pv_pu=np.zeros((0, len(lay.pv_names))),
+                       wind_speed_ms=np.zeros((0, len(lay.wind_names))), wind_pu=np.zeros((0, len(lay.wind_names))),
+                       tso_requirement_mw=np.zeros((0, len(lay.boundary_names))))
+    paths = Forecast.at(da, nothing).sample(n_samples, rng, ev_sessions=False)
     point = {"load": da.load_pu_da * lay.load_p_mw, "pv": da.pv_pu_da * da.pv_p_max_mw,
              "wind": da.wind_pu_da * da.wind_p_max_mw}
     sampled = {"load": paths.load_p_mw, "pv": paths.pv_p_mw, "wind": paths.wind_p_mw}
@@ -210,6 +217,15 @@ def day_ahead_errors(scenario, n_samples: int, rng: np.random.Generator) -> dict
             net = net + sign * point[src][:, cols].sum(axis=-1)
         out[pre] = NetLoadErrors(parts["load"], parts["wind"], parts["pv"], net)
     return out
+
+
+def system_errors(errors: dict[str, NetLoadErrors]) -> NetLoadErrors:
+    """The whole grid's errors: the sum over its networks."""
+    parts = list(errors.values())
+    total = parts[0]
+    for e in parts[1:]:
+        total = total + e
+    return total
 
 
 def over_estimation(demand: FlexDemand, net_load_mw: np.ndarray, realized_net_errors: np.ndarray) -> dict[str, float]:
