@@ -26,6 +26,7 @@ clears no reserve: economic dispatch only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cvxpy as cp
@@ -39,6 +40,7 @@ from policies.mpc import MPCPolicy, _Window
 __all__ = ["FlexSettings", "FlexCoordinatedPolicy"]
 
 
+@dataclass(frozen=True)
 class FlexSettings(StrictKwargs):
     """Settings of :class:`FlexCoordinatedPolicy` (frozen, validated).
 
