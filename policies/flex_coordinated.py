@@ -13,7 +13,8 @@ day-ahead error samples, truncated at ``beta``) - the part of the seed's ramp de
 ``F_D,k`` the feeders' flexibility: storage headroom (``up <= p + p_max``,
 ``down <= p_max - p`` on the battery's net power) and, down, renewable output that can be
 curtailed, each limited by the interface ``P_B^max`` (the boundary flexibility constraints,
-seed §4.4, ``up <= P_B^max + head``, ``down <= P_B^max - head``). Shortfalls ``s`` cost
+seed §4.4, ``up <= P_B^max + head``, ``down <= P_B^max - head``); down, also the transmission
+renewables' output (curtailed by the env's balancing within the step). Shortfalls ``s`` cost
 ``c_F`` per MWh; the objective ``eps (C_T + C_D) + (1 - eps) C_F`` is solved as
 ``C_T + C_D + ((1 - eps) / eps) C_F``. The CVaR part of ``C_F`` (errors beyond the interval)
 does not depend on the dispatch at a fixed ``beta``: it is reported, not optimized.
@@ -91,7 +92,9 @@ class _FlexWindow(_Window):
         if n_der_f:
             dn = dn + m.f_der @ self.used[:n_der_f]
         cons += [fu <= up, fd <= dn, fu <= self.p_b + self.head_k, fd <= self.p_b - self.head_k]
-        return cp.sum(fu, axis=0), cp.sum(fd, axis=0), 0
+        # transmission renewables can be curtailed within the step (the env's balancing does): down supply
+        t_dn = cp.sum(self.used[n_der_f:], axis=0) if self.used.shape[0] > n_der_f else 0
+        return cp.sum(fu, axis=0), cp.sum(fd, axis=0) + t_dn, 0
 
 
 class FlexCoordinatedPolicy(MPCPolicy):
