@@ -124,6 +124,7 @@ class FlexCoordinatedPolicy(MPCPolicy):
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
         self.demand_up_mw = self.demand_down_mw = None
+        self.shortfall_mw: list[tuple[float, float]] = []
         self._seed = 0 if seed is None else int(seed)
 
     def _day_demand(self, forecast: Any, seed: int) -> None:
@@ -137,11 +138,47 @@ class FlexCoordinatedPolicy(MPCPolicy):
 
     def act(self, obs: Any, forecast: Any = None) -> Any:
         forecast = forecast if forecast is not None else obs.forecast
-        if self.demand_up_mw is None and self.flex.flex_balance:
+        if self.demand_up_mw is None:          # the ED-only variant sizes it too, for the shortfall KPI
             if forecast is None:
                 raise ValueError("flex_coordinated: needs the forecast (day-ahead information) to size the p-box")
             self._day_demand(forecast, self._seed)
-        return super().act(obs, forecast)
+        n_fallbacks = len(self.fallback_log)
+        dispatch = super().act(obs, forecast)
+        if len(self.fallback_log) == n_fallbacks:
+            w = self._windows[(self._window_size(obs.n_steps - obs.step, obs.n_steps), round(obs.dt_h, 9))]
+            up, dn = self._step_supply(w)
+            self.shortfall_mw.append((max(self.demand_up_mw[obs.step] - up, 0.0),
+                                      max(self.demand_down_mw[obs.step] - dn, 0.0)))
+        return dispatch
+
+    def _step_supply(self, w: Any) -> tuple[float, float]:
+        """Flexibility the plan holds at its first step (MW): cleared thermal reserves, net of what the
+        EV reserve calls can take, plus the feeders' storage headroom and curtailable output within the
+        interface limit, plus (down) the transmission renewables' output (the balance's left side)."""
+        m, f = self.model, self.flex
+        val = lambda x: np.asarray(x.value, dtype=float)  # noqa: E731
+        head = np.array([float(h.value[0]) for h in w.net.head_mw])
+        used = val(w.used)[:, 0] if self.sizes.n_der else np.zeros(0)
+        f_up, f_dn = np.zeros(m.n_feeder), m.f_der @ used[:m.n_der_f] if m.n_der_f else np.zeros(m.n_feeder)
+        if m.st_p_max.size:
+            net_st = val(w.st.p_charge_mw)[:, 0] - val(w.st.p_discharge_mw)[:, 0]
+            f_up, f_dn = m.f_st @ (net_st + m.st_p_max), f_dn + m.f_st @ (m.st_p_max - net_st)
+        f_up = np.minimum(f_up, np.maximum(f.boundary_p_max_mw + head, 0.0))
+        f_dn = np.minimum(f_dn, np.maximum(f.boundary_p_max_mw - head, 0.0))
+        up = val(w.th.r_up_mw)[:, 0].sum() + f_up.sum() - val(w.ev_rd)[:, 0].sum()
+        dn = val(w.th.r_dn_mw)[:, 0].sum() + f_dn.sum() + used[m.n_der_f:].sum() - val(w.ev_ru)[:, 0].sum()
+        return float(up), float(dn)
+
+    def day_stats(self) -> dict[str, float]:
+        """The MPC's KPIs plus ``flex_shortfall_h``: hours whose first planned step holds less
+        flexibility than the p-box demand (either direction), and the mean shortfall (MW)."""
+        stats = super().day_stats()
+        s = np.asarray(self.shortfall_mw, dtype=float).reshape(-1, 2)
+        short = (s > 1e-6).any(axis=1)
+        dt_h = 24.0 / len(self.demand_up_mw) if self.demand_up_mw is not None else 0.0
+        stats.update(flex_shortfall_h=float(short.sum() * dt_h),
+                     flex_shortfall_mw_mean=float(s.sum(axis=1).mean()) if s.size else 0.0)
+        return stats
 
     def _set_td(self, w: Any, obs: Any, forecast: Any, load_p: np.ndarray, avail: np.ndarray, A: int) -> None:
         super()._set_td(w, obs, forecast, load_p, avail, A)

@@ -57,6 +57,8 @@ def test_plan_respects_the_boundary_flexibility_limits(planned) -> None:  # noqa
 
 def test_economic_dispatch_only_clears_no_flexibility() -> None:
     policy, w, dispatch = _first_window("flex_coordinated_ed")
-    assert policy.name == "flex_coordinated_ed" and policy.demand_up_mw is None
+    assert policy.name == "flex_coordinated_ed" and policy.demand_up_mw.min() > 0     # sized, not enforced
+    stats = policy.day_stats()
+    assert stats["flex_shortfall_h"] == pytest.approx(0.25)                # the step it planned is short
     assert np.all(w.margin_up.value == 0) and np.all(w.margin_dn.value == 0)
     assert dispatch.thermal_r_up_mw.sum() == pytest.approx(0.0, abs=1e-6)
