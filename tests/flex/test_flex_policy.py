@@ -62,3 +62,20 @@ def test_economic_dispatch_only_clears_no_flexibility() -> None:
     assert stats["flex_shortfall_h"] == pytest.approx(0.25)                # the step it planned is short
     assert np.all(w.margin_up.value == 0) and np.all(w.margin_dn.value == 0)
     assert dispatch.thermal_r_up_mw.sum() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_removing_the_flexibility_balance_sheds_load_on_day_8600() -> None:
+    """Seed 8600 (cloudy, the comparison's day 0): economic dispatch only clears no reserve and sheds
+    load when the realized net load exceeds the plan; the p-box balance holds enough not to (~60 s)."""
+    from controller.loop import LoopSettings, RollingController
+
+    out = {}
+    for name in ("flex_coordinated", "flex_coordinated_ed"):
+        e = gym.make("gridroll/TDGrid-v0", case="t14d2", regime="cloudy")
+        policy = make_policy(name, e.unwrapped.grid)
+        out[name] = RollingController(e, policy, settings=LoopSettings(reactive=False)).run_day(8600).summary
+        assert out[name]["fallback_steps"] == 0
+    assert out["flex_coordinated"]["load_shed_mwh"] == 0.0
+    assert out["flex_coordinated_ed"]["load_shed_mwh"] > 0.01
+    assert out["flex_coordinated"]["flex_shortfall_h"] < out["flex_coordinated_ed"]["flex_shortfall_h"]
