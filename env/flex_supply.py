@@ -16,6 +16,10 @@ at most its positive margin, and no more than the interface can carry on top of 
 head power ``P_k`` (import > 0): ``f_BD,k^u <= min(f_D,k^u+, P_B^max + P_k)``,
 ``f_BD,k^d <= min(f_D,k^d+, P_B^max - P_k)``. The system is short when
 ``f_T + sum_k f_BD,k < 0`` (in either direction).
+
+Tie lines between feeders (``Grid.tie_lines``) move flexibility before the boundary: a feeder
+with a negative margin takes ``min(-f_a, f_b+, p_tie)`` from the other end's surplus, per
+direction (:func:`tie_transfer`); the feeder margins reported are after the transfer.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 
 from env.network import Grid
 
-__all__ = ["FlexSchedule", "FlexMargins", "unit_supply", "storage_supply", "margins"]
+__all__ = ["FlexSchedule", "FlexMargins", "unit_supply", "storage_supply", "margins", "tie_transfer"]
 
 
 def unit_supply(kind: np.ndarray, p_mw: np.ndarray, p_min_mw: np.ndarray, p_max_mw: np.ndarray,
@@ -82,7 +86,8 @@ class FlexMargins:
 
     ``supply_up[kind]`` / ``supply_down[kind]`` for kind in thermal, hydro, nuclear and
     distribution (sum over feeders); ``feeder_supply_*`` (T, n_feeder); ``feeder_margin_*`` and
-    ``transmission_margin_*`` = supply - demand (signed); ``boundary_*`` (T, n_feeder) the exchange;
+    ``transmission_margin_*`` = supply - demand (signed; feeders after the tie lines' transfer
+    ``tie_*`` (T, n_tie), > 0 from ``to_feeder`` to ``from_feeder``); ``boundary_*`` (T, n_feeder) the exchange;
     ``shortfall_*`` (T,) the system's unmet flexibility (>= 0).
     """
 
@@ -92,6 +97,8 @@ class FlexMargins:
     feeder_supply_down: np.ndarray
     feeder_margin_up: np.ndarray
     feeder_margin_down: np.ndarray
+    tie_up: np.ndarray
+    tie_down: np.ndarray
     transmission_margin_up: np.ndarray
     transmission_margin_down: np.ndarray
     boundary_up: np.ndarray
@@ -110,6 +117,24 @@ def _per_feeder(values: np.ndarray, owner: np.ndarray, n_feeder: int) -> np.ndar
     for k in range(n_feeder):
         out[:, k] = values[:, owner == k].sum(axis=1)
     return out
+
+
+def tie_transfer(margin: np.ndarray, ties: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Move surplus margin over the tie lines to feeders short of it, one tie after the other.
+
+    ``margin`` (T, n_feeder) signed; returns (margins after, transfer (T, n_tie), > 0 from
+    ``to_feeder`` to ``from_feeder``): ``x = min((-m_a)+, m_b+, p_max) - min((-m_b)+, m_a+, p_max)``.
+    """
+    m = np.array(margin, dtype=float)
+    flow = np.zeros((m.shape[0], len(ties)))
+    for j, tie in enumerate(ties):
+        a, b = tie.from_feeder, tie.to_feeder
+        to_a = np.minimum(np.minimum(np.maximum(-m[:, a], 0.0), np.maximum(m[:, b], 0.0)), tie.p_max_mw)
+        to_b = np.minimum(np.minimum(np.maximum(-m[:, b], 0.0), np.maximum(m[:, a], 0.0)), tie.p_max_mw)
+        flow[:, j] = to_a - to_b
+        m[:, a] += flow[:, j]
+        m[:, b] -= flow[:, j]
+    return m, flow
 
 
 def margins(grid: Grid, schedule: FlexSchedule, demand_t_up: np.ndarray, demand_t_down: np.ndarray,
@@ -138,7 +163,8 @@ def margins(grid: Grid, schedule: FlexSchedule, demand_t_up: np.ndarray, demand_
     f_dn = (_per_feeder(s.der_used_mw, owner["der"], nf) + _per_feeder(st_dn, owner["storage"], nf)
             + _per_feeder(np.maximum(s.ev_hi_mw - s.ev_p_mw, 0.0), owner["evcs"], nf))
     sup_up["distribution"], sup_dn["distribution"] = f_up.sum(axis=1), f_dn.sum(axis=1)
-    m_f_up, m_f_dn = f_up - demand_f_up, f_dn + demand_f_down            # demand_f_down <= 0
+    m_f_up, tie_up = tie_transfer(f_up - demand_f_up, grid.tie_lines)
+    m_f_dn, tie_dn = tie_transfer(f_dn + demand_f_down, grid.tie_lines)    # demand_f_down <= 0
     t_up = sup_up["thermal"] + sup_up["hydro"] + sup_up["nuclear"]
     t_dn = sup_dn["thermal"] + sup_dn["hydro"] + sup_dn["nuclear"]
     m_t_up, m_t_dn = t_up - demand_t_up, t_dn + demand_t_down
@@ -147,4 +173,5 @@ def margins(grid: Grid, schedule: FlexSchedule, demand_t_up: np.ndarray, demand_
     # a feeder short of its own flexibility draws on the transmission (negative margins stay in)
     short_up = np.maximum(-(m_t_up + b_up.sum(axis=1) + np.minimum(m_f_up, 0.0).sum(axis=1)), 0.0)
     short_dn = np.maximum(-(m_t_dn + b_dn.sum(axis=1) + np.minimum(m_f_dn, 0.0).sum(axis=1)), 0.0)
-    return FlexMargins(sup_up, sup_dn, f_up, f_dn, m_f_up, m_f_dn, m_t_up, m_t_dn, b_up, b_dn, short_up, short_dn)
+    return FlexMargins(sup_up, sup_dn, f_up, f_dn, m_f_up, m_f_dn, tie_up, tie_dn, m_t_up, m_t_dn, b_up, b_dn,
+                       short_up, short_dn)

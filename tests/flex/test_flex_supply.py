@@ -50,8 +50,12 @@ def test_margins_are_supply_minus_demand_and_the_boundary_is_respected(grid) -> 
     dfu, dfd = rng.uniform(0, 2, (T, nf)), -rng.uniform(0, 2, (T, nf))
     p_b = 5.0
     m = margins(grid, s, dtu, dtd, dfu, dfd, p_b)
-    assert m.feeder_margin_up == pytest.approx(m.feeder_supply_up - dfu)
-    assert m.feeder_margin_down == pytest.approx(m.feeder_supply_down + dfd)
+    # before the tie line: supply - demand; the tie moves margin between the two feeders only
+    before_up, before_dn = m.feeder_supply_up - dfu, m.feeder_supply_down + dfd
+    tie = grid.tie_lines[0]
+    assert m.feeder_margin_up == pytest.approx(before_up + np.column_stack([m.tie_up[:, 0], -m.tie_up[:, 0]]))
+    assert m.feeder_margin_down == pytest.approx(before_dn + np.column_stack([m.tie_down[:, 0], -m.tie_down[:, 0]]))
+    assert np.all(np.abs(m.tie_up) <= tie.p_max_mw + 1e-12)
     t_up = m.supply_up["thermal"] + m.supply_up["hydro"] + m.supply_up["nuclear"]
     assert m.transmission_margin_up == pytest.approx(t_up - dtu)
     assert np.all(m.supply_up["nuclear"] == 0) and np.all(m.supply_down["nuclear"] == 0)
@@ -64,6 +68,16 @@ def test_margins_are_supply_minus_demand_and_the_boundary_is_respected(grid) -> 
     # shortfall = what the T margin, the boundary offers and the feeders' deficits leave open
     bal_up = m.transmission_margin_up + m.boundary_up.sum(1) + np.minimum(m.feeder_margin_up, 0).sum(1)
     assert m.shortfall_up == pytest.approx(np.maximum(-bal_up, 0))
+
+
+def test_tie_line_moves_surplus_to_the_short_feeder() -> None:
+    from env.flex_supply import tie_transfer
+    from env.network import TieLine
+
+    tie = (TieLine(from_feeder=0, from_bus=1, to_feeder=1, to_bus=1, p_max_mw=1.0),)
+    after, flow = tie_transfer(np.array([[-0.4, 2.0], [-3.0, 2.0], [0.5, -0.2], [1.0, 1.0]]), tie)
+    assert flow[:, 0].tolist() == pytest.approx([0.4, 1.0, -0.2, 0.0])     # the need, the tie, the surplus
+    np.testing.assert_allclose(after, [[0.0, 1.6], [-2.0, 1.0], [0.3, 0.0], [1.0, 1.0]], atol=1e-12)
 
 
 def test_flex_command_prints_table5_and_draws(tmp_path, capsys) -> None:  # noqa: ANN001
