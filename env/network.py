@@ -102,9 +102,23 @@ class LoadTable(_Table):
         self._freeze()
 
 
+GEN_KINDS = ("thermal", "hydro", "nuclear")
+_DEEP_PEAK_DEFAULTS = {"p_normal_min_mw": "p_min_mw", "p_no_oil_min_mw": "p_min_mw"}
+
+
 @dataclass(frozen=True)
 class GenTable(_Table):
-    """Dispatchable thermal units: limits, ramp, cost c2 P^2 + c1 P per hour, reserve price."""
+    """Dispatchable units: limits, ramp, cost c2 P^2 + c1 P per hour, reserve price.
+
+    ``kind`` is ``"thermal"`` (default), ``"hydro"`` or ``"nuclear"`` (a nuclear unit runs at a
+    fixed output: ``p_min_mw == p_max_mw``). Thermal units retrofitted for deep peak shaving
+    (seed 002 §4.1.2, docs/flexibility.md §1) add, below the normal minimum ``P_a =
+    p_normal_min_mw``, the loss cost ``k1 (P_a - P)``, minus the subsidy ``hs ks (P_a - P)``, and
+    below the oil-free minimum ``P_b = p_no_oil_min_mw`` the oil cost ``k2 (P_b - P)``, down to
+    ``P_c = p_min_mw`` (see :func:`env.thermal_cost.deep_peak_cost_per_h`). Defaults
+    (``P_a = P_b = p_min_mw``, zero coefficients) leave the plain quadratic cost. The cost
+    must stay convex, ``k1 >= hs ks``, so the planners can price it as an LP.
+    """
 
     bus: np.ndarray
     p_min_mw: np.ndarray
@@ -113,12 +127,37 @@ class GenTable(_Table):
     cost_c1_per_mwh: np.ndarray
     cost_c2_per_mw2h: np.ndarray
     cost_reserve_per_mwh: np.ndarray
+    kind: np.ndarray | None = None
+    p_normal_min_mw: np.ndarray | None = None
+    p_no_oil_min_mw: np.ndarray | None = None
+    cost_deep_loss_per_mwh: np.ndarray | None = None
+    cost_deep_oil_per_mwh: np.ndarray | None = None
+    deep_subsidy_coeff: np.ndarray | None = None
+    deep_subsidy_per_mwh: np.ndarray | None = None
+    _strs = ("kind",)
 
     def __post_init__(self) -> None:
+        n = len(np.asarray(self.bus).reshape(-1))
+        for name in ("kind", "p_normal_min_mw", "p_no_oil_min_mw", "cost_deep_loss_per_mwh",
+                     "cost_deep_oil_per_mwh", "deep_subsidy_coeff", "deep_subsidy_per_mwh"):
+            if getattr(self, name) is None:
+                default = (np.full(n, "thermal") if name == "kind" else
+                           np.array(self.p_min_mw, dtype=float) if name in _DEEP_PEAK_DEFAULTS else np.zeros(n))
+                object.__setattr__(self, name, default)
         self._freeze()
         self._require((0 <= self.p_min_mw) & (self.p_min_mw <= self.p_max_mw), "need 0 <= p_min_mw <= p_max_mw")
         self._require(self.ramp_mw_per_h > 0, "ramp_mw_per_h must be > 0")
         self._require(self.cost_c2_per_mw2h >= 0, "cost_c2_per_mw2h must be >= 0 (convex cost)")
+        self._require(np.isin(self.kind, GEN_KINDS), f"kind must be one of {GEN_KINDS}")
+        self._require((self.kind != "nuclear") | (self.p_min_mw == self.p_max_mw),
+                      "a nuclear unit runs at a fixed output (p_min_mw == p_max_mw)")
+        self._require((self.p_min_mw <= self.p_no_oil_min_mw) & (self.p_no_oil_min_mw <= self.p_normal_min_mw)
+                      & (self.p_normal_min_mw <= self.p_max_mw),
+                      "need p_min_mw <= p_no_oil_min_mw <= p_normal_min_mw <= p_max_mw")
+        for name in ("cost_deep_loss_per_mwh", "cost_deep_oil_per_mwh", "deep_subsidy_coeff", "deep_subsidy_per_mwh"):
+            self._require(getattr(self, name) >= 0, f"{name} must be >= 0")
+        self._require(self.cost_deep_loss_per_mwh >= self.deep_subsidy_coeff * self.deep_subsidy_per_mwh,
+                      "deep peak shaving: need k1 >= hs ks (a convex cost)")
 
 
 @dataclass(frozen=True)
@@ -325,6 +364,30 @@ class Tariff:
 
 
 @dataclass(frozen=True)
+class TieLine:
+    """A distribution-level tie line between two feeders (seed 002 §5.1), 0-based buses.
+
+    Modeled as a controllable, limited active-power transfer ``|p| <= p_max_mw`` between
+    ``from_bus`` of feeder ``from_feeder`` and ``to_bus`` of feeder ``to_feeder``, so that
+    every feeder stays radial for the AC sweep. The simulator does not move power over it
+    (its setpoint is not part of a :class:`env.dispatch.Dispatch`); the flexibility model
+    (``env.flexibility``) counts it as a transfer of flexibility between the two feeders.
+    """
+
+    from_feeder: int
+    from_bus: int
+    to_feeder: int
+    to_bus: int
+    p_max_mw: float
+
+    def __post_init__(self) -> None:
+        if self.from_feeder == self.to_feeder:
+            raise ValueError("TieLine: must join two different feeders")
+        if not (np.isfinite(self.p_max_mw) and self.p_max_mw > 0):
+            raise ValueError(f"TieLine.p_max_mw must be finite and > 0, got {self.p_max_mw}")
+
+
+@dataclass(frozen=True)
 class Grid:
     """A coupled T-D grid: an optional DC transmission network and radial feeders.
 
@@ -339,9 +402,15 @@ class Grid:
     boundary_bus: tuple[int, ...] = ()
     tariff: Tariff | None = None
     description: str = ""
+    tie_lines: tuple[TieLine, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feeders", tuple(self.feeders))
+        object.__setattr__(self, "tie_lines", tuple(self.tie_lines))
+        for tie in self.tie_lines:
+            for k, b in ((tie.from_feeder, tie.from_bus), (tie.to_feeder, tie.to_bus)):
+                if not 0 <= k < len(self.feeders) or not 0 <= b < self.feeders[k].n_bus:
+                    raise ValueError(f"grid {self.name}: tie line end (feeder {k}, bus {b}) does not exist")
         object.__setattr__(self, "boundary_bus", tuple(int(b) for b in self.boundary_bus))
         if not self.feeders:
             raise ValueError(f"grid {self.name}: needs at least one feeder")

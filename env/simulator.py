@@ -55,6 +55,7 @@ from env.observation import Observation, ObservationSpec
 from env.physics.dc import DCModel
 from env.physics.sweep import PowerFlowError, RadialSweep
 from env.settings import StrictKwargs
+from env.thermal_cost import deep_peak_extra_per_h
 
 __all__ = ["COST_KEYS", "GridModel", "GridSimulator", "SimulatorSettings", "StepOutcome", "VIOLATION_KEYS"]
 
@@ -309,6 +310,10 @@ class GridModel:
         g = t.gen
         self.g_p_min, self.g_p_max, self.g_ramp = g.p_min_mw, g.p_max_mw, g.ramp_mw_per_h
         self.g_c1, self.g_c2, self.g_cr = g.cost_c1_per_mwh, g.cost_c2_per_mw2h, g.cost_reserve_per_mwh
+        self.gen = g
+        # deep peak shaving (env.thermal_cost): priced only when some unit has the extra term
+        self.g_deep_peak = bool(np.any(g.p_normal_min_mw > g.p_min_mw)
+                                and np.any((g.cost_deep_loss_per_mwh > 0) | (g.cost_deep_oil_per_mwh > 0)))
 
     def _build_costs(self, grid: Grid) -> None:
         tar = grid.tariff
@@ -1411,6 +1416,8 @@ class GridSimulator:
             th = r["thermal"]
             bought = sold = 0.0
             fuel = float(_add_reduce(m.g_c2 * th * th + m.g_c1 * th)) * dt
+            if m.g_deep_peak:
+                fuel += float(_add_reduce(deep_peak_extra_per_h(m.gen, th))) * dt
             reserves = (float(m.g_cr.dot(x["thermal_r_up_mw"] + x["thermal_r_dn_mw"]))
                         + self.ev_reserve_price * float(_add_reduce(x["ev_r_up_mw"] + x["ev_r_dn_mw"]))) * dt
             boundary_energy = head_mw * dt * price

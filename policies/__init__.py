@@ -9,6 +9,7 @@ from typing import Any, Callable
 from env.network import Grid
 from policies.aro_dro import ARO_VARIANTS, AroDroPolicy, AroDroSettings, make_variant
 from policies.base import FeederIndex, Policy
+from policies.flex_coordinated import FlexCoordinatedPolicy, FlexSettings
 from policies.heuristic import HeuristicPolicy
 from policies.planning.calibration import CalibrationSettings
 from policies.mpc import MPCPolicy
@@ -28,6 +29,11 @@ def _perfect_information(grid: Grid, compensators: bool = True, **kw: Any) -> Pe
 
 def _clairvoyant_dispatch(grid: Grid, compensators: bool = True, **kw: Any) -> ClairvoyantDispatch:
     return ClairvoyantDispatch(grid, PerfectInformationSettings(compensators=compensators), **kw)
+
+
+def _flex_ed(grid: Grid, flex: FlexSettings | None = None, **kw: Any) -> FlexCoordinatedPolicy:
+    """``flex_coordinated`` without the flexibility balance: economic dispatch only."""
+    return FlexCoordinatedPolicy(grid, flex=replace(flex or FlexSettings(), flex_balance=False), **kw)
 
 
 def _aro_dro_hard_band(grid: Grid, settings: AroDroSettings | None = None, **kw: Any) -> AroDroPolicy:
@@ -72,16 +78,21 @@ _REGISTRY: dict[str, Callable[..., Policy]] = {
     "aro_dro_hard_band": _aro_dro_hard_band,
     # the same with the ambiguity set's N and radius calibrated each day (out-of-sample check)
     "aro_dro_calibrated": _aro_dro_calibrated,
+    # seed 002: T-D schedule with the p-box flexibility balance, and its economic-dispatch-only variant
+    "flex_coordinated": FlexCoordinatedPolicy,
+    "flex_coordinated_ed": _flex_ed,
 }
 _CONTEXT: dict[str, tuple[str, ...]] = {
     "mpc": ("simulator_settings",),
     "perfect_information": ("simulator_settings", "compensators"),
     "perfect_information_dispatch": ("simulator_settings", "compensators"),
-    **{name: ("simulator_settings",) for name in (*ARO_VARIANTS, "aro_dro_hard_band", "aro_dro_calibrated")},
+    **{name: ("simulator_settings",) for name in (*ARO_VARIANTS, "aro_dro_hard_band", "aro_dro_calibrated",
+                                                  "flex_coordinated", "flex_coordinated_ed")},
 }
 
 #: Registry names that need a T-D grid (transmission + feeders); they raise ValueError on a single feeder.
-TD_ONLY_POLICIES: tuple[str, ...] = (*ARO_VARIANTS, "aro_dro_hard_band", "aro_dro_calibrated")
+TD_ONLY_POLICIES: tuple[str, ...] = (*ARO_VARIANTS, "aro_dro_hard_band", "aro_dro_calibrated", "flex_coordinated",
+                                     "flex_coordinated_ed")
 
 
 def policy_supports(name: str, grid: Grid) -> bool:
@@ -125,5 +136,6 @@ def make_policy(name: str, grid: Grid, *, simulator_settings: Any = None, compen
     return _REGISTRY[name](grid, **kwargs)
 
 
-__all__ = ["AroDroPolicy", "AroDroSettings", "ClairvoyantDispatch", "FeederIndex", "HeuristicPolicy", "MPCPolicy", "PerfectInformation",
+__all__ = ["AroDroPolicy", "AroDroSettings", "ClairvoyantDispatch", "FeederIndex", "FlexCoordinatedPolicy",
+           "FlexSettings", "HeuristicPolicy", "MPCPolicy", "PerfectInformation",
            "Policy", "RolloutPolicy", "TD_ONLY_POLICIES", "make_policy", "policy_names", "policy_supports"]

@@ -438,6 +438,7 @@ class _Window:
                                                                                                  st.e_mwh[:, 1:]))
         self.th = None
         self.ev_ru = self.ev_rd = np.zeros((0, K))
+        self.used, self.st, self.net = used, st, net    # read by _feeder_flex (flex_coordinated) inside _td
         if not self.is_td:
             self.price_a, self.price_b = P(K, name="price_buy"), P(K, name="price_sell")
             cost += energy_cost(head, self.price_a, self.price_b, dt)
@@ -476,21 +477,39 @@ class _Window:
         h_up, h_dn = cp.Variable((nb, K), nonneg=True), cp.Variable((nb, K), nonneg=True)
         cons += [deliv <= fev @ self.ev_ru, deliv >= -(fev @ self.ev_rd),
                  fev @ self.ev_ru >= self.hedge_up - h_up, fev @ self.ev_rd >= self.hedge_dn - h_dn]
-        # thermal reserves: a margin, plus what the EV calls move (an up call = EVs charge less = surplus)
-        self.margin = P(K, nonneg=True, name="reserve_margin")
+        # thermal reserves: a margin (up / down), plus what the EV calls move (an up call = EVs
+        # charge less = surplus), plus feeder flexibility where a subclass counts it (_feeder_flex)
+        self.margin_up = P(K, nonneg=True, name="reserve_margin_up")
+        self.margin_dn = P(K, nonneg=True, name="reserve_margin_dn")
+        self.price_short_up = P(nonneg=True, name="price_short_up")
+        self.price_short_dn = P(nonneg=True, name="price_short_dn")
         s_up, s_dn = cp.Variable(K, nonneg=True), cp.Variable(K, nonneg=True)
-        cons += [cp.sum(th.r_up_mw, axis=0) >= self.margin + cp.sum(self.ev_rd, axis=0) - s_up,
-                 cp.sum(th.r_dn_mw, axis=0) >= self.margin + cp.sum(self.ev_ru, axis=0) - s_dn]
+        f_up, f_dn, f_cost = self._feeder_flex(m, K, dt, cons)
+        cons += [cp.sum(th.r_up_mw, axis=0) + f_up >= self.margin_up + cp.sum(self.ev_rd, axis=0) - s_up,
+                 cp.sum(th.r_dn_mw, axis=0) + f_dn >= self.margin_dn + cp.sum(self.ev_ru, axis=0) - s_dn]
+        self.short_up, self.short_dn = s_up, s_dn
         pb = tar.penalty_boundary_per_mwh * dt
         fuel, c = fuel_cost(th.p_mw, m.g_c1, m.g_c2, dt, m.g_p_min, m.g_p_max,
                             n_tangents=settings.fuel_tangents if settings.formulation == "lin" else None)
         cons += c
-        return (fuel
+        if m.g_deep_peak:        # env.thermal_cost: (k1 - hs ks)(P_a - P)+ + k2 (P_b - P)+, as hinges
+            g = m.gen
+            d_a, d_b = cp.Variable((ng, K), nonneg=True), cp.Variable((ng, K), nonneg=True)
+            cons += [d_a >= g.p_normal_min_mw[:, None] - th.p_mw, d_b >= g.p_no_oil_min_mw[:, None] - th.p_mw]
+            net_loss = g.cost_deep_loss_per_mwh - g.deep_subsidy_coeff * g.deep_subsidy_per_mwh
+            fuel = fuel + dt * (cp.sum(net_loss @ d_a) + cp.sum(g.cost_deep_oil_per_mwh @ d_b))
+        return (fuel + f_cost
                 + dt * (cp.sum(m.g_cr @ (th.r_up_mw + th.r_dn_mw)) + ev_price * cp.sum(self.ev_ru + self.ev_rd))
-                + tar.penalty_load_shed_per_mwh * dt * cp.sum(shed + s_up)
-                + tar.penalty_curtailment_per_mwh * dt * cp.sum(spill + s_dn)
+                + tar.penalty_load_shed_per_mwh * dt * cp.sum(shed)
+                + tar.penalty_curtailment_per_mwh * dt * cp.sum(spill)
+                + dt * (self.price_short_up * cp.sum(s_up) + self.price_short_dn * cp.sum(s_dn))
                 + pb * cp.sum(cp.abs(self.req - deliv))
                 + pb * settings.tso_hedge * cp.sum(h_up + h_dn))
+
+    def _feeder_flex(self, m: GridModel, K: int, dt: float, cons: list[cp.Constraint]
+                     ) -> tuple[Any, Any, Any]:
+        """Feeder flexibility counted in the reserve balance, and its cost: none in the MPC."""
+        return 0, 0, 0
 
 
 # ============================================================================ the policy
@@ -517,6 +536,7 @@ class MPCPolicy:
     """
 
     name = "mpc"
+    _window_class = _Window
 
     def __init__(self, grid: Grid, horizon_steps: int | None = None, formulation: str | None = None,
                  solver: str | None = None, settings: MPCSettings | None = None,
@@ -597,7 +617,7 @@ class MPCPolicy:
         key = (K, round(dt, 9))
         w = self._windows.get(key)
         if w is None:
-            w = _Window(self.grid, self.model, self.index, K, dt, self.settings, self._ev_price)
+            w = self._window_class(self.grid, self.model, self.index, K, dt, self.settings, self._ev_price)
             self._windows[key] = w
             self.n_compiled += 1
         return w
@@ -692,7 +712,9 @@ class MPCPolicy:
         w.load_t.value = load_t
         w.loss_est.value = (s.loss_factor if s.formulation == "lin" else 0.0) * load_f
         net = load_t + load_f - avail.sum(axis=1)
-        w.margin.value = s.reserve_margin * np.maximum(net, 0.0) * active
+        w.margin_up.value = w.margin_dn.value = s.reserve_margin * np.maximum(net, 0.0) * active
+        w.price_short_up.value = self.grid.tariff.penalty_load_shed_per_mwh
+        w.price_short_dn.value = self.grid.tariff.penalty_curtailment_per_mwh
         nb = m.n_boundary
         req = np.zeros((nb, K))
         up, dn = np.zeros((nb, K)), np.zeros((nb, K))

@@ -6,6 +6,7 @@
 | d69       | IEEE 69-bus feeder with the same kinds of DER |
 | t30d2     | IEEE 30 + two 33-bus feeders at T-buses 15 and 23 (seed 000) |
 | t118d10   | IEEE 118 + ten 33-bus feeders (seed 000) |
+| t14d2     | IEEE 14 + two IEEE 13 node feeders at T-buses 14 and 13, hydro, nuclear, deep peak shaving (seed 002) |
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _td_case(name: str) -> Grid:
     return td_case(f"{name}.toml", name)
 
 
-_CASES = {"d33": _feeder_case, "d69": _feeder_case, "t30d2": _td_case, "t118d10": _td_case}
+_CASES = {"d33": _feeder_case, "d69": _feeder_case, "t30d2": _td_case, "t118d10": _td_case, "t14d2": _td_case}
 
 
 def case_names() -> tuple[str, ...]:

@@ -161,12 +161,29 @@ def _ieee69_raw() -> tuple[pd.DataFrame, pd.DataFrame]:
     return branches, loads
 
 
-_BASE_FEEDERS = {"ieee33": (_ieee33_raw, 33), "ieee69": (_ieee69_raw, 69)}
+IEEE13_KV = 4.16  # the IEEE 13 node feeder's nominal voltage (Kersting 1991)
+
+
+def _ieee13_raw() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Branches and loads of the IEEE 13 node feeder (balanced equivalent) from the shipped CSVs.
+
+    The CSV ohms are at the feeder's 4.16 kV; seed 002 rebases the feeder to 12.66 kV /
+    10 MVA, which keeps every per-unit impedance, so the ohms are referred to 12.66 kV by
+    the turns ratio squared, ``z_12.66 = z_4.16 (12.66 / 4.16)^2``.
+    """
+    branches = pd.read_csv(DATA_DIR / "ieee13_branches.csv", comment="#")
+    loads = pd.read_csv(DATA_DIR / "ieee13_loads.csv", comment="#")
+    ratio = (FEEDER_BASE_KV / IEEE13_KV) ** 2
+    branches = branches.assign(r_ohm=branches.r_ohm * ratio, x_ohm=branches.x_ohm * ratio)
+    return branches[["from_bus", "to_bus", "r_ohm", "x_ohm"]], loads[["bus", "p_kw", "q_kvar"]]
+
+
+_BASE_FEEDERS = {"ieee13": (_ieee13_raw, 13), "ieee33": (_ieee33_raw, 33), "ieee69": (_ieee69_raw, 69)}
 
 
 def bare_feeder(base: str, name: str | None = None, vmin_pu: float = 0.95, vmax_pu: float = 1.05,
                 load_scale_p: float = 1.0, load_scale_q: float = 1.0, v_slack_pu: float = 1.0) -> Network:
-    """The bare textbook feeder ``base`` ("ieee33" or "ieee69") without DER.
+    """The bare textbook feeder ``base`` ("ieee13", "ieee33" or "ieee69") without DER.
 
     Impedances z_pu = z_ohm / Z_base with Z_base = V_base^2 / S_base
     (12.66 kV, 10 MVA); loads in MW (scaled by ``load_scale_p`` / ``load_scale_q``).

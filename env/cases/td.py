@@ -25,14 +25,21 @@ from env.cases.feeders import (
     read_toml,
 )
 from env.cases.transmission import transmission_arrays
-from env.network import BranchTable, BusTable, DERTable, GenTable, Grid, LoadTable, Network
+from env.network import BranchTable, BusTable, DERTable, GenTable, Grid, LoadTable, Network, TieLine
 
 _TD_SCHEMA = {"description": STRING, "base_network": STRING, "tariff": STRING, "feeder": STRING,
-              "boundary_buses": INTEGERS, "thermal": TABLES, "wind": TABLES}
+              "boundary_buses": INTEGERS, "thermal": TABLES, "wind": TABLES, "pv": TABLES, "tie_lines": TABLES}
+_TD_OPTIONAL = ("thermal", "wind", "pv", "tie_lines")
 _GEN_COLUMNS = ("bus", "p_min_mw", "p_max_mw", "ramp_mw_per_h", "cost_c1_per_mwh", "cost_c2_per_mw2h",
                 "cost_reserve_per_mwh")
 _GEN_SCHEMA = {c: INTEGER if c == "bus" else NUMBER for c in _GEN_COLUMNS}
+# optional per unit (GenTable defaults when absent): kind and the deep-peak-shaving data
+_GEN_OPTIONAL = {"kind": STRING, "p_normal_min_mw": NUMBER, "p_no_oil_min_mw": NUMBER,
+                 "cost_deep_loss_per_mwh": NUMBER, "cost_deep_oil_per_mwh": NUMBER,
+                 "deep_subsidy_coeff": NUMBER, "deep_subsidy_per_mwh": NUMBER}
 _WIND_SCHEMA = {"name": STRING, "bus": INTEGER, "p_max_mw": NUMBER}
+_TIE_SCHEMA = {"from_feeder": INTEGER, "from_bus": INTEGER, "to_feeder": INTEGER, "to_bus": INTEGER,
+               "p_max_mw": NUMBER}
 RAMP_SHARE_PER_H = 0.5      # chosen: units ramp 50 % of p_max per hour where the case gives none
 RESERVE_PRICE_SHARE = 0.2   # chosen: reserve capacity priced at 20 % of the unit's c1
 
@@ -40,7 +47,7 @@ RESERVE_PRICE_SHARE = 0.2   # chosen: reserve capacity priced at 20 % of the uni
 def _pandapower_case(name: str):  # noqa: ANN202 - pandapower net
     import pandapower.networks as pn
 
-    known = {"case30": pn.case30, "case118": pn.case118}
+    known = {"case14": pn.case14, "case30": pn.case30, "case118": pn.case118}
     if name not in known:
         raise ValueError(f"unknown transmission base network {name!r}; known: {sorted(known)}")
     return known[name]()
@@ -90,7 +97,7 @@ def td_case(file: str, name: str) -> Grid:
 
 def _td_case(file: str, name: str) -> Grid:
     data = read_toml(file)
-    check_table(data, _TD_SCHEMA, f"{file}: top level", optional=("thermal", "wind"))
+    check_table(data, _TD_SCHEMA, f"{file}: top level", optional=_TD_OPTIONAL)
     check_unique(data["boundary_buses"], f"{file}: top level: key 'boundary_buses'")
     net = _pandapower_case(data["base_network"])
     arr = transmission_arrays(net)
@@ -114,14 +121,20 @@ def _td_case(file: str, name: str) -> Grid:
     loaded = np.flatnonzero(p_load > 0)
 
     if "thermal" in data:
-        gens = _records(data["thermal"], _GEN_SCHEMA, f"{file}: thermal")
+        gens = _unit_records(data["thermal"], f"{file}: thermal")
         gens["bus"] = index(gens["bus"], "thermal").tolist()
     else:
         gens = _case_generators(net)
     wind = _records(data.get("wind", []), _WIND_SCHEMA, f"{file}: wind")
-    check_unique(wind["name"], f"{file}: wind: key 'name'")
-    der = DERTable(name=wind["name"], bus=index(wind["bus"], "wind"), kind=["wind"] * len(wind["name"]),
-                   p_max_mw=wind["p_max_mw"])
+    pv = _records(data.get("pv", []), _WIND_SCHEMA, f"{file}: pv")
+    check_unique(wind["name"] + pv["name"], f"{file}: wind and pv: key 'name'")
+    der = DERTable(name=wind["name"] + pv["name"], bus=index(wind["bus"] + pv["bus"], "wind and pv"),
+                   kind=["wind"] * len(wind["name"]) + ["pv"] * len(pv["name"]),
+                   p_max_mw=wind["p_max_mw"] + pv["p_max_mw"])
+    ties = _records(data.get("tie_lines", []), _TIE_SCHEMA, f"{file}: tie_lines")
+    tie_lines = tuple(TieLine(from_feeder=f, from_bus=fb - 1, to_feeder=t, to_bus=tb - 1, p_max_mw=p)
+                      for f, fb, t, tb, p in zip(ties["from_feeder"], ties["from_bus"], ties["to_feeder"],
+                                                 ties["to_bus"], ties["p_max_mw"]))
     transmission = Network(
         name=f"{name}/t", kind="transmission", base_mva=arr.base_mva,
         base_kv=float(net.bus.vn_kv.iloc[0]), slack_bus=arr.slack_bus,
@@ -132,5 +145,25 @@ def _td_case(file: str, name: str) -> Grid:
         gen=GenTable(**gens), der=der,
     )
     return Grid(name=name, feeders=feeders, transmission=transmission, boundary_bus=tuple(boundary.tolist()),
-                tariff=load_tariff(data["tariff"]), description=data["description"])
+                tariff=load_tariff(data["tariff"]), description=data["description"], tie_lines=tie_lines)
+
+
+def _unit_records(rows: Any, where: str) -> dict[str, list[Any]]:
+    """Columns of the ``thermal`` tables: the required :data:`_GEN_COLUMNS` and, when any row
+    gives them, the optional :data:`_GEN_OPTIONAL` keys (a row without one gets the
+    :class:`GenTable` default: kind "thermal", ``P_a = P_b = p_min_mw``, zero coefficients)."""
+    if not isinstance(rows, list):
+        raise ValueError(f"{where}: must be {TABLES}, got {rows!r}")
+    out: dict[str, list[Any]] = {c: [] for c in _GEN_COLUMNS}
+    extra: dict[str, list[Any]] = {c: [] for c in _GEN_OPTIONAL}
+    for i, row in enumerate(rows):
+        check_table(row, {**_GEN_SCHEMA, **_GEN_OPTIONAL}, f"{where}[{i}]", optional=tuple(_GEN_OPTIONAL))
+        for c in _GEN_COLUMNS:
+            out[c].append(row[c])
+        for c in _GEN_OPTIONAL:
+            default = "thermal" if c == "kind" else row["p_min_mw"] if c.startswith("p_") else 0.0
+            extra[c].append(row.get(c, default))
+    if any(c in row for row in rows for c in _GEN_OPTIONAL):
+        out.update(extra)
+    return out
 

@@ -11,7 +11,7 @@ from controller.cli import cases_table, main
 
 def test_cases_table_lists_every_case_with_its_devices() -> None:
     table = cases_table()
-    assert list(table.index) == ["d33", "d69", "t30d2", "t118d10"]
+    assert list(table.index) == ["d33", "d69", "t30d2", "t118d10", "t14d2"]
     d33 = table.loc["d33"]
     assert (d33.buses, d33.branches, d33.feeders, d33.evcs, d33.compensators) == (33, 32, 1, 11, 3)
     assert d33.pv_mw == pytest.approx(0.9) and d33.storage_mwh == pytest.approx(1.2)
@@ -19,6 +19,8 @@ def test_cases_table_lists_every_case_with_its_devices() -> None:
     assert (t30.feeders, t30.thermal_units, t30.evcs) == (2, 3, 22)
     assert t30.buses == 30 + 2 * 33
     assert table.loc["t118d10"].feeders == 10
+    t14 = table.loc["t14d2"]
+    assert (t14.buses, t14.feeders, t14.thermal_units) == (14 + 2 * 13, 2, 4)
 
 
 def test_cases_command_prints_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -181,7 +181,7 @@ def test_single_feeder_grid_raises_a_clear_error() -> None:
         AroDroPolicy(env.load_case("d33"))
     assert not policy_supports("aro_dro", env.load_case("d33"))
     assert policy_supports("aro_dro", env.load_case(CASE)) and policy_supports("heuristic", env.load_case("d33"))
-    assert set(TD_ONLY_POLICIES) == {*ARO_VARIANTS, "aro_dro_hard_band", "aro_dro_calibrated"}
+    assert {*ARO_VARIANTS, "aro_dro_hard_band", "aro_dro_calibrated"} <= set(TD_ONLY_POLICIES)
 
 
 @pytest.mark.parametrize("name", list(ARO_VARIANTS))

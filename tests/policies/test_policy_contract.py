@@ -17,30 +17,34 @@ from policies import TD_ONLY_POLICIES, Policy, make_policy, policy_names, policy
 from policies.aro_dro import AroDroSettings
 
 _CASES = ("d33", "t30d2")
-_FAST_TD_ONLY = ("aro_dro",)          # the T-D-only policies of the default (non-slow) run
+_FAST_TD_ONLY = ("aro_dro", "flex_coordinated")   # the T-D-only policies of the default (non-slow) run
+_FLEX = ("flex_coordinated", "flex_coordinated_ed")  # seed 002's policies: contract on its case t14d2
 _PLAN_CACHE: dict = {}                # plans by content, shared by the T-D-only policies' runs
 
 
 def _make(name: str, grid: object) -> Policy:
-    if name in TD_ONLY_POLICIES:
+    if name in TD_ONLY_POLICIES and name not in _FLEX:
         settings = AroDroSettings(planner="centralized")
         return make_policy(name, grid, settings=settings, plan_cache=_PLAN_CACHE)
     return make_policy(name, grid)
 
 
-def _marks(name: str) -> list:
-    return [pytest.mark.slow] if name in TD_ONLY_POLICIES and name not in _FAST_TD_ONLY else []
+def _marks(name: str, whole_day: bool = False) -> list:
+    slow = name in TD_ONLY_POLICIES and (name not in _FAST_TD_ONLY or (whole_day and name in _FLEX))
+    return [pytest.mark.slow] if slow else []
 
 
 def _supported_pairs() -> list:
     grids = {case: env.load_case(case) for case in _CASES}
-    return [pytest.param(case, name, marks=_marks(name), id=f"{case}-{name}")
-            for name in policy_names() for case in _CASES if policy_supports(name, grids[case])]
+    pairs = [pytest.param(case, name, marks=_marks(name), id=f"{case}-{name}")
+             for name in policy_names() if name not in _FLEX
+             for case in _CASES if policy_supports(name, grids[case])]
+    return pairs + [pytest.param("t14d2", name, marks=_marks(name), id=f"t14d2-{name}") for name in _FLEX]
 
 
 def _day_case(name: str) -> pytest.param:
-    case = "t30d2" if name in TD_ONLY_POLICIES else "d33"
-    return pytest.param(case, name, marks=_marks(name), id=f"{case}-{name}")
+    case = "t14d2" if name in _FLEX else "t30d2" if name in TD_ONLY_POLICIES else "d33"
+    return pytest.param(case, name, marks=_marks(name, whole_day=True), id=f"{case}-{name}")
 
 
 def _play(play_checked, case: str, name: str, seed: int, n_steps: int) -> list[np.ndarray]:  # noqa: ANN001

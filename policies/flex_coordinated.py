@@ -1,0 +1,196 @@
+"""Coordinated T-D scheduling with a p-box flexibility balance (seed 002 §4, docs/flexibility.md §8).
+
+The MPC's window problem (:mod:`policies.mpc`: LinDistFlow feeders, the transmission balance
+with DC units, storage, EV stations, the env's cost including deep peak shaving) with the
+seed's flexibility balance in place of the MPC's fixed reserve margin:
+
+    sum_g r_up_g,k + F_D,k^u + s_k^u >= eps_u_k        (up, MW; likewise down with eps_d)
+
+where ``eps_u_k`` / ``-eps_d_k`` are the system's net-load error bounds of step k from the p-box
+(:mod:`scenarios.flex_demand`, fitted at the day's first step from the forecast model's own
+day-ahead error samples, truncated at ``beta``) - the part of the seed's ramp demand
+``f_u = max(Pn_{k+1} + eps_u - Pn_k, 0)`` that the schedule does not already follow - and
+``F_D,k`` the feeders' flexibility: storage headroom (``up <= p + p_max``,
+``down <= p_max - p`` on the battery's net power) and, down, renewable output that can be
+curtailed, each limited by the interface ``P_B^max`` (the boundary flexibility constraints,
+seed §4.4, ``up <= P_B^max + head``, ``down <= P_B^max - head``); down, also the transmission
+renewables' output (curtailed by the env's balancing within the step). Shortfalls ``s`` cost
+``c_F`` per MWh; the objective ``eps (C_T + C_D) + (1 - eps) C_F`` is solved as
+``C_T + C_D + ((1 - eps) / eps) C_F``. The CVaR part of ``C_F`` (errors beyond the interval)
+does not depend on the dispatch at a fixed ``beta``: it is reported, not optimized.
+
+Recourse per step: the window is re-solved at every step on the intraday forecast (the
+MPC's re-plan); inside the step the env's balancing deploys the cleared thermal and EV
+reserves. ``flex_balance=False`` (registry ``flex_coordinated_ed``) drops the balance and
+clears no reserve: economic dispatch only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cvxpy as cp
+import numpy as np
+
+from env.network import Grid
+from env.settings import StrictKwargs
+from env.simulator import GridModel
+from policies.mpc import MPCPolicy, _Window
+
+__all__ = ["FlexSettings", "FlexCoordinatedPolicy"]
+
+
+@dataclass(frozen=True)
+class FlexSettings(StrictKwargs):
+    """Settings of :class:`FlexCoordinatedPolicy` (frozen, validated).
+
+    Attributes:
+        epsilon: risk preference ``eps`` in ``eps (C_T + C_D) + (1 - eps) C_F``, in (0, 1].
+        beta: confidence level of the p-box truncation (seed: 0.95).
+        c_flex_up_per_mwh / c_flex_down_per_mwh: ``c_F^u`` / ``c_F^d``, price of unmet flexibility
+            (chosen: the tariff's load-shed and curtailment penalties are the defaults when None).
+        n_samples: forecast error samples per step for the p-box fit.
+        boundary_p_max_mw: the interface limit ``P_B^max`` of each feeder.
+        flex_balance: False = economic dispatch only (no flexibility balance, no reserve).
+    """
+
+    epsilon: float = 0.5
+    beta: float = 0.95
+    c_flex_up_per_mwh: float | None = None
+    c_flex_down_per_mwh: float | None = None
+    n_samples: int = 300
+    boundary_p_max_mw: float = 5.0
+    flex_balance: bool = True
+
+    def __post_init__(self) -> None:
+        self.check_types()
+        self.check_range("epsilon", 0.0, 1.0, low_open=True)
+        self.check_range("beta", 0.0, 1.0, low_open=True, high_open=True)
+        self.check_range("c_flex_up_per_mwh", 0.0)
+        self.check_range("c_flex_down_per_mwh", 0.0)
+        self.check_range("n_samples", 40)
+        self.check_range("boundary_p_max_mw", 0.0, low_open=True)
+
+
+class _FlexWindow(_Window):
+    """The MPC window with the feeders' storage and curtailable output in the reserve balance."""
+
+    def _feeder_flex(self, m: GridModel, K: int, dt: float, cons: list[cp.Constraint]) -> tuple[Any, Any, Any]:
+        self.p_b = cp.Parameter(nonneg=True, name="boundary_p_max")
+        self.head_k = cp.Variable((m.n_feeder, K), name="head_per_feeder")
+        cons.append(self.head_k == cp.vstack(list(self.net.head_mw)))
+        fu = cp.Variable((m.n_feeder, K), nonneg=True, name="feeder_flex_up")
+        fd = cp.Variable((m.n_feeder, K), nonneg=True, name="feeder_flex_dn")
+        up = np.zeros((m.n_feeder, K)) if not m.st_p_max.size else 0
+        dn = 0
+        if m.st_p_max.size:
+            net_st = self.st.net_mw                                   # charging > 0
+            up = m.f_st @ (net_st + m.st_p_max[:, None])
+            dn = m.f_st @ (m.st_p_max[:, None] - net_st)
+        n_der_f = int(m.n_der_f)
+        if n_der_f:
+            dn = dn + m.f_der @ self.used[:n_der_f]
+        cons += [fu <= up, fd <= dn, fu <= self.p_b + self.head_k, fd <= self.p_b - self.head_k]
+        # transmission renewables can be curtailed within the step (the env's balancing does): down supply
+        t_dn = cp.sum(self.used[n_der_f:], axis=0) if self.used.shape[0] > n_der_f else 0
+        return cp.sum(fu, axis=0), cp.sum(fd, axis=0) + t_dn, 0
+
+
+class FlexCoordinatedPolicy(MPCPolicy):
+    """Coordinated T-D dispatch with the p-box flexibility balance (module docstring).
+
+    Args:
+        grid: a T-D grid.
+        flex: :class:`FlexSettings`; the MPC's own options are the other keyword arguments.
+
+    Attributes (besides the MPC's): ``demand_up_mw`` / ``demand_down_mw`` (T,) the day's
+    flexibility requirement per step (MW, >= 0) and ``fallback_log`` (the MPC's: a failed solve
+    plays the heuristic and is recorded).
+    """
+
+    name = "flex_coordinated"
+    _window_class = _FlexWindow
+
+    def __init__(self, grid: Grid, flex: FlexSettings | None = None, **kw: Any) -> None:
+        if not grid.is_td:
+            raise ValueError(f"flex_coordinated needs a T-D grid; {grid.name} has no transmission network")
+        self.flex = flex or FlexSettings()
+        super().__init__(grid, **kw)
+        if not self.flex.flex_balance:
+            self.name = "flex_coordinated_ed"
+        self.demand_up_mw = self.demand_down_mw = None
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        self.demand_up_mw = self.demand_down_mw = None
+        self.shortfall_mw: list[tuple[float, float]] = []
+        self._seed = 0 if seed is None else int(seed)
+
+    def _day_demand(self, forecast: Any, seed: int) -> None:
+        """The day's flexibility requirement from the p-box of the day-ahead error samples."""
+        from scenarios.flex_demand import day_ahead_errors, net_load_bounds, system_errors
+
+        errors = system_errors(day_ahead_errors(forecast.day_ahead, self.flex.n_samples,
+                                                np.random.default_rng([seed, 16])))
+        eps_d, eps_u = net_load_bounds(errors, self.flex.beta)
+        self.demand_up_mw, self.demand_down_mw = np.maximum(eps_u, 0.0), np.maximum(-eps_d, 0.0)
+
+    def act(self, obs: Any, forecast: Any = None) -> Any:
+        forecast = forecast if forecast is not None else obs.forecast
+        if self.demand_up_mw is None:          # the ED-only variant sizes it too, for the shortfall KPI
+            if forecast is None:
+                raise ValueError("flex_coordinated: needs the forecast (day-ahead information) to size the p-box")
+            self._day_demand(forecast, self._seed)
+        n_fallbacks = len(self.fallback_log)
+        dispatch = super().act(obs, forecast)
+        if len(self.fallback_log) == n_fallbacks:
+            w = self._windows[(self._window_size(obs.n_steps - obs.step, obs.n_steps), round(obs.dt_h, 9))]
+            up, dn = self._step_supply(w)
+            self.shortfall_mw.append((max(self.demand_up_mw[obs.step] - up, 0.0),
+                                      max(self.demand_down_mw[obs.step] - dn, 0.0)))
+        return dispatch
+
+    def _step_supply(self, w: Any) -> tuple[float, float]:
+        """Flexibility the plan holds at its first step (MW): cleared thermal reserves, net of what the
+        EV reserve calls can take, plus the feeders' storage headroom and curtailable output within the
+        interface limit, plus (down) the transmission renewables' output (the balance's left side)."""
+        m, f = self.model, self.flex
+        val = lambda x: np.asarray(x.value, dtype=float)  # noqa: E731
+        head = np.array([float(h.value[0]) for h in w.net.head_mw])
+        used = val(w.used)[:, 0] if self.sizes.n_der else np.zeros(0)
+        f_up, f_dn = np.zeros(m.n_feeder), m.f_der @ used[:m.n_der_f] if m.n_der_f else np.zeros(m.n_feeder)
+        if m.st_p_max.size:
+            net_st = val(w.st.p_charge_mw)[:, 0] - val(w.st.p_discharge_mw)[:, 0]
+            f_up, f_dn = m.f_st @ (net_st + m.st_p_max), f_dn + m.f_st @ (m.st_p_max - net_st)
+        f_up = np.minimum(f_up, np.maximum(f.boundary_p_max_mw + head, 0.0))
+        f_dn = np.minimum(f_dn, np.maximum(f.boundary_p_max_mw - head, 0.0))
+        up = val(w.th.r_up_mw)[:, 0].sum() + f_up.sum() - val(w.ev_rd)[:, 0].sum()
+        dn = val(w.th.r_dn_mw)[:, 0].sum() + f_dn.sum() + used[m.n_der_f:].sum() - val(w.ev_ru)[:, 0].sum()
+        return float(up), float(dn)
+
+    def day_stats(self) -> dict[str, float]:
+        """The MPC's KPIs plus ``flex_shortfall_h``: hours whose first planned step holds less
+        flexibility than the p-box demand (either direction), and the mean shortfall (MW)."""
+        stats = super().day_stats()
+        s = np.asarray(self.shortfall_mw, dtype=float).reshape(-1, 2)
+        short = (s > 1e-6).any(axis=1)
+        dt_h = 24.0 / len(self.demand_up_mw) if self.demand_up_mw is not None else 0.0
+        stats.update(flex_shortfall_h=float(short.sum() * dt_h),
+                     flex_shortfall_mw_mean=float(s.sum(axis=1).mean()) if s.size else 0.0)
+        return stats
+
+    def _set_td(self, w: Any, obs: Any, forecast: Any, load_p: np.ndarray, avail: np.ndarray, A: int) -> None:
+        super()._set_td(w, obs, forecast, load_p, avail, A)
+        K, t = w.K, obs.step
+        up, dn = np.zeros(K), np.zeros(K)
+        if self.flex.flex_balance:
+            up[:A] = self.demand_up_mw[t:t + A]
+            dn[:A] = self.demand_down_mw[t:t + A]
+        w.margin_up.value, w.margin_dn.value = up, dn
+        tar, f = self.grid.tariff, self.flex
+        scale = (1.0 - f.epsilon) / f.epsilon
+        c_up = tar.penalty_load_shed_per_mwh if f.c_flex_up_per_mwh is None else f.c_flex_up_per_mwh
+        c_dn = tar.penalty_curtailment_per_mwh if f.c_flex_down_per_mwh is None else f.c_flex_down_per_mwh
+        w.price_short_up.value, w.price_short_dn.value = scale * c_up, scale * c_dn
+        w.p_b.value = f.boundary_p_max_mw

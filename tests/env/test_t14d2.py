@@ -1,0 +1,88 @@
+"""The t14d2 case (seed 002): data, deep-peak-shaving cost, a heuristic step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from env import load_case
+from env.network import GenTable
+from env.thermal_cost import deep_peak_cost_per_h
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return load_case("t14d2")
+
+
+def test_t14d2_structure(grid) -> None:
+    t = grid.transmission
+    assert t.n_bus == 14 and len(grid.feeders) == 2
+    assert [int(t.bus.label[b]) for b in grid.boundary_bus] == [14, 13]
+    for f in grid.feeders:
+        assert f.n_bus == 13 and len(f.branch) == 12               # radial IEEE 13
+        assert f.load.p_mw.sum() == pytest.approx(3.466)           # Kersting's published total
+        assert f.load.q_mvar.sum() == pytest.approx(2.102)
+        assert (f.bus.vmin_pu == 0.95).all() and (f.bus.vmax_pu == 1.05).all()
+    assert sorted(t.gen.kind.tolist()) == ["hydro", "nuclear", "thermal", "thermal"]
+    nuc = t.gen.kind == "nuclear"
+    assert t.gen.p_min_mw[nuc] == pytest.approx(0.8 * 50.0) and t.gen.p_max_mw[nuc] == t.gen.p_min_mw[nuc]
+    assert len(grid.tie_lines) == 1 and grid.tie_lines[0].p_max_mw == 1.0
+
+
+def test_ieee13_per_unit_impedance_kept(grid) -> None:
+    """650-632 (config 601, 2000 ft) keeps its per-unit impedance on 4.16 kV / 10 MVA."""
+    f = grid.feeders[0]
+    z1 = complex(0.185967, 0.596767) * 2000 / 5280 / (4.16**2 / 10.0)
+    assert f.branch.r_pu[0] == pytest.approx(z1.real, rel=1e-5)
+    assert f.branch.x_pu[0] == pytest.approx(z1.imag, rel=1e-5)
+
+
+def _unit(**kw) -> GenTable:
+    base = dict(bus=[0], p_min_mw=[30.0], p_max_mw=[100.0], ramp_mw_per_h=[30.0], cost_c1_per_mwh=[20.0],
+                cost_c2_per_mw2h=[0.05], cost_reserve_per_mwh=[0.0], p_normal_min_mw=[50.0], p_no_oil_min_mw=[40.0],
+                cost_deep_loss_per_mwh=[15.0], cost_deep_oil_per_mwh=[30.0], deep_subsidy_coeff=[0.8],
+                deep_subsidy_per_mwh=[10.0])
+    base.update(kw)
+    return GenTable(**base)
+
+
+@pytest.mark.parametrize("p", [100.0, 70.0, 50.0, 45.0, 40.0, 35.0, 30.0])
+def test_deep_peak_cost_matches_the_seeds_three_segments(p: float) -> None:
+    """Seed 002 §4.1.2: C_n on [P_a, P_max]; C_n + C_a - C_s on [P_b, P_a); + C_o on [P_c, P_b)."""
+    a, b, c = 0.05, 20.0, 0.0
+    pa, pb, k1, k2, hs, ks = 50.0, 40.0, 15.0, 30.0, 0.8, 10.0
+    cn = a * p**2 + b * p + c
+    if p >= pa:
+        expected = cn
+    elif p >= pb:
+        expected = cn + k1 * (pa - p) - hs * ks * (pa - p)
+    else:
+        expected = cn + k1 * (pa - p) + k2 * (pb - p) - hs * ks * (pa - p)
+    assert deep_peak_cost_per_h(_unit(), np.array([p]))[0] == pytest.approx(expected)
+
+
+def test_deep_peak_cost_rejects_a_nonconvex_subsidy() -> None:
+    with pytest.raises(ValueError, match="k1 >= hs ks"):
+        _unit(deep_subsidy_coeff=[2.0])
+    with pytest.raises(ValueError, match="fixed output"):
+        _unit(kind=["nuclear"])
+
+
+def test_env_fuel_cost_includes_deep_peak_shaving(grid) -> None:
+    """The simulator's fuel cost of a heuristic step is the deep-peak cost of the units it settled."""
+    from env.simulator import GridModel, GridSimulator
+    from policies.heuristic import HeuristicPolicy
+    from scenarios.day import sample_day
+
+    sim = GridSimulator(grid, sample_day(grid, "cloudy", 3), model=GridModel(grid))
+    policy = HeuristicPolicy(grid)
+    deep = 0
+    for _ in range(24):
+        out = sim.step(policy.act(sim.observe()))
+        p = out.thermal_p_mw
+        expected = deep_peak_cost_per_h(grid.transmission.gen, p).sum() * out.dt_h
+        assert out.cost["thermal_fuel"] == pytest.approx(expected, rel=1e-12)
+        deep += int(np.any(p < grid.transmission.gen.p_normal_min_mw - 1e-9))
+        assert out.violations["load_shed_mwh"] == 0.0
+    assert deep > 0          # the night valley drives a unit into deep peak shaving
