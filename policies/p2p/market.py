@@ -80,6 +80,7 @@ class MarketResult:
     opf: DCOPFResult
     info: SolveInfo
     boundary_bus: np.ndarray
+    voltage_viol_puh: np.ndarray
     objective: float = float("nan")
     kkt: dict = field(default_factory=dict)
 
@@ -206,7 +207,8 @@ def _result(scheme: str, grid: Grid, tso: TSOData, adns: list[ADNBlock], y: np.n
         der_avail_mw=tuple(a.avail_mw for a in adns),
         x_in_mw=np.stack([val(a.x_in_mw) for a in adns]), y_mw=y,
         losses_mw=np.stack([val(a.fv.losses) * a.net.base_mva for a in adns]), opf=opf, info=info,
-        boundary_bus=tso.boundary_bus, objective=objective)
+        boundary_bus=tso.boundary_bus, objective=objective,
+        voltage_viol_puh=np.array([float(np.sum(val(a.viol))) * dt for a in adns]))
 
 
 def evaluate(res: MarketResult, grid: Grid, settings: P2PSettings) -> dict:
@@ -229,7 +231,9 @@ def evaluate(res: MarketResult, grid: Grid, settings: P2PSettings) -> dict:
         charges = dt * (settings.tn_charge_per_mwh * float(np.sum(res.g_mw[k] + res.s_mw[k]))
                         + settings.p2p_network_charge_per_mwh / 2 * float(np.sum(res.y_mw[k]) + np.sum(res.y_mw[:, k])))
         own = dt * (tariff.storage_cost_per_mwh * float(np.sum(res.ch_mw[k] + res.dis_mw[k]))
-                    + float(kind_cost @ res.der_mw[k].sum(axis=1)))
+                    + float(kind_cost @ res.der_mw[k].sum(axis=1))
+                    + tariff.penalty_curtailment_per_mwh * float(np.sum(res.der_avail_mw[k] - res.der_mw[k])))
+        own += tariff.penalty_voltage_per_puh * float(res.voltage_viol_puh[k])
         dso.append({"energy": energy, "p2p_paid": p2p_bought, "p2p_received": p2p_sold, "charges": charges,
                     "own": own, "total": energy + charges + own})
     tso_revenue = sum(d["energy"] + d["charges"] for d in dso)
