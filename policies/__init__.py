@@ -11,6 +11,7 @@ from policies.aro_dro import ARO_VARIANTS, AroDroPolicy, AroDroSettings, make_va
 from policies.base import FeederIndex, Policy
 from policies.heuristic import HeuristicPolicy
 from policies.mpc import MPCPolicy
+from policies.p2p.policy import P2PPolicy
 from policies.perfect_information import ClairvoyantDispatch, PerfectInformation, PerfectInformationSettings
 from policies.rollout import RolloutPolicy
 
@@ -55,6 +56,9 @@ _REGISTRY: dict[str, Callable[..., Policy]] = {
     **{name: partial(make_variant, name) for name in ARO_VARIANTS},
     # the same without the intraday stage: planned once, the cleared band as the only recourse
     "aro_dro_hard_band": _aro_dro_hard_band,
+    # seed 001: the P2P market's schedule (DSO-led bilevel KKT MISOCP; TSO-led yardstick) + recourse
+    "p2p_dso_led": lambda grid, **kw: P2PPolicy(grid, scheme="dso_led", **kw),
+    "p2p_tso_led": lambda grid, **kw: P2PPolicy(grid, scheme="tso_led", **kw),
 }
 _CONTEXT: dict[str, tuple[str, ...]] = {
     "mpc": ("simulator_settings",),
@@ -63,8 +67,10 @@ _CONTEXT: dict[str, tuple[str, ...]] = {
     **{name: ("simulator_settings",) for name in (*ARO_VARIANTS, "aro_dro_hard_band")},
 }
 
+#: The P2P market policies (seed 001), T-D grids only.
+P2P_POLICIES: tuple[str, ...] = ("p2p_dso_led", "p2p_tso_led")
 #: Registry names that need a T-D grid (transmission + feeders); they raise ValueError on a single feeder.
-TD_ONLY_POLICIES: tuple[str, ...] = (*ARO_VARIANTS, "aro_dro_hard_band")
+TD_ONLY_POLICIES: tuple[str, ...] = (*ARO_VARIANTS, "aro_dro_hard_band", *P2P_POLICIES)
 
 
 def policy_supports(name: str, grid: Grid) -> bool:
@@ -108,5 +114,6 @@ def make_policy(name: str, grid: Grid, *, simulator_settings: Any = None, compen
     return _REGISTRY[name](grid, **kwargs)
 
 
-__all__ = ["AroDroPolicy", "AroDroSettings", "ClairvoyantDispatch", "FeederIndex", "HeuristicPolicy", "MPCPolicy", "PerfectInformation",
-           "Policy", "RolloutPolicy", "TD_ONLY_POLICIES", "make_policy", "policy_names", "policy_supports"]
+__all__ = ["AroDroPolicy", "AroDroSettings", "ClairvoyantDispatch", "FeederIndex", "HeuristicPolicy", "MPCPolicy",
+           "P2PPolicy", "P2P_POLICIES", "PerfectInformation", "Policy", "RolloutPolicy", "TD_ONLY_POLICIES",
+           "make_policy", "policy_names", "policy_supports"]

@@ -92,6 +92,15 @@ def _size(prob: cp.Problem) -> tuple[int, int, int]:
     return n_var, n_con, n_bin
 
 
+#: SCIP's NLP-based heuristics (they call Ipopt) are off: with them SCIP 10 / pyscipopt 6.3 aborted
+#: the process (glibc heap corruption) on the t30d5 ADN MISOCPs, and without them those solve faster
+#: (measured: 9.7 s instead of 21 s for one ADN over 24 h); the MISOCP is solved by LP outer
+#: approximation of the cones and branch-and-bound all the same.
+SCIP_PARAMS = {"heuristics/subnlp/freq": -1, "heuristics/nlpdiving/freq": -1, "heuristics/mpec/freq": -1,
+               "heuristics/multistart/freq": -1, "heuristics/undercover/freq": -1, "propagating/nlobbt/freq": -1,
+               "display/verblevel": 0}
+
+
 def _solve_scip(prob: cp.Problem, settings: P2PSettings) -> tuple[str, float, float]:
     """Solve by SCIP within the settings' time limit and gap; ``(status, seconds, gap)``.
 
@@ -100,10 +109,12 @@ def _solve_scip(prob: cp.Problem, settings: P2PSettings) -> tuple[str, float, fl
     """
     t0 = time.perf_counter()
     prob.solve(solver="SCIP", scip_params={"limits/time": settings.time_limit_s, "limits/gap": settings.mip_gap,
-                                           "display/verblevel": 0})
+                                           **SCIP_PARAMS})
     seconds = time.perf_counter() - t0
-    model = prob.solver_stats.extra_stats.get("model") if prob.solver_stats.extra_stats else None
+    stats = prob.solver_stats.extra_stats or {}
+    model = stats.pop("model", None)     # drop cvxpy's handle on the SCIP model once its gap is read
     gap = float(model.getGap()) if model is not None else float("nan")
+    del model
     if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, cp.USER_LIMIT) or prob.value is None \
             or not np.isfinite(prob.value):
         raise RuntimeError(f"P2P market: SCIP status {prob.status} after {seconds:.1f} s")

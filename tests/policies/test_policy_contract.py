@@ -1,7 +1,9 @@
 """Contract every registered policy must pass, on a feeder case and a T-D case.
 
-T-D-only policies (:data:`policies.TD_ONLY_POLICIES`, the DRO-ARO variants) run the contract on
-t30d2 only and must refuse the single feeder with a clear ValueError. Their day-ahead plan costs
+T-D-only policies (:data:`policies.TD_ONLY_POLICIES`, the DRO-ARO variants and the P2P market
+policies) run the contract on t30d2 (DRO-ARO) or t30d5 (P2P, whose ADNs have PV and storage) only
+and must refuse the single feeder with a clear ValueError. The P2P policies plan in 6-hour periods
+here (a smaller MISOCP), with plans shared through the same cache. Their day-ahead plan costs
 seconds, so they plan centrally (instead of by ADMM) with plans shared through a cache, and only
 ``aro_dro`` runs by default; the other variants are marked slow (``-m slow``).
 """
@@ -13,15 +15,23 @@ import numpy as np
 import pytest
 
 import env  # noqa: F401  (registers the envs)
-from policies import TD_ONLY_POLICIES, Policy, make_policy, policy_names, policy_supports
+from policies import P2P_POLICIES, TD_ONLY_POLICIES, Policy, make_policy, policy_names, policy_supports
 from policies.aro_dro import AroDroSettings
+from policies.p2p.data import P2PSettings
 
 _CASES = ("d33", "t30d2")
-_FAST_TD_ONLY = ("aro_dro",)          # the T-D-only policies of the default (non-slow) run
+_FAST_TD_ONLY = ("aro_dro", "p2p_dso_led")   # the T-D-only policies of the default (non-slow) run
 _PLAN_CACHE: dict = {}                # plans by content, shared by the T-D-only policies' runs
+_P2P_SETTINGS = P2PSettings(period_minutes=360, time_limit_s=60.0, mip_gap=1e-2)
+
+
+def _td_case(name: str) -> str:
+    return "t30d5" if name in P2P_POLICIES else "t30d2"
 
 
 def _make(name: str, grid: object) -> Policy:
+    if name in P2P_POLICIES:
+        return make_policy(name, grid, settings=_P2P_SETTINGS, replan_every_h=6.0, plan_cache=_PLAN_CACHE)
     if name in TD_ONLY_POLICIES:
         settings = AroDroSettings(planner="centralized")
         return make_policy(name, grid, settings=settings, plan_cache=_PLAN_CACHE)
@@ -33,13 +43,14 @@ def _marks(name: str) -> list:
 
 
 def _supported_pairs() -> list:
-    grids = {case: env.load_case(case) for case in _CASES}
+    grids = {case: env.load_case(case) for case in (*_CASES, "t30d5")}
+    cases = lambda name: ("d33", _td_case(name)) if name in P2P_POLICIES else _CASES  # noqa: E731
     return [pytest.param(case, name, marks=_marks(name), id=f"{case}-{name}")
-            for name in policy_names() for case in _CASES if policy_supports(name, grids[case])]
+            for name in policy_names() for case in cases(name) if policy_supports(name, grids[case])]
 
 
 def _day_case(name: str) -> pytest.param:
-    case = "t30d2" if name in TD_ONLY_POLICIES else "d33"
+    case = _td_case(name) if name in TD_ONLY_POLICIES else "d33"
     return pytest.param(case, name, marks=_marks(name), id=f"{case}-{name}")
 
 
