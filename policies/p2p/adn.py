@@ -11,7 +11,8 @@ mixed-integer devices and trades:
   ``n_i = sigma_i - beta_i``, ``sigma_i <= M u_i``, ``beta_i <= M (1 - u_i)``; the pool clears
   ``x_in = sum sigma - e_out >= 0`` (surplus sold locally) and buyers take ``x_in + m_in`` (local
   supply plus imports) = ``sum beta + consumer load + losses``;
-* head balance ``h = g - s + y_in - y_out`` (``y``: cross-ADN trades through the TN).
+* head balance ``h = g - s + y_in - y_out`` (``y``: cross-ADN trades through the TN);
+* compensators ``q_min <= q_comp <= q_max`` (reactive support for the voltage band).
 
 The DistFlow head ``h = -sum_j p_j + losses`` closes the accounting, so what the pool's buyers
 take equals what its sellers and the imports supply (a test checks it at the solution).
@@ -134,6 +135,12 @@ def adn_block(net: Network, load_p_mw: np.ndarray, load_q_mvar: np.ndarray, der_
     demand = c_load @ np.asarray(load_p_mw, dtype=float).T          # (n_bus, T) constant
     p_inj = c_der @ der - c_st @ (ch - dis) - demand
     q_inj = -(c_load @ np.asarray(load_q_mvar, dtype=float).T)
+    nc = len(net.compensator)
+    q_comp = cp.Variable((nc, T), name=f"q_comp{tag}")        # the feeder's SVC/CB, + = injecting
+    if nc:
+        cons += [q_comp >= np.asarray(net.compensator.q_min_mvar)[:, None],
+                 q_comp <= np.asarray(net.compensator.q_max_mvar)[:, None]]
+        q_inj = q_inj + incidence(n_bus, net.compensator.bus) @ q_comp
     fv = DistFlowSOC().build(net, T, p_inj / base, q_inj / base)
     ns_bus = fv.topology.non_slack
     viol = _var((n_bus, T), f"viol{tag}")
