@@ -13,6 +13,7 @@ from policies.flex_coordinated import FlexCoordinatedPolicy, FlexSettings
 from policies.heuristic import HeuristicPolicy
 from policies.planning.calibration import CalibrationSettings
 from policies.mpc import MPCPolicy
+from policies.p2p.policy import P2PPolicy
 from policies.perfect_information import ClairvoyantDispatch, PerfectInformation, PerfectInformationSettings
 from policies.rollout import RolloutPolicy
 
@@ -81,6 +82,9 @@ _REGISTRY: dict[str, Callable[..., Policy]] = {
     # seed 002: T-D schedule with the p-box flexibility balance, and its economic-dispatch-only variant
     "flex_coordinated": FlexCoordinatedPolicy,
     "flex_coordinated_ed": _flex_ed,
+    # seed 001: the P2P market's schedule (DSO-led bilevel KKT MISOCP; TSO-led yardstick) + recourse
+    "p2p_dso_led": lambda grid, **kw: P2PPolicy(grid, scheme="dso_led", **kw),
+    "p2p_tso_led": lambda grid, **kw: P2PPolicy(grid, scheme="tso_led", **kw),
 }
 _CONTEXT: dict[str, tuple[str, ...]] = {
     "mpc": ("simulator_settings",),
@@ -90,9 +94,11 @@ _CONTEXT: dict[str, tuple[str, ...]] = {
                                                   "flex_coordinated", "flex_coordinated_ed")},
 }
 
+#: The P2P market policies (seed 001), T-D grids only.
+P2P_POLICIES: tuple[str, ...] = ("p2p_dso_led", "p2p_tso_led")
 #: Registry names that need a T-D grid (transmission + feeders); they raise ValueError on a single feeder.
 TD_ONLY_POLICIES: tuple[str, ...] = (*ARO_VARIANTS, "aro_dro_hard_band", "aro_dro_calibrated", "flex_coordinated",
-                                     "flex_coordinated_ed")
+                                     "flex_coordinated_ed", *P2P_POLICIES)
 
 
 def policy_supports(name: str, grid: Grid) -> bool:
@@ -137,5 +143,5 @@ def make_policy(name: str, grid: Grid, *, simulator_settings: Any = None, compen
 
 
 __all__ = ["AroDroPolicy", "AroDroSettings", "ClairvoyantDispatch", "FeederIndex", "FlexCoordinatedPolicy",
-           "FlexSettings", "HeuristicPolicy", "MPCPolicy", "PerfectInformation",
+           "FlexSettings", "HeuristicPolicy", "MPCPolicy", "P2PPolicy", "P2P_POLICIES", "PerfectInformation",
            "Policy", "RolloutPolicy", "TD_ONLY_POLICIES", "make_policy", "policy_names", "policy_supports"]

@@ -5,6 +5,7 @@
 | d33       | IEEE 33-bus feeder, seed 003's variant, EV stations, PV, wind, storage, 3 compensators |
 | d69       | IEEE 69-bus feeder with the same kinds of DER |
 | t30d2     | IEEE 30 + two 33-bus feeders at T-buses 15 and 23 (seed 000) |
+| t30d5     | IEEE 30 + five 33-bus ADNs with PV and storage at T-buses 15, 17, 21, 23, 30 (seed 001, P2P) |
 | t118d10   | IEEE 118 + ten 33-bus feeders (seed 000) |
 | t14d2     | IEEE 14 + two IEEE 13 node feeders at T-buses 14 and 13, hydro, nuclear, deep peak shaving (seed 002) |
 """
@@ -35,7 +36,8 @@ def _td_case(name: str) -> Grid:
     return td_case(f"{name}.toml", name)
 
 
-_CASES = {"d33": _feeder_case, "d69": _feeder_case, "t30d2": _td_case, "t118d10": _td_case, "t14d2": _td_case}
+_CASES = {"d33": _feeder_case, "d69": _feeder_case, "t30d2": _td_case, "t30d5": _td_case, "t118d10": _td_case,
+          "t14d2": _td_case}
 
 
 def case_names() -> tuple[str, ...]:

@@ -240,8 +240,15 @@ def _to_index(labels: list[int], n_bus: int, where: str) -> np.ndarray:
     return idx
 
 
-def feeder_from_file(file: str, name: str) -> Network:
+#: Keys of a feeder file that a T-D case may replace per feeder (``feeder_overrides``).
+FEEDER_OVERRIDE_KEYS = ("der", "storage")
+
+
+def feeder_from_file(file: str, name: str, overrides: dict[str, Any] | None = None) -> Network:
     """Build a feeder :class:`Network` from its placement file (see ``data/d33.toml``).
+
+    ``overrides`` replaces the file's ``der`` / ``storage`` tables (a T-D case placing
+    different PV and storage on copies of one feeder, see ``data/t30d5.toml``).
 
     Raises:
         ValueError: a missing, unknown or mistyped key (naming the file, the table and the key),
@@ -249,6 +256,10 @@ def feeder_from_file(file: str, name: str) -> Network:
     """
     data = read_toml(file)
     check_table(data, _FEEDER_SCHEMA, f"{file}: top level", optional=("tariff",))  # a T-D feeder has none
+    if overrides:
+        check_table(overrides, {k: TABLES for k in FEEDER_OVERRIDE_KEYS}, f"{file}: overrides of {name}",
+                    optional=FEEDER_OVERRIDE_KEYS)
+        data = {**data, **overrides}
     try:
         net = bare_feeder(
             data["base_network"], name=name, vmin_pu=data["vmin_pu"], vmax_pu=data["vmax_pu"],

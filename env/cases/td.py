@@ -28,8 +28,9 @@ from env.cases.transmission import transmission_arrays
 from env.network import BranchTable, BusTable, DERTable, GenTable, Grid, LoadTable, Network, TieLine
 
 _TD_SCHEMA = {"description": STRING, "base_network": STRING, "tariff": STRING, "feeder": STRING,
-              "boundary_buses": INTEGERS, "thermal": TABLES, "wind": TABLES, "pv": TABLES, "tie_lines": TABLES}
-_TD_OPTIONAL = ("thermal", "wind", "pv", "tie_lines")
+              "boundary_buses": INTEGERS, "thermal": TABLES, "wind": TABLES, "pv": TABLES, "tie_lines": TABLES,
+              "feeder_overrides": TABLES}
+_TD_OPTIONAL = ("thermal", "wind", "pv", "tie_lines", "feeder_overrides")
 _GEN_COLUMNS = ("bus", "p_min_mw", "p_max_mw", "ramp_mw_per_h", "cost_c1_per_mwh", "cost_c2_per_mw2h",
                 "cost_reserve_per_mwh")
 _GEN_SCHEMA = {c: INTEGER if c == "bus" else NUMBER for c in _GEN_COLUMNS}
@@ -111,7 +112,11 @@ def _td_case(file: str, name: str) -> Grid:
         return np.array([label_to_index[lab] for lab in labels], dtype=int)
 
     boundary = index(data["boundary_buses"], "boundary_buses")
-    feeders = tuple(feeder_from_file(data["feeder"], f"{name}/f{k}") for k in range(len(boundary)))
+    overrides = data.get("feeder_overrides", [{}] * len(boundary))   # per feeder: its own der / storage
+    if len(overrides) != len(boundary):
+        raise ValueError(f"{file}: top level: key 'feeder_overrides' needs one table per boundary bus "
+                         f"({len(boundary)}), got {len(overrides)}")
+    feeders = tuple(feeder_from_file(data["feeder"], f"{name}/f{k}", overrides[k]) for k in range(len(boundary)))
     p_load, q_load = _bus_loads(net, n)
     for k, b in enumerate(boundary):  # lumped load = max(0, original - feeder peak)
         peak = feeders[k].load.p_mw.sum()

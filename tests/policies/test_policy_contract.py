@@ -1,7 +1,9 @@
 """Contract every registered policy must pass, on a feeder case and a T-D case.
 
-T-D-only policies (:data:`policies.TD_ONLY_POLICIES`, the DRO-ARO variants) run the contract on
-t30d2 only and must refuse the single feeder with a clear ValueError. Their day-ahead plan costs
+T-D-only policies (:data:`policies.TD_ONLY_POLICIES`, the DRO-ARO variants and the P2P market
+policies) run the contract on t30d2 (DRO-ARO) or t30d5 (P2P, whose ADNs have PV and storage) only
+and must refuse the single feeder with a clear ValueError. The P2P policies plan in 6-hour periods
+here (a smaller MISOCP), with plans shared through the same cache. Their day-ahead plan costs
 seconds, so they plan centrally (instead of by ADMM) with plans shared through a cache, and only
 ``aro_dro`` runs by default; the other variants are marked slow (``-m slow``).
 """
@@ -13,16 +15,24 @@ import numpy as np
 import pytest
 
 import env  # noqa: F401  (registers the envs)
-from policies import TD_ONLY_POLICIES, Policy, make_policy, policy_names, policy_supports
+from policies import P2P_POLICIES, TD_ONLY_POLICIES, Policy, make_policy, policy_names, policy_supports
 from policies.aro_dro import AroDroSettings
+from policies.p2p.data import P2PSettings
 
 _CASES = ("d33", "t30d2")
-_FAST_TD_ONLY = ("aro_dro", "flex_coordinated")   # the T-D-only policies of the default (non-slow) run
+_FAST_TD_ONLY = ("aro_dro", "flex_coordinated", "p2p_dso_led")   # the T-D-only policies of the default run
 _FLEX = ("flex_coordinated", "flex_coordinated_ed")  # seed 002's policies: contract on its case t14d2
 _PLAN_CACHE: dict = {}                # plans by content, shared by the T-D-only policies' runs
+_P2P_SETTINGS = P2PSettings(period_minutes=360, time_limit_s=60.0, mip_gap=1e-2)
+
+
+def _td_case(name: str) -> str:
+    return "t30d5" if name in P2P_POLICIES else "t30d2"
 
 
 def _make(name: str, grid: object) -> Policy:
+    if name in P2P_POLICIES:
+        return make_policy(name, grid, settings=_P2P_SETTINGS, replan_every_h=6.0, plan_cache=_PLAN_CACHE)
     if name in TD_ONLY_POLICIES and name not in _FLEX:
         settings = AroDroSettings(planner="centralized")
         return make_policy(name, grid, settings=settings, plan_cache=_PLAN_CACHE)
@@ -30,20 +40,21 @@ def _make(name: str, grid: object) -> Policy:
 
 
 def _marks(name: str, whole_day: bool = False) -> list:
-    slow = name in TD_ONLY_POLICIES and (name not in _FAST_TD_ONLY or (whole_day and name in _FLEX))
+    slow = name in TD_ONLY_POLICIES and (name not in _FAST_TD_ONLY or (whole_day and name in (*_FLEX, *P2P_POLICIES)))
     return [pytest.mark.slow] if slow else []
 
 
 def _supported_pairs() -> list:
-    grids = {case: env.load_case(case) for case in _CASES}
+    grids = {case: env.load_case(case) for case in (*_CASES, "t30d5")}
+    cases = lambda name: ("d33", _td_case(name)) if name in P2P_POLICIES else _CASES  # noqa: E731
     pairs = [pytest.param(case, name, marks=_marks(name), id=f"{case}-{name}")
              for name in policy_names() if name not in _FLEX
-             for case in _CASES if policy_supports(name, grids[case])]
+             for case in cases(name) if policy_supports(name, grids[case])]
     return pairs + [pytest.param("t14d2", name, marks=_marks(name), id=f"t14d2-{name}") for name in _FLEX]
 
 
 def _day_case(name: str) -> pytest.param:
-    case = "t14d2" if name in _FLEX else "t30d2" if name in TD_ONLY_POLICIES else "d33"
+    case = "t14d2" if name in _FLEX else _td_case(name) if name in TD_ONLY_POLICIES else "d33"
     return pytest.param(case, name, marks=_marks(name, whole_day=True), id=f"{case}-{name}")
 
 
