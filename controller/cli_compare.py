@@ -35,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _add_arguments(p: argparse.ArgumentParser, regimes: tuple[str, ...], out: str) -> None:
     p.add_argument("--case", default="d33", help="case name (see `gridroll cases`)")
     p.add_argument("--policies", default=None,
-                   help="comma-separated policy names (default: every registered policy the case supports)")
+                   help="comma-separated policy names (default: every registered policy the case supports); "
+                        "sb3:FOLDER is a trained agent saved by policies.sb3.save_agent (docs/rl.md)")
     p.add_argument("--regimes", default=",".join(regimes), help="comma-separated regime names")
     p.add_argument("--days", type=int, default=20, help="days per regime; day k uses seed + k for every policy")
     p.add_argument("--seed", type=int, default=1, help="seed of day 0")
@@ -64,6 +65,26 @@ def _policies(text: str | None, case: str) -> tuple[str, ...]:
     return tuple(n for n in policy_names() if policy_supports(n, grid))
 
 
+def split_agents(names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """``names`` with every ``sb3:FOLDER`` replaced by its agent's name
+    (:func:`policies.sb3.agent_label`), and the ``(name, folder)`` pairs of those agents.
+
+    Raises:
+        ValueError: a folder that is not an agent folder.
+    """
+    from policies.sb3 import AGENT_PREFIX, agent_label
+
+    out, agents = [], []
+    for name in names:
+        if name.startswith(AGENT_PREFIX):
+            folder = name[len(AGENT_PREFIX):]
+            label = agent_label(folder)
+            agents.append((label, folder))
+            name = label
+        out.append(name)
+    return tuple(out), tuple(agents)
+
+
 def _names(text: str, flag: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
@@ -87,10 +108,11 @@ def compare(args: argparse.Namespace) -> int:
         raise ValueError(f"--baseline: unknown policy {args.baseline!r}; known: {', '.join(policy_names())}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a file, not a folder")
-    config = SweepConfig(case=args.case, policies=_policies(args.policies, args.case),
+    policies, agents = split_agents(_policies(args.policies, args.case))
+    config = SweepConfig(case=args.case, policies=policies,
                          regimes=_names(args.regimes, "--regimes"), days=args.days, seed=args.seed,
                          dt_minutes=args.dt_minutes, reactive=not args.no_reactive, n_scenarios=args.scenarios,
-                         solver=args.solver)
+                         solver=args.solver, agents=agents)
     result = run_sweep(config, args.out, workers=args.workers, backend=args.backend, progress=not args.no_progress,
                        ray_address=args.ray_address)
     out = result.out

@@ -36,7 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("run", help="run the closed loop (policy + reactive SOCP) for some days")
     p.add_argument("--case", default="d33", help="case name (see `gridroll cases`)")
-    p.add_argument("--policy", default="heuristic", help=f"one of: {', '.join(policy_names())}")
+    p.add_argument("--policy", default="heuristic",
+                   help=f"one of: {', '.join(policy_names())}; or sb3:FOLDER, a trained agent saved by "
+                        "policies.sb3.save_agent (docs/rl.md)")
     p.add_argument("--regime", default="cloudy", help=f"one of: {', '.join(regime_names())}")
     p.add_argument("--seed", type=int, default=1, help="day k uses seed + k")
     p.add_argument("--days", type=int, default=1)

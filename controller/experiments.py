@@ -79,6 +79,9 @@ class SweepConfig:
         reactive: run the reactive SOCP each step (else compensators stay at 0).
         n_scenarios: SOCP scenarios after reduction.
         solver: SOCP solver.
+        agents: ``(name, folder)`` of the trained agents among ``policies`` (docs/rl.md): the
+            name is :func:`policies.sb3.agent_label` of the folder (it hashes the agent's files,
+            so a retrained agent is a new policy, never a resumed one).
     """
 
     case: str
@@ -90,6 +93,7 @@ class SweepConfig:
     reactive: bool = True
     n_scenarios: int = 10
     solver: str = "ECOS"
+    agents: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         """Check the fields by type (:func:`env.settings.check_field_types`) and the names,
@@ -100,6 +104,8 @@ class SweepConfig:
             object.__setattr__(self, "policies", tuple(self.policies))
         if isinstance(self.regimes, (list, tuple)):
             object.__setattr__(self, "regimes", tuple(self.regimes))
+        if isinstance(self.agents, (list, tuple)):
+            object.__setattr__(self, "agents", tuple(tuple(a) for a in self.agents))
         check_field_types(self)
         for field, names in (("policies", self.policies), ("regimes", self.regimes)):
             if not names:
@@ -115,6 +121,9 @@ class SweepConfig:
             raise ValueError(f"SweepConfig: seed must be an int >= 0, got {self.seed!r}")
         if self.n_scenarios < 1:
             raise ValueError(f"SweepConfig: n_scenarios must be >= 1, got {self.n_scenarios}")
+        stray = [name for name, _ in self.agents if name not in self.policies]
+        if stray:
+            raise ValueError(f"SweepConfig: agents {stray} are not among the policies")
 
     def identity(self) -> dict[str, Any]:
         """The fields every run in one ``out`` folder must share (stored in ``config.json``)."""
@@ -137,16 +146,22 @@ class SweepConfig:
         from policies import policy_names
         from scenarios.regimes import regime_names
 
+        agents = dict(self.agents)
         for kind, names, known in (("case", (self.case,), case_names()), ("regime", self.regimes, regime_names()),
-                                   ("policy", self.policies, policy_names())):
+                                   ("policy", [p for p in self.policies if p not in agents], policy_names())):
             unknown = [n for n in names if n not in known]
             if unknown:
                 raise ValueError(f"unknown {kind} {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
         from env import load_case
         from policies import policy_supports
 
+        from policies.sb3 import agent_label
+
+        for name, folder in agents.items():
+            if agent_label(folder) != name:
+                raise ValueError(f"agent {name!r}: the files in {folder} changed (now {agent_label(folder)!r})")
         grid = load_case(self.case)
-        unsupported = [n for n in self.policies if not policy_supports(n, grid)]
+        unsupported = [n for n in self.policies if n not in agents and not policy_supports(n, grid)]
         if unsupported:
             raise ValueError(f"policy {', '.join(map(repr, unsupported))} needs a T-D case (t30d2, t118d10); "
                              f"{self.case} is a single feeder")
@@ -270,10 +285,19 @@ class RunnerCache:
 
 
 def _default_factory(config: SweepConfig) -> PolicyFactory:
-    """:func:`policies.make_policy` told whether the loop runs the reactive SOCP."""
-    from policies import make_policy
+    """:func:`policies.make_policy` told whether the loop runs the reactive SOCP; the agents'
+    names load their folders (``sb3:FOLDER``)."""
+    return functools.partial(_make_sweep_policy, compensators=config.reactive, agents=config.agents)
 
-    return functools.partial(make_policy, compensators=config.reactive)
+
+def _make_sweep_policy(name: str, grid: Any, *, compensators: bool, agents: tuple[tuple[str, str], ...]) -> Any:
+    """A sweep's policy: an agent's folder by its name, else :func:`policies.make_policy`."""
+    from policies import AGENT_PREFIX, make_policy
+
+    folder = dict(agents).get(name)
+    if folder is not None:
+        return make_policy(AGENT_PREFIX + folder, grid)
+    return make_policy(name, grid, compensators=compensators)
 
 
 def pin_blas_threads() -> Any:

@@ -74,7 +74,8 @@ class RollingController:
 
     Args:
         env: a :class:`~env.gym_env.TDGridEnv` (or a wrapper of one).
-        policy: any :class:`~policies.base.Policy`.
+        policy: any :class:`~policies.base.Policy`; one with ``attach(env)`` (a trained agent,
+            :class:`policies.sb3.SB3Policy`) is attached to this env's unwrapped base first.
         compensator: the reactive SOCP; built from the env's grid when ``None`` and
             ``settings.reactive`` is true.
         settings: loop settings.
@@ -87,6 +88,8 @@ class RollingController:
         if self.base.reactive == "action":
             raise ValueError("RollingController: use an env with reactive='none' (the controller sets Q)")
         self.policy = policy
+        if callable(getattr(policy, "attach", None)):   # a trained agent acts in this env (policies.sb3)
+            policy.attach(self.base)
         self.settings = settings
         if compensator is None and settings.reactive:
             compensator = ReactiveCompensator(self.base.grid, settings.socp)

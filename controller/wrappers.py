@@ -16,7 +16,9 @@ class ReactiveCompensationWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Runs the scenario SOCP before every step, so an agent acts on active power only
     and the compensators follow the same rule as in :class:`controller.loop.RollingController`.
 
-    ``info["reactive"]`` carries the setpoints, solver status and fallback of the step.
+    ``info["reactive"]`` carries the setpoints, solver status and fallback of the step. ``step``
+    takes a flat action or a :class:`~env.dispatch.Dispatch` (what
+    :class:`policies.residual.ResidualActionWrapper` passes down).
 
     Args:
         env: a ``TDGridEnv`` (or wrapper) with ``reactive="none"``.
@@ -44,7 +46,8 @@ class ReactiveCompensationWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         base = self.env.unwrapped
-        applied = base.project_dispatch(Dispatch.from_array(action, base.limits))  # as the env will play it
+        requested = action if isinstance(action, Dispatch) else Dispatch.from_array(action, base.limits)
+        applied = base.project_dispatch(requested)  # as the env will play it
         inputs = self.builder.build(base.observation_typed, applied, self._rng)
         results = self.compensator.solve(inputs.per_feeder, inputs.prices)
         base.set_reactive(np.concatenate([r.q_mvar for r in results]))

@@ -40,7 +40,7 @@ import numpy as np
 if TYPE_CHECKING:
     from env.network import Grid
 
-__all__ = ["ActionLimits", "Dispatch", "DispatchSizes", "FIELDS", "POINT_RANGE_TOL"]
+__all__ = ["ActionLimits", "Dispatch", "DispatchSizes", "FIELDS", "POINT_RANGE_TOL", "neutral_dispatch"]
 
 #: An action range narrower than this (MW, or a fraction) is a single point: it encodes as 0.
 POINT_RANGE_TOL = 1e-12
@@ -409,3 +409,22 @@ class Dispatch:
         values = {name: getattr(self, name) for name in FIELDS}
         values.update(changes)
         return Dispatch(**values)
+
+
+def neutral_dispatch(obs: Any, sizes: DispatchSizes) -> Dispatch:
+    """The plain mode's neutral ("do nothing") dispatch of step ``obs.step`` (docs/rl.md):
+    EV stations at their largest deliverable power now (charge as soon as possible, like
+    seed 003's base rule; every station idles when none is connected), storage idle, no
+    renewable curtailed, thermal units at their last setpoint, no reserve offered, compensators
+    at 0 MVAr when they are part of the action.
+
+    Args:
+        obs: the step's :class:`env.observation.Observation`.
+        sizes: the dispatch sizes (``limits.sizes``).
+    """
+    ev = obs.ev.p_max_kw / 1e3 if obs.ev is not None else np.zeros(sizes.n_evcs)
+    zero_gen, zero_res = np.zeros(sizes.n_gen), np.zeros(sizes.n_ev_reserve)
+    return Dispatch(ev_p_mw=ev, storage_p_mw=np.zeros(sizes.n_storage), der_curtail_frac=np.zeros(sizes.n_der),
+                    thermal_p_mw=np.asarray(obs.thermal_p_last_mw, dtype=float), thermal_r_up_mw=zero_gen,
+                    thermal_r_dn_mw=zero_gen, ev_r_up_mw=zero_res, ev_r_dn_mw=zero_res,
+                    q_comp_mvar=np.zeros(sizes.n_comp) if sizes.reactive else None)

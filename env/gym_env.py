@@ -1,12 +1,23 @@
 """The Gymnasium environment: a thin :class:`gymnasium.Env` over :class:`env.simulator.GridSimulator`.
 
 ``TDGridEnv(case="d33", regime="cloudy", dt_minutes=15, reactive="none")`` plays one sampled
-day per episode. ``reset(seed=...)`` seeds ``self.np_random`` and draws the day's seed from
-it (or takes ``options={"scenario_seed": k}``); ``step(action)`` decodes the ``Box(-1, 1)``
-action with :meth:`env.dispatch.Dispatch.from_array`, plays the interval and returns
-``reward = -total cost``; ``terminated`` is True after the day's last step (``truncated``
-only ever comes from a ``TimeLimit`` wrapper). ``info`` holds the cost breakdown, the
-violations, the projection report and the physics summary (see :meth:`StepOutcome.info`).
+day per episode. Which day (docs/rl.md):
+
+* ``reset(seed=s)`` plays day ``s``, ``sample_day(grid, regime, s)``: the same day
+  :meth:`controller.loop.RollingController.run_day` plays for seed ``s`` (and ``compare``
+  for ``--seed s``), so an agent is trained and judged on the same numbered days;
+* ``reset()`` without a seed draws the next day's seed from ``self.np_random`` (seeded by
+  the last ``reset(seed=...)``), so a vector env seeded ``s, s+1, ...`` plays fresh days after
+  its first ones, reproducibly;
+* ``options={"scenario_seed": k}`` plays day ``k`` whatever ``seed`` says.
+
+``step(action)`` decodes the ``Box(-1, 1)`` action with :meth:`env.dispatch.Dispatch.from_array`
+(or takes a :class:`~env.dispatch.Dispatch` in physical units), plays the interval and returns
+``reward = -reward_scale * total cost``; ``terminated`` is True after the day's last step
+(``truncated`` only ever comes from a ``TimeLimit`` wrapper). ``info`` holds the cost
+breakdown (unscaled), the violations, the projection report and the physics summary (see
+:meth:`StepOutcome.info`). ``render_mode="rgb_array"`` renders the day so far
+(:mod:`env.render`); ``neutral_action()`` is the documented do-nothing action of this step.
 
 For policies acting in physical units: ``env.unwrapped.step_dispatch(dispatch)``,
 ``env.unwrapped.limits`` (this step's :class:`ActionLimits`), ``env.unwrapped.observation_typed``
@@ -26,15 +37,17 @@ import numpy as np
 from gymnasium import spaces
 
 from env.cases import case_names, load_case
-from env.dispatch import ActionLimits, Dispatch, real_array
+from env.dispatch import ActionLimits, Dispatch, neutral_dispatch, real_array
 from env.observation import Observation, ObservationEncoder
+from env.render import DayHistory
 from env.simulator import GridModel, GridSimulator, SimulatorSettings, StepOutcome, observation_spec
 
-__all__ = ["TDGridEnv", "VALID_DT_MINUTES", "VALID_REACTIVE"]
+__all__ = ["RENDER_MODES", "TDGridEnv", "VALID_DT_MINUTES", "VALID_REACTIVE"]
 
 VALID_DT_MINUTES: tuple[int, ...] = (5, 15, 60)
 VALID_REACTIVE: tuple[str, ...] = ("none", "action")
-_ENV_KWARGS: tuple[str, ...] = ("case", "regime", "dt_minutes", "reactive")
+_ENV_KWARGS: tuple[str, ...] = ("case", "regime", "dt_minutes", "reactive", "reward_scale", "render_mode")
+RENDER_MODES: tuple[str, ...] = ("rgb_array",)
 _RESET_OPTIONS: tuple[str, ...] = ("scenario_seed",)
 _SEED_HIGH = 2**31 - 1
 _ACTION_FAST_MAX = 1e150   # below this no decoded value overflows (the spans are far below 1e150 MW)
@@ -46,6 +59,13 @@ def _real_array(action: Any) -> np.ndarray:
     if type(action) is np.ndarray and action.dtype == np.float64:
         return action
     return real_array(action, "TDGridEnv.step: the action")
+
+
+def _seed_int(seed: Any) -> int:
+    """A ``reset`` seed as a day seed (Gymnasium's ``seed`` is an int >= 0)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"TDGridEnv.reset: seed must be an int >= 0, got {seed!r}")
+    return int(seed)
 
 
 def _regime_names() -> tuple[str, ...]:
@@ -63,6 +83,9 @@ class TDGridEnv(gym.Env):
         dt_minutes: step length, one of 5, 15, 60 (``1440 / dt_minutes`` steps per day).
         reactive: ``"none"``: compensators are set by ``set_reactive`` (else 0);
             ``"action"``: their setpoints are the last block of the action.
+        reward_scale: the reward is ``-reward_scale * total cost`` (> 0; 1 = the cost in the
+            tariff's currency). ``info["cost"]`` stays unscaled.
+        render_mode: ``None`` or ``"rgb_array"`` (:meth:`render` returns the day so far).
         **settings: :class:`env.simulator.SimulatorSettings` fields (e.g. ``v2g``,
             ``forecast_obs``, ``ev_reserve_price_per_mwh``).
 
@@ -72,10 +95,11 @@ class TDGridEnv(gym.Env):
             outside (0, 24], ``v2g="no"``; see :class:`SimulatorSettings`).
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": list(RENDER_MODES), "render_fps": 4}
 
     def __init__(self, case: str = "d33", regime: str = "cloudy", dt_minutes: int = 15,
-                 reactive: str = "none", **settings: Any) -> None:
+                 reactive: str = "none", reward_scale: float = 1.0, render_mode: str | None = None,
+                 **settings: Any) -> None:
         super().__init__()
         valid_settings = [f.name for f in fields(SimulatorSettings)]
         unknown = sorted(set(settings) - set(valid_settings))
@@ -92,7 +116,15 @@ class TDGridEnv(gym.Env):
             raise ValueError(f"TDGridEnv: dt_minutes must be one of {list(VALID_DT_MINUTES)}, got {dt_minutes!r}")
         if not isinstance(reactive, str) or reactive not in VALID_REACTIVE:
             raise ValueError(f"TDGridEnv: reactive must be one of {list(VALID_REACTIVE)}, got {reactive!r}")
+        if isinstance(reward_scale, bool) or not isinstance(reward_scale, numbers.Real) \
+                or not np.isfinite(reward_scale) or reward_scale <= 0:
+            raise ValueError(f"TDGridEnv: reward_scale must be a finite number > 0, got {reward_scale!r}")
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(f"TDGridEnv: render_mode must be None or one of {list(RENDER_MODES)}, "
+                             f"got {render_mode!r}")
         self.case, self.regime, self.dt_minutes, self.reactive = case, regime, int(dt_minutes), reactive
+        self.reward_scale, self.render_mode = float(reward_scale), render_mode
+        self._history: DayHistory | None = None
         self.settings = SimulatorSettings.from_kwargs(**settings)
         self.grid = load_case(case)
         self.model = GridModel(self.grid, reactive=reactive == "action")
@@ -117,7 +149,9 @@ class TDGridEnv(gym.Env):
         if unknown:
             raise ValueError(f"TDGridEnv.reset: unknown options {unknown}; valid: {list(_RESET_OPTIONS)}")
         day_seed = options.get("scenario_seed")
-        if day_seed is None:
+        if day_seed is None and seed is not None:
+            day_seed = _seed_int(seed)          # day s, as run_day(s) plays it
+        elif day_seed is None:
             day_seed = int(self.np_random.integers(0, _SEED_HIGH))
         elif isinstance(day_seed, bool) or not isinstance(day_seed, (int, np.integer)) or day_seed < 0:
             raise ValueError(f"TDGridEnv.reset: options['scenario_seed'] must be an int >= 0, got {day_seed!r}")
@@ -129,6 +163,7 @@ class TDGridEnv(gym.Env):
         self.last_outcome = None
         self._q_next = None
         self._obs = self.simulator.observe()
+        self._history = DayHistory() if self.render_mode == "rgb_array" else None
         return self._encoder.encode(self._obs), {"scenario_seed": self.scenario_seed, "step": 0}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -139,6 +174,8 @@ class TDGridEnv(gym.Env):
                 NaN/inf entry or one whose physical value overflows (naming the field).
             RuntimeError: ``reset`` was not called, or the day is over.
         """
+        if isinstance(action, Dispatch):
+            return self.step_dispatch(action)
         sim = self._running()
         a = _real_array(action)
         if a.shape != self._action_shape or not _max_reduce(np.abs(a)) < _ACTION_FAST_MAX:
@@ -166,7 +203,24 @@ class TDGridEnv(gym.Env):
         self._q_next = None
         self.last_outcome = outcome
         self._obs = obs = sim.observe()
-        return self._encoder.encode(obs), float(-outcome.cost["total"]), sim.done, False, outcome.info()
+        if self._history is not None:
+            self._history.record(outcome)
+        reward = -outcome.cost["total"] * self.reward_scale      # x 1.0 is exact: unscaled by default
+        return self._encoder.encode(obs), float(reward), sim.done, False, outcome.info()
+
+    def render(self) -> np.ndarray | None:
+        """``rgb_array``: the day so far (voltage envelope and dispatch, :mod:`env.render`) as an
+        ``(H, W, 3)`` uint8 image; ``None`` when ``render_mode`` is ``None`` (Gymnasium's rule)."""
+        if self.render_mode is None:
+            return None
+        from env.render import render_day
+
+        if self._history is None:
+            raise RuntimeError("TDGridEnv.render: call reset() first")
+        feeders = self.grid.feeders
+        limits = (min(float(f.bus.vmin_pu.min()) for f in feeders), max(float(f.bus.vmax_pu.max()) for f in feeders))
+        title = f"{self.case} / {self.regime} / day {self.scenario_seed}: step {len(self._history)}"
+        return render_day(self._history, title, limits)
 
     def _running(self) -> GridSimulator:
         if self.simulator is None:
@@ -174,6 +228,16 @@ class TDGridEnv(gym.Env):
         if self.simulator.done:
             raise RuntimeError("TDGridEnv: the day is over (terminated); call reset()")
         return self.simulator
+
+    def neutral_action(self) -> np.ndarray:
+        """The do-nothing action of this step in the plain mode (float32, in [-1, 1]; docs/rl.md):
+        the encoding of :func:`env.dispatch.neutral_dispatch` (EVs as fast as they can, storage
+        idle, nothing curtailed, thermal units hold their last setpoint, no reserves offered,
+        compensators at 0). Unlike the action ``0`` (the midpoint of every range: 50 %
+        curtailment, mid-range EV power) it spills nothing and leaves the batteries alone."""
+        sim = self._running()
+        limits = sim.limits()
+        return neutral_dispatch(self._obs, limits.sizes).to_array(limits)
 
     # ------------------------------------------------------------------ for controllers
     def project_dispatch(self, dispatch: Dispatch) -> Dispatch:

@@ -1,14 +1,20 @@
 """Gymnasium registration of the gridroll environments (done on ``import env``).
 
-| id                     | kwargs                                   |
-|------------------------|------------------------------------------|
-| ``gridroll/TDGrid-v0`` | any (``TDGridEnv`` defaults: case d33)   |
-| ``gridroll/D33-v0``    | ``case="d33"``                           |
-| ``gridroll/T30D2-v0``  | ``case="t30d2"``                         |
+| id                          | kwargs                                   |
+|-----------------------------|------------------------------------------|
+| ``gridroll/TDGrid-v0``      | any (``TDGridEnv`` defaults: case d33)   |
+| ``gridroll/<CASE>-v0``      | ``case=<case>``, one id per ``env.case_names()`` entry, the name upper-cased: ``gridroll/D33-v0``, ``gridroll/D69-v0``, ``gridroll/T30D2-v0``, ``gridroll/T118D10-v0``, ... |
 
-``gridroll/D33-v0`` and ``gridroll/T30D2-v0`` are their case: passing another ``case`` raises
-(it would otherwise silently return that case under the fixed id). Every other keyword is
-checked by :class:`env.gym_env.TDGridEnv` (unknown keys, types and ranges raise).
+A case id is its case: passing another ``case`` raises (it would otherwise silently return
+that case under the fixed id). Every other keyword (``regime``, ``reward_scale``,
+``render_mode``, settings) is checked by :class:`env.gym_env.TDGridEnv`.
+
+Processes that never ran ``import env`` (a ``SubprocVecEnv`` started with ``spawn`` or
+``forkserver`` from a script that imports gridroll only inside a function) do not know the
+``gridroll`` namespace: Gymnasium >= 1.0 loads no plugins (its ``gymnasium.envs`` entry-point
+loader was removed in 1.0). Use the module-qualified id, which makes ``gym.make`` import
+``env`` first: ``gym.make("env:gridroll/D33-v0")`` or
+``make_vec_env("env:gridroll/D33-v0", vec_env_cls=SubprocVecEnv, ...)`` (docs/rl.md).
 
 ``max_episode_steps`` is the number of steps of a day at the default 15-minute step (96);
 with another ``dt_minutes`` pass ``max_episode_steps=1440 // dt_minutes`` to ``gymnasium.make``
@@ -17,48 +23,51 @@ with another ``dt_minutes`` pass ``max_episode_steps=1440 // dt_minutes`` to ``g
 
 from __future__ import annotations
 
-import gymnasium as gym
-
 from typing import Any
 
-__all__ = ["ENV_IDS", "make_d33", "make_t30d2", "register_envs"]
+import gymnasium as gym
+
+__all__ = ["ENV_IDS", "case_env_id", "make_case", "register_envs"]
 
 _ENTRY_POINT = "env.gym_env:TDGridEnv"
-_FIXED_ENTRY_POINTS = {"gridroll/D33-v0": "env.registration:make_d33",
-                       "gridroll/T30D2-v0": "env.registration:make_t30d2"}
 _STEPS_PER_DAY = 1440 // 15
 
-#: Registered ids and their fixed keyword arguments.
-ENV_IDS: dict[str, dict[str, object]] = {
-    "gridroll/TDGrid-v0": {},
-    "gridroll/D33-v0": {"case": "d33"},
-    "gridroll/T30D2-v0": {"case": "t30d2"},
-}
+
+def case_env_id(case: str) -> str:
+    """The registered id of a case: ``gridroll/<CASE upper-cased>-v0``."""
+    return f"gridroll/{case.upper()}-v0"
 
 
-def _fixed_case(env_id: str, case_name: str, kwargs: dict[str, Any]) -> Any:
+def _env_ids() -> dict[str, dict[str, object]]:
+    from env.cases import case_names
+
+    return {"gridroll/TDGrid-v0": {}, **{case_env_id(name): {"case": name} for name in case_names()}}
+
+
+#: Registered ids and their fixed keyword arguments (every case of ``env.case_names()``).
+ENV_IDS: dict[str, dict[str, object]] = _env_ids()
+
+
+def make_case(_case: str, **kwargs: Any) -> Any:
+    """Entry point of the case ids: ``TDGridEnv(case=_case, **kwargs)``; a different ``case``
+    keyword raises (the id is its case)."""
     from env.gym_env import TDGridEnv
 
-    case = kwargs.pop("case", case_name)
-    if case != case_name:
-        raise ValueError(f"{env_id} is the {case_name!r} case, got case={case!r}; use "
+    env_id = case_env_id(_case)
+    case = kwargs.pop("case", _case)
+    if case != _case:
+        raise ValueError(f"{env_id} is the {_case!r} case, got case={case!r}; use "
                          f"gym.make('gridroll/TDGrid-v0', case={case!r}) for another case")
-    return TDGridEnv(case=case_name, **kwargs)
-
-
-def make_d33(**kwargs: Any) -> Any:
-    """Entry point of ``gridroll/D33-v0``: ``TDGridEnv(case="d33", **kwargs)``; another ``case`` raises."""
-    return _fixed_case("gridroll/D33-v0", "d33", kwargs)
-
-
-def make_t30d2(**kwargs: Any) -> Any:
-    """Entry point of ``gridroll/T30D2-v0``: ``TDGridEnv(case="t30d2", **kwargs)``; another ``case`` raises."""
-    return _fixed_case("gridroll/T30D2-v0", "t30d2", kwargs)
+    return TDGridEnv(case=_case, **kwargs)
 
 
 def register_envs() -> None:
     """Register every id of :data:`ENV_IDS` (idempotent)."""
     for env_id, kwargs in ENV_IDS.items():
-        if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=_FIXED_ENTRY_POINTS.get(env_id, _ENTRY_POINT),
-                         kwargs=dict(kwargs), max_episode_steps=_STEPS_PER_DAY)
+        if env_id in gym.registry:
+            continue
+        if "case" in kwargs:
+            gym.register(id=env_id, entry_point="env.registration:make_case",
+                         kwargs={"_case": kwargs["case"]}, max_episode_steps=_STEPS_PER_DAY)
+        else:
+            gym.register(id=env_id, entry_point=_ENTRY_POINT, kwargs={}, max_episode_steps=_STEPS_PER_DAY)

@@ -16,6 +16,7 @@ from policies.mpc import MPCPolicy
 from policies.p2p.policy import P2PPolicy
 from policies.perfect_information import ClairvoyantDispatch, PerfectInformation, PerfectInformationSettings
 from policies.rollout import RolloutPolicy
+from policies.sb3 import AGENT_PREFIX
 
 
 def _named(policy: Any, name: str) -> Any:
@@ -102,11 +103,14 @@ TD_ONLY_POLICIES: tuple[str, ...] = (*ARO_VARIANTS, "aro_dro_hard_band", "aro_dr
 
 
 def policy_supports(name: str, grid: Grid) -> bool:
-    """Whether registry policy ``name`` can run on ``grid`` (T-D-only policies need a T-D grid).
+    """Whether registry policy ``name`` can run on ``grid`` (T-D-only policies need a T-D grid;
+    an agent, ``sb3:FOLDER``, is checked against the env's spaces when the loop attaches it).
 
     Raises:
         ValueError: unknown name.
     """
+    if name.startswith(AGENT_PREFIX):
+        return True
     if name not in _REGISTRY:
         raise ValueError(f"unknown policy {name!r}; known policies: {', '.join(_REGISTRY)}")
     return bool(grid.is_td) or name not in TD_ONLY_POLICIES
@@ -119,10 +123,12 @@ def policy_names() -> tuple[str, ...]:
 
 def make_policy(name: str, grid: Grid, *, simulator_settings: Any = None, compensators: bool = True,
                 **kwargs: Any) -> Policy:
-    """Build a registered policy for ``grid``.
+    """Build a registered policy for ``grid``, or load a trained agent.
 
     Args:
-        name: registry name (:func:`policy_names`).
+        name: registry name (:func:`policy_names`), or ``sb3:FOLDER``: the agent folder written by
+            :func:`policies.sb3.save_agent` (an SB3 model and its ``VecNormalize`` statistics;
+            docs/rl.md), named :func:`policies.sb3.agent_label` in results.
         grid: the grid.
         simulator_settings: context: the env's ``SimulatorSettings`` (V2G, EV reserve price),
             handed to the policies that model the env (``mpc``, ``perfect_information``, the DRO-ARO variants).
@@ -131,8 +137,14 @@ def make_policy(name: str, grid: Grid, *, simulator_settings: Any = None, compen
         **kwargs: options of the policy's constructor (unknown ones raise there).
 
     Raises:
-        ValueError: unknown name (the message lists the known ones).
+        ValueError: unknown name (the message lists the known ones), or a bad agent folder.
     """
+    if name.startswith(AGENT_PREFIX):
+        from policies.sb3 import load_agent
+
+        if kwargs:
+            raise ValueError(f"make_policy: an {AGENT_PREFIX} agent takes no options, got {sorted(kwargs)}")
+        return load_agent(name[len(AGENT_PREFIX):])
     if name not in _REGISTRY:
         raise ValueError(f"unknown policy {name!r}; known policies: {', '.join(_REGISTRY)}")
     context = {"simulator_settings": simulator_settings, "compensators": compensators}
@@ -142,6 +154,6 @@ def make_policy(name: str, grid: Grid, *, simulator_settings: Any = None, compen
     return _REGISTRY[name](grid, **kwargs)
 
 
-__all__ = ["AroDroPolicy", "AroDroSettings", "ClairvoyantDispatch", "FeederIndex", "FlexCoordinatedPolicy",
+__all__ = ["AGENT_PREFIX", "AroDroPolicy", "AroDroSettings", "ClairvoyantDispatch", "FeederIndex", "FlexCoordinatedPolicy",
            "FlexSettings", "HeuristicPolicy", "MPCPolicy", "P2PPolicy", "P2P_POLICIES", "PerfectInformation",
            "Policy", "RolloutPolicy", "TD_ONLY_POLICIES", "make_policy", "policy_names", "policy_supports"]

@@ -1,0 +1,91 @@
+"""Env steps per second through the routes an RL user takes (docs/rl.md), random actions:
+
+* ``env``: the bare ``TDGridEnv`` (``gym.make``);
+* ``dummy+vecnorm``: SB3 ``make_vec_env`` (``DummyVecEnv``, ``render_mode="rgb_array"`` recording
+  on, as ``make_vec_env`` asks) under ``VecNormalize``;
+* ``subproc(spawn)+vecnorm``: the same on ``--envs`` spawned ``SubprocVecEnv`` workers
+  (the id ``env:gridroll/<CASE>-v0``; start-up time excluded);
+* ``residual``: the bare env in the residual action mode (the heuristic's act every step).
+
+    python benchmarks/rl_steps.py --case d33 --steps 2000 --envs 2
+
+Needs the ``rl`` extra. Prints one line per route; figures depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# run as a script, this folder is sys.path[0]; its sibling scripts (e.g. scenarios.py)
+# would shadow the packages
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+
+
+def _rate(step, n: int) -> float:  # noqa: ANN001
+    t0 = time.perf_counter()
+    done = step(n)
+    return done / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", default="d33")
+    parser.add_argument("--steps", type=int, default=2000, help="env steps per route (all envs together)")
+    parser.add_argument("--envs", type=int, default=2, help="SubprocVecEnv workers")
+    args = parser.parse_args()
+
+    import gymnasium as gym
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
+
+    import env  # noqa: F401
+    from env.registration import case_env_id
+    from policies.residual import ResidualActionWrapper
+
+    env_id = case_env_id(args.case)
+    rng = np.random.default_rng(0)
+
+    def single(e):  # noqa: ANN001, ANN202
+        def run(n: int) -> int:
+            e.reset(seed=1)
+            for _ in range(n):
+                _, _, term, trunc, _ = e.step(rng.uniform(-1, 1, e.action_space.shape).astype(np.float32))
+                if term or trunc:
+                    e.reset()
+            return n
+        return run
+
+    def vec(v):  # noqa: ANN001, ANN202
+        def run(n: int) -> int:
+            v.reset()
+            k = n // v.num_envs
+            for _ in range(k):
+                v.step(rng.uniform(-1, 1, (v.num_envs, v.action_space.shape[0])))
+            return k * v.num_envs
+        return run
+
+    print(f"{args.case}: env steps per second, random actions, {args.steps} steps per route")
+    print(f"  env                     {_rate(single(gym.make(env_id)), args.steps):8.0f}")
+    dummy = VecNormalize(make_vec_env(env_id, n_envs=1, seed=1))
+    print(f"  dummy+vecnorm           {_rate(vec(dummy), args.steps):8.0f}")
+    dummy.close()
+    t0 = time.perf_counter()
+    sub = VecNormalize(make_vec_env("env:" + env_id, n_envs=args.envs, seed=1, vec_env_cls=SubprocVecEnv,
+                                    vec_env_kwargs={"start_method": "spawn"}))
+    sub.reset()
+    start_s = time.perf_counter() - t0
+    print(f"  subproc(spawn)+vecnorm  {_rate(vec(sub), args.steps):8.0f}   ({args.envs} workers, "
+          f"start-up {start_s:.1f} s)")
+    sub.close()
+    print(f"  residual                {_rate(single(ResidualActionWrapper(gym.make(env_id))), args.steps):8.0f}")
+
+
+if __name__ == "__main__":
+    main()
