@@ -75,6 +75,7 @@ def test_the_calibrated_share_predicts_the_held_out_share() -> None:
     assert abs(held - r.exceedance_share) <= 0.06
 
 
+@pytest.mark.slow  # ~30 s: two calibration candidates and two plans (the default run stays under 10 minutes)
 def test_aro_dro_calibrated_plans_with_its_choice_and_reports_the_share() -> None:
     import gymnasium as gym
 

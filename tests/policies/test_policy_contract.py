@@ -47,7 +47,10 @@ def _marks(name: str, whole_day: bool = False) -> list:
 def _supported_pairs() -> list:
     grids = {case: env.load_case(case) for case in (*_CASES, "t30d5")}
     cases = lambda name: ("d33", _td_case(name)) if name in P2P_POLICIES else _CASES  # noqa: E731
-    pairs = [pytest.param(case, name, marks=_marks(name), id=f"{case}-{name}")
+    # the clairvoyant dispatch variant shares perfect_information's model: on t30d2 it runs in the slow set
+    slow_pairs = {("t30d2", "perfect_information_dispatch")}
+    pairs = [pytest.param(case, name, id=f"{case}-{name}",
+                          marks=[pytest.mark.slow] if (case, name) in slow_pairs else _marks(name))
              for name in policy_names() if name not in _FLEX
              for case in cases(name) if policy_supports(name, grids[case])]
     return pairs + [pytest.param("t14d2", name, marks=_marks(name), id=f"t14d2-{name}") for name in _FLEX]
