@@ -29,7 +29,8 @@ class P2PSettings(StrictKwargs):
         p2p_network_charge_per_mwh: network charge on every MWh traded between two ADNs through
             the TN (``c_N``, split equally between seller and buyer); ``c_N < 2 c_T`` makes the
             exchange worth it.
-        voll_per_mwh: value of lost load of the TSO's DC-OPF (its shedding slack).
+        voll_per_mwh: value of lost load of the TSO's DC-OPF (its shedding slack); ``None`` = the
+            grid tariff's ``penalty_load_shed_per_mwh``, the price the env charges for shedding.
         der_min_output_frac: output of a DER that is on, as a share of its rating (DER on/off).
         dual_bound: big-M on the TSO's dual variables (``M_d``), checked a posteriori.
         time_limit_s, mip_gap: SCIP limits of one MISOCP solve.
@@ -39,7 +40,7 @@ class P2PSettings(StrictKwargs):
     period_minutes: int = 60
     tn_charge_per_mwh: float = 10.0
     p2p_network_charge_per_mwh: float = 5.0
-    voll_per_mwh: float = 1000.0
+    voll_per_mwh: float | None = None
     der_min_output_frac: float = 0.05
     dual_bound: float = 1.0e4
     time_limit_s: float = 120.0
@@ -52,10 +53,18 @@ class P2PSettings(StrictKwargs):
         for name in ("tn_charge_per_mwh", "p2p_network_charge_per_mwh", "der_min_output_frac", "mip_gap"):
             self.check_range(name, 0.0)
         self.check_range("der_min_output_frac", 0.0, 1.0, high_open=True)
-        for name in ("voll_per_mwh", "dual_bound", "time_limit_s"):
+        for name in ("dual_bound", "time_limit_s"):
             self.check_range(name, 0.0, low_open=True)
-        if not self.dual_bound > self.voll_per_mwh:
-            raise ValueError("P2PSettings.dual_bound: must exceed voll_per_mwh (the TSO's price can reach VOLL)")
+        if self.voll_per_mwh is not None:
+            self.check_range("voll_per_mwh", 0.0, low_open=True)
+
+    def voll_for(self, tariff_voll_per_mwh: float) -> float:
+        """The VOLL in use: the setting, else the tariff's shedding penalty; the dual big-M must exceed
+        it (the TSO's price can reach VOLL)."""
+        voll = float(tariff_voll_per_mwh if self.voll_per_mwh is None else self.voll_per_mwh)
+        if not self.dual_bound > voll:
+            raise ValueError(f"P2PSettings.dual_bound: must exceed the VOLL {voll:g} (the TSO's price can reach VOLL)")
+        return voll
 
     @property
     def dt_h(self) -> float:

@@ -91,7 +91,8 @@ class TSOData:
                    np.asarray(grid.boundary_bus[:k]), load, nu / nu.sum(), np.asarray(t_wind_mw, dtype=float),
                    np.asarray(g.cost_c1_per_mwh, float), np.asarray(g.cost_c2_per_mw2h, float),
                    np.asarray(g.p_min_mw, float), np.asarray(g.p_max_mw, float),
-                   float(grid.tariff.wind_cost_per_mwh), settings.voll_per_mwh)
+                   float(grid.tariff.wind_cost_per_mwh),
+                   settings.voll_for(grid.tariff.penalty_load_shed_per_mwh))
 
     @property
     def n_periods(self) -> int:
