@@ -10,6 +10,7 @@ import numpy as np
 import pandapower as pp
 
 import env
+from env.interop import grid_to_pandapower
 from env.physics.grid_flow import GridPhysics, base_feeder_injection, base_transmission_injection
 
 
@@ -37,7 +38,7 @@ def main() -> None:
         inj = base_transmission_injection(grid, physics)
         _timing.report(f"{name}: one coupled solve (feeder sweeps + DC)", _timing.median_time(lambda: physics.solve(ps, qs, inj), inner=50), "us")
 
-    net = env.load_case("d33").to_pandapower()
+    net = grid_to_pandapower(env.load_case("d33"))
     _timing.report("d33: pandapower runpp (numba off), same point", _timing.median_time(lambda: pp.runpp(net, numba=False), runs=5), "ms", "(reference)")
 
 

@@ -440,20 +440,6 @@ class Grid:
         """The grid's uncertain sources, named for the scenario layer."""
         return grid_layout(self)
 
-    def power_flow(self):  # noqa: ANN201 - env.physics.grid_flow.GridFlow
-        """Solve the base operating point; ``result.v_pu`` follows the feeders' bus order."""
-        from env.physics.grid_flow import power_flow
-
-        return power_flow(self)
-
-    def to_pandapower(self):  # noqa: ANN201 - pandapower net
-        """The pandapower net of this case at its base operating point, bus order equal to ours
-        (single-feeder case: the feeder, for ``runpp``; T-D case: the transmission network
-        with the feeders' head power at their T-buses, for ``rundcpp``)."""
-        from env.interop import grid_to_pandapower
-
-        return grid_to_pandapower(self)
-
 
 def _feeder_prefix(grid: Grid, k: int) -> str:
     return f"f{k}" if grid.is_td else "f0"

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 import env
 from env.cases import bare_feeder
-from env.interop import feeder_to_pandapower
+from env.interop import feeder_to_pandapower, grid_to_pandapower
 from env.network import BranchTable, BusTable, Network
-from env.physics.grid_flow import GridPhysics, base_feeder_injection, per_bus
+from env.physics.grid_flow import GridPhysics, base_feeder_injection, per_bus, power_flow
 
 
 def _runpp(net) -> None:  # noqa: ANN001
@@ -24,7 +24,7 @@ def _runpp(net) -> None:  # noqa: ANN001
 @pytest.mark.parametrize("name", env.case_names())
 def test_every_case_loads_validates_and_solves(name: str) -> None:
     grid = env.load_case(name)
-    flow = grid.power_flow()
+    flow = power_flow(grid)
     assert np.all(np.isfinite(flow.v_pu))
     v_head = max(f.v_slack_pu for f in grid.feeders)     # no DER at the base point: nothing rises above the head
     assert 0.85 < flow.v_pu.min() <= flow.v_pu.max() <= v_head + 1e-12
@@ -71,8 +71,8 @@ def test_ieee33_ties_out_of_service_and_seed003_scaling() -> None:
 @pytest.mark.parametrize("name", ["d33", "d69"])
 def test_base_case_matches_pandapower(name: str) -> None:
     grid = env.load_case(name)
-    flow = grid.power_flow()
-    net = grid.to_pandapower()
+    flow = power_flow(grid)
+    net = grid_to_pandapower(grid)
     _runpp(net)
     np.testing.assert_allclose(flow.v_pu, net.res_bus.vm_pu.to_numpy(), atol=1e-6)
     assert flow.feeders[0].loss_mw[0] == pytest.approx(net.res_line.pl_mw.sum(), abs=1e-5)
@@ -108,8 +108,8 @@ def test_random_operating_points_match_pandapower(name: str, load_scale: list[fl
 @pytest.mark.parametrize("name", ["t30d2", "t118d10"])
 def test_td_dc_flows_match_pandapower(name: str) -> None:
     grid = env.load_case(name)
-    flow = grid.power_flow()
-    net = grid.to_pandapower()
+    flow = power_flow(grid)
+    net = grid_to_pandapower(grid)
     pp.rundcpp(net)
     np.testing.assert_allclose(flow.line_p_mw[:, 0], net.res_line.p_from_mw.to_numpy(), atol=1e-6)
 
