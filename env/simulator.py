@@ -53,7 +53,7 @@ from env.evcs import EVCSBounds, EVFleet, EVStepResult
 from env.network import Grid, Network
 from env.observation import Observation, ObservationSpec
 from env.physics.dc import DCModel
-from env.physics.sweep import PowerFlowError, RadialSweep
+from env.physics.sweep import V_COLLAPSE_PU, PowerFlowError, RadialSweep, fixed_point
 from env.settings import StrictKwargs
 from env.thermal_cost import deep_peak_extra_per_h
 
@@ -75,7 +75,6 @@ VIOLATION_KEYS: tuple[str, ...] = (
 )
 
 _TOL_MW = 1e-9
-_V_COLLAPSE_PU = 0.3  # as the sweep kernel: below this a "solution" is a collapse
 _SHED_BISECTIONS = 14  # shed share resolution 2^-14 ~ 6e-5
 
 
@@ -1061,7 +1060,7 @@ class GridSimulator:
             v = v_start.copy()
         s_conj[g.slack_row] = 0.0
         # g.dlf.dot: the same BLAS call (zgemv / zgemm) as np.matmul, cheaper
-        v, i_bus = _fixed_point(g.name, g.dlf.dot, g.v0_vec, s_conj, v, tol, max_iter)
+        v, i_bus, _ = fixed_point(g.dlf.dot, g.v0_vec, s_conj, v, tol, max_iter, g.name)
         vm = np.abs(v)
         # per feeder (column) min and max of |V|; the min screens the exact collapse test of
         # _sweep (|V|^2 < 0.09 implies |V| < 0.3 + 1e-9)
@@ -1069,9 +1068,9 @@ class GridSimulator:
         vm2 = vm.reshape(n, k)
         _min_reduce(vm2, 0, out=minmax[0])
         _max_reduce(vm2, 0, out=minmax[1])
-        if min(minmax[0].tolist()) < _V_COLLAPSE_PU + 1e-9 and \
-                (v.real * v.real + v.imag * v.imag).min() < _V_COLLAPSE_PU ** 2:
-            raise PowerFlowError(g.name, 0, f"voltage collapse (|V| < {_V_COLLAPSE_PU} p.u.)")
+        if min(minmax[0].tolist()) < V_COLLAPSE_PU + 1e-9 and \
+                (v.real * v.real + v.imag * v.imag).min() < V_COLLAPSE_PU ** 2:
+            raise PowerFlowError(g.name, 0, f"voltage collapse (|V| < {V_COLLAPSE_PU} p.u.)")
         minmax.setflags(write=False)
         if k == 1:
             return v.reshape(n, 1), i_bus.reshape(n, 1), vm, minmax
@@ -1087,9 +1086,9 @@ class GridSimulator:
         s_conj = np.conjugate(s_cov)
         if g.slack_row >= 0:
             s_conj[g.slack_row] = 0.0
-        v, i_bus = _fixed_point(g.name, g.dlf.dot, g.v0, s_conj, v_start.copy(), tol, max_iter)
-        if (v.real * v.real + v.imag * v.imag).min() < _V_COLLAPSE_PU ** 2:
-            raise PowerFlowError(g.name, 0, f"voltage collapse (|V| < {_V_COLLAPSE_PU} p.u.)")
+        v, i_bus, _ = fixed_point(g.dlf.dot, g.v0, s_conj, v_start.copy(), tol, max_iter, g.name)
+        if (v.real * v.real + v.imag * v.imag).min() < V_COLLAPSE_PU ** 2:
+            raise PowerFlowError(g.name, 0, f"voltage collapse (|V| < {V_COLLAPSE_PU} p.u.)")
         return v, i_bus
 
     def _shed_group(self, g: _SweepGroup, s_pu: np.ndarray, load_pu: np.ndarray | None,
@@ -1583,37 +1582,3 @@ def observation_spec(model: GridModel, dt_minutes: int, settings: SimulatorSetti
         forecast_steps=max(1, int(round(settings.forecast_horizon_h / dt_h))),
         price_hourly_per_mwh=model.tariff.price_buy_per_mwh.copy(),
     )
-
-
-def _fixed_point(name: str, dlf_dot: Any, v0: Any, s_conj: np.ndarray, v: np.ndarray, tol: float,
-                 max_iter: int) -> tuple[np.ndarray, np.ndarray]:
-    """The backward/forward sweep as a fixed point, ``V <- V0 - DLF conj(S / V)``, from ``v``
-    (overwritten) until ``||V_new - V||_2 < tol``; returns ``(V, I_bus = conj(S / V))`` at the
-    returned ``V``.
-
-    Raises:
-        PowerFlowError: non-finite voltages or no convergence within ``max_iter`` iterations.
-    """
-    v_new = np.empty_like(v)
-    i_bus = np.empty_like(v)
-    d = np.empty_like(v)
-    d_flat = d.reshape(-1).view(float)
-    tol2 = tol * tol
-    conj, div, sub, d_dot = np.conjugate, np.divide, np.subtract, d_flat.dot
-    for _ in range(max_iter):
-        conj(v, i_bus)
-        div(s_conj, i_bus, i_bus)
-        dlf_dot(i_bus, v_new)
-        sub(v0, v_new, v_new)
-        sub(v_new, v, d)
-        v, v_new = v_new, v
-        step2 = d_dot(d_flat)
-        if step2 < tol2:
-            break
-        if not step2 < np.inf:
-            raise PowerFlowError(name, 0, "the sweep produced non-finite voltages")
-    else:
-        raise PowerFlowError(name, 0, f"no convergence within {max_iter} iterations")
-    conj(v, i_bus)
-    div(s_conj, i_bus, i_bus)
-    return v, i_bus

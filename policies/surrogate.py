@@ -56,7 +56,7 @@ import numpy as np
 from env.dispatch import Dispatch
 from env.evcs import EVCSBounds, asap_profile
 from env.network import Grid
-from env.physics.sweep import PowerFlowError
+from env.physics.sweep import PowerFlowError, fixed_point
 from env.settings import StrictKwargs
 from env.simulator import COST_KEYS, GridModel
 from scenarios import EVSessions, ScenarioSet
@@ -1132,25 +1132,16 @@ class DaySurrogate:
 
 def _sweep_warm(dlf: np.ndarray, s: np.ndarray, v_start: np.ndarray, v0: complex, slack: int, tol: float,
                 max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed point ``V = V0 - DLF conj(S / V)`` from ``v_start`` (columns = operating points,
-    per unit) until ``max |dV| < tol``; returns (|V| (n_bus, K), head P ``Re(V0 conj(sum I))`` (K,)).
+    """The sweep kernel (:func:`env.physics.sweep.fixed_point`) from ``v_start`` (columns =
+    operating points, per unit); returns (|V| (n_bus, K), head P ``Re(V0 conj(sum I))`` (K,)).
 
     Raises:
         PowerFlowError: no convergence (an overloaded feeder).
     """
-    s_conj = np.conj(s)
+    s_conj = np.conjugate(s, dtype=complex, order="C")
     s_conj[slack] = 0.0
-    v = v_start
-    for _ in range(max_iter):
-        i_bus = s_conj / np.conj(v)
-        v_new = v0 - dlf @ i_bus
-        step = np.abs(v_new - v).max(initial=0.0)
-        v = v_new
-        if step < tol:
-            break
-    else:
-        raise PowerFlowError("surrogate", 0, f"warm sweep: no convergence within {max_iter} iterations")
-    i_bus = s_conj / np.conj(v)
+    v = np.array(v_start, dtype=complex, order="C")
+    v, i_bus, _ = fixed_point(dlf.dot, v0, s_conj, v, tol, max_iter, "surrogate")
     return np.abs(v), (v0 * np.conj(i_bus.sum(axis=0))).real
 
 

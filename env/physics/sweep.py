@@ -13,7 +13,12 @@ fixed-point iteration (docs/math.md section 1)
     V^{k+1} = V0 - DLF conj(S / V^k),
 
 run on all K operating points at once (one column each, one complex GEMM per
-iteration). It stops when ``max |V^{k+1} - V^k| < tol``.
+iteration). It stops when ``||V^{k+1} - V^k||_2 < tol`` over all buses and points.
+
+:func:`fixed_point` is the one sweep kernel of the project: :class:`RadialSweep` (flat
+start), the simulator's step (warm start from the previous step) and the Rollout's
+surrogate all iterate with it, with this one stopping rule; :data:`V_COLLAPSE_PU` is the
+one collapse threshold.
 
 Everything that depends on the topology only (orientation, BIBC, DLF) is
 computed once in :meth:`RadialSweep.build`.
@@ -22,12 +27,14 @@ computed once in :meth:`RadialSweep.build`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["PowerFlowError", "RadialSweep", "SweepResult"]
+__all__ = ["V_COLLAPSE_PU", "PowerFlowError", "RadialSweep", "SweepResult", "fixed_point"]
 
-_V_COLLAPSE_PU = 0.3
+V_COLLAPSE_PU = 0.3
+"""Below this voltage magnitude (p.u.) a sweep "solution" is a voltage collapse, not an operating point."""
 
 
 class PowerFlowError(RuntimeError):
@@ -317,8 +324,8 @@ class RadialSweep:
     def _slack_voltage(self, v_slack_pu: complex | np.ndarray, k: int) -> np.ndarray:
         """Slack voltage as a complex (1, K) row, or (1, 1) for a scalar (broadcast)."""
         if isinstance(v_slack_pu, (int, float, complex)) and not isinstance(v_slack_pu, bool):
-            if not _V_COLLAPSE_PU <= abs(v_slack_pu) < np.inf:
-                raise ValueError(f"feeder {self.name}: v_slack_pu must be finite with |V| >= {_V_COLLAPSE_PU}")
+            if not V_COLLAPSE_PU <= abs(v_slack_pu) < np.inf:
+                raise ValueError(f"feeder {self.name}: v_slack_pu must be finite with |V| >= {V_COLLAPSE_PU}")
             return np.full((1, 1), v_slack_pu, dtype=complex)
         v0 = np.asarray(v_slack_pu, dtype=complex)
         if v0.ndim == 0:
@@ -326,8 +333,8 @@ class RadialSweep:
         elif v0.shape != (k,):
             raise ValueError(f"feeder {self.name}: v_slack_pu must be a scalar or shape ({k},), got {v0.shape}")
         vm_sq = _abs_sq(v0)
-        if not vm_sq.min() >= _V_COLLAPSE_PU**2 or not vm_sq.max() < np.inf:
-            raise ValueError(f"feeder {self.name}: v_slack_pu must be finite with |V| >= {_V_COLLAPSE_PU}")
+        if not vm_sq.min() >= V_COLLAPSE_PU**2 or not vm_sq.max() < np.inf:
+            raise ValueError(f"feeder {self.name}: v_slack_pu must be finite with |V| >= {V_COLLAPSE_PU}")
         return v0[None, :]
 
     def solve(
@@ -339,8 +346,8 @@ class RadialSweep:
     ) -> SweepResult:
         """Solve the AC power flow for K operating points with constant-power loads.
 
-        Iterates ``V^{k+1} = V0 - DLF conj(S / V^k)`` from a flat start until
-        ``max |V^{k+1} - V^k| < tol`` over all buses and points, then returns
+        Iterates ``V^{k+1} = V0 - DLF conj(S / V^k)`` from a flat start (:func:`fixed_point`)
+        until ``||V^{k+1} - V^k||_2 < tol`` over all buses and points, then returns
         ``I_branch = T conj(S / V)``, ``S_from = V_from conj(I_branch)``,
         ``loss = sum_b z_b |I_b|^2`` and ``S_slack = V0 conj(sum_j conj(S_j / V_j))``.
 
@@ -366,67 +373,17 @@ class RadialSweep:
             raise ValueError(f"feeder {self.name}: max_iter must be >= 1, got {max_iter}")
         s_conj = self._conj_loads(s_load_pu)
         v0 = self._slack_voltage(v_slack_pu, s_conj.shape[1])
-        if s_conj.shape[1] == 1:
-            v, i_bus, iterations = self._iterate_one(s_conj[:, 0], complex(v0[0, 0]), float(tol), int(max_iter))
+        k = s_conj.shape[1]
+        if k == 1:  # 1-D vectors: fewer, cheaper numpy calls for the single operating point
+            v_start = np.full(self.n_bus, v0[0, 0])
+            v, i_bus, iterations = fixed_point(self.dlf.dot, v0[0, 0], s_conj[:, 0], v_start, float(tol),
+                                               int(max_iter), self.name)
             return self._result(v[:, None], i_bus[:, None], v0, iterations)
-        v, i_bus, iterations = self._iterate(s_conj, v0, float(tol), int(max_iter))
+        v_start = np.empty_like(s_conj)
+        v_start[...] = v0
+        v, i_bus, iterations = fixed_point(self.dlf.dot, v0, s_conj, v_start, float(tol), int(max_iter),
+                                           self.name)
         return self._result(v, i_bus, v0, iterations)
-
-    def _iterate_one(
-        self, s_conj: np.ndarray, v0: complex, tol: float, max_iter: int
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """:meth:`_iterate` for a single operating point on 1-D vectors (fewer, cheaper numpy calls)."""
-        dlf = self.dlf
-        v = np.full(s_conj.shape, v0)
-        for iteration in range(1, max_iter + 1):
-            i_bus = s_conj / v.conjugate()           # I = conj(S / V)
-            v_new = v0 - dlf.dot(i_bus)              # V0 - DLF I
-            step = np.abs(v_new - v).max()
-            v = v_new
-            if step < tol:
-                return v, i_bus, iteration
-            if not step < np.inf:
-                raise PowerFlowError(self.name, 0, "the sweep produced non-finite voltages")
-        raise PowerFlowError(
-            self.name, 0, f"no convergence within {max_iter} iterations (last voltage update {step:.3g} p.u.)"
-        )
-
-    def _iterate(
-        self, s_conj: np.ndarray, v0: np.ndarray, tol: float, max_iter: int
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Fixed-point sweep ``V <- V0 - DLF (conj(S) / conj(V))`` on preallocated buffers.
-
-        Returns the converged voltages, the bus currents ``conj(S / V)`` that
-        produced them, and the iteration count. The test on ``d = V_new - V``
-        is ``max |d| < tol``, screened by ``max(|Re d|, |Im d|)`` (which is
-        within a factor sqrt(2) of ``|d|``) so the exact norm is rarely needed.
-        """
-        dlf = self.dlf
-        v = np.empty_like(s_conj)
-        v[...] = v0
-        v_new = np.empty_like(v)
-        i_bus = np.empty_like(v)
-        step = np.empty_like(v)
-        step_flat = step.view(float)
-        tol_screen = tol / np.sqrt(2.0)
-        for iteration in range(1, max_iter + 1):
-            np.conjugate(v, out=i_bus)
-            np.divide(s_conj, i_bus, out=i_bus)      # I = conj(S) / conj(V)
-            np.matmul(dlf, i_bus, out=v_new)
-            np.subtract(v0, v_new, out=v_new)        # V0 - DLF I
-            np.subtract(v_new, v, out=step)
-            bound = max(step_flat.max(), -step_flat.min())   # NaN if any entry is NaN
-            v, v_new = v_new, v
-            if bound < tol_screen or (bound < tol and _abs_sq(step).max() < tol * tol):
-                return v, i_bus, iteration
-            if not bound < np.inf:
-                bad = ~np.isfinite(step).all(axis=0)
-                raise PowerFlowError(self.name, _first(bad), "the sweep produced non-finite voltages")
-        bad = ~(_abs_sq(step) < tol * tol).all(axis=0)
-        raise PowerFlowError(
-            self.name, _first(bad), f"no convergence within {max_iter} iterations "
-            f"(last voltage update {np.sqrt(_abs_sq(step).max(axis=0)[_first(bad)]):.3g} p.u.)"
-        )
 
     def _result(self, v: np.ndarray, i_bus: np.ndarray, v0: np.ndarray, iterations: int) -> SweepResult:
         """Branch currents, flows, losses and slack power from the converged sweep.
@@ -436,10 +393,10 @@ class RadialSweep:
         ``S_slack = V0 conj(sum_j I_j)``.
         """
         vm_sq_min = _abs_sq(v).min(axis=0)
-        if vm_sq_min.min() < _V_COLLAPSE_PU**2:
-            k = _first(vm_sq_min < _V_COLLAPSE_PU**2)
+        if vm_sq_min.min() < V_COLLAPSE_PU**2:
+            k = _first(vm_sq_min < V_COLLAPSE_PU**2)
             raise PowerFlowError(
-                self.name, k, f"voltage collapse: min |V| = {np.sqrt(vm_sq_min[k]):.4f} p.u. < {_V_COLLAPSE_PU}"
+                self.name, k, f"voltage collapse: min |V| = {np.sqrt(vm_sq_min[k]):.4f} p.u. < {V_COLLAPSE_PU}"
             )
         k = v.shape[1]
         # real matrix times complex columns, as one real GEMM on the interleaved view
@@ -468,3 +425,56 @@ def _abs_sq(z: np.ndarray) -> np.ndarray:
 def _first(mask: np.ndarray) -> int:
     """Index of the first True entry (the first failing operating point)."""
     return int(np.flatnonzero(mask)[0])
+
+
+def fixed_point(dlf_dot: Any, v0: Any, s_conj: np.ndarray, v: np.ndarray, tol: float, max_iter: int,
+                name: str = "feeder") -> tuple[np.ndarray, np.ndarray, int]:
+    """The backward/forward sweep, ``V <- V0 - DLF conj(S / V)`` (docs/math.md section 1).
+
+    Iterates from ``v`` (a warm or flat start, overwritten) until the update's 2-norm over all
+    buses and operating points is below ``tol``, ``||V_new - V||_2 < tol``, and returns
+    ``(V, I_bus = conj(S / V) at the returned V, iterations)``. Works on one operating point
+    (1-D vectors) or K columns at once; ``dlf_dot(i, out)`` computes ``DLF i`` into ``out``
+    (``dlf.dot``: one BLAS zgemv / zgemm per iteration).
+
+    Args:
+        dlf_dot: ``DLF`` product with an ``out`` argument, e.g. ``dlf.dot``.
+        v0: slack voltage, scalar or broadcastable to ``v``.
+        s_conj: ``conj(S)`` (net consumption per unit, slack rows zeroed), shaped like ``v``.
+        v: start voltages, (n,) or (n, K); overwritten.
+        tol: tolerance on the update's 2-norm (p.u.).
+        max_iter: iteration limit.
+        name: network name for error messages.
+
+    Raises:
+        PowerFlowError: non-finite voltages or no convergence within ``max_iter`` iterations;
+            ``point`` is the failing column (the first non-finite one, or the one whose last
+            update was largest).
+    """
+    v_new = np.empty_like(v)
+    i_bus = np.empty_like(v)
+    d = np.empty_like(v)
+    d_flat = d.reshape(-1).view(float)
+    tol2 = tol * tol
+    conj, div, sub, d_dot = np.conjugate, np.divide, np.subtract, d_flat.dot
+    for iteration in range(1, max_iter + 1):
+        conj(v, i_bus)
+        div(s_conj, i_bus, i_bus)           # I = conj(S) / conj(V)
+        dlf_dot(i_bus, v_new)
+        sub(v0, v_new, v_new)               # V0 - DLF I
+        sub(v_new, v, d)
+        v, v_new = v_new, v
+        step2 = d_dot(d_flat)
+        if step2 < tol2:
+            break
+        if not step2 < np.inf:
+            bad = ~np.isfinite(d.reshape(d.shape[0], -1)).all(axis=0)
+            raise PowerFlowError(name, _first(bad), "the sweep produced non-finite voltages")
+    else:
+        per_point = _abs_sq(d.reshape(d.shape[0], -1)).sum(axis=0)
+        worst = int(np.argmax(per_point))
+        raise PowerFlowError(name, worst, f"no convergence within {max_iter} iterations "
+                             f"(last voltage update {np.sqrt(per_point[worst]):.3g} p.u.)")
+    conj(v, i_bus)
+    div(s_conj, i_bus, i_bus)
+    return v, i_bus, iteration
