@@ -165,3 +165,20 @@ def test_tso_requirement_stays_in_budget_set(td: Layout) -> None:
     days = [sample_day(td, "cloudy", s) for s in range(10)]
     devs = np.concatenate([d.tso_requirement_mw - d.tso_requirement_mw_da for d in days])
     assert np.mean(devs != 0) > 0.05                    # calls do happen
+
+
+@pytest.mark.parametrize("regime", ["cloudy", "ev_surge"])
+def test_heap_and_simpy_port_models_sample_the_same_day(td: Layout, regime: str) -> None:
+    """The day sampler's default port queue (a heap of release times) and the simpy process
+    model give the same EV sessions and balking, so the faster one can be the default."""
+    for seed in range(8100, 8106):
+        a = sample_day(td, regime, seed, ev_port_model="heap")
+        b = sample_day(td, regime, seed, ev_port_model="simpy")
+        assert a.ev_balked.tolist() == b.ev_balked.tolist()
+        for name in ("station", "arrival_step", "departure_step", "e_arrival_kwh", "e_request_kwh"):
+            assert np.array_equal(getattr(a.ev, name), getattr(b.ev, name)), name
+
+
+def test_unknown_port_model_is_rejected(d33: Layout) -> None:
+    with pytest.raises(ValueError, match="ev_port_model must be one of"):
+        sample_day(d33, "cloudy", 1, ev_port_model="queue")
