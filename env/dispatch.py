@@ -32,123 +32,22 @@ and reports what it moved.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from env.action_codec import FIELDS, ActionCodec, DispatchSizes
+from env.fastpath import unchecked
+
 if TYPE_CHECKING:
     from env.network import Grid
 
-__all__ = ["ActionLimits", "Dispatch", "DispatchSizes", "FIELDS", "POINT_RANGE_TOL", "neutral_dispatch"]
+__all__ = ["ActionCodec", "ActionLimits", "Dispatch", "DispatchSizes", "FIELDS", "POINT_RANGE_TOL",
+           "neutral_dispatch"]
 
 #: An action range narrower than this (MW, or a fraction) is a single point: it encodes as 0.
 POINT_RANGE_TOL = 1e-12
-
-#: Field names in array-layout order.
-FIELDS: tuple[str, ...] = (
-    "ev_p_mw", "storage_p_mw", "der_curtail_frac", "thermal_p_mw", "thermal_r_up_mw",
-    "thermal_r_dn_mw", "ev_r_up_mw", "ev_r_dn_mw", "q_comp_mvar",
-)
-# fields whose action maps decreasingly (a = -1 -> the upper end of the range)
-_DECREASING = frozenset({"der_curtail_frac"})
-
-
-@dataclass(frozen=True)
-class DispatchSizes:
-    """Number of entries of every :class:`Dispatch` field.
-
-    Attributes:
-        n_evcs: EV stations (all feeders).
-        n_storage: batteries (all feeders).
-        n_der: PV and wind units (feeders, then transmission).
-        n_gen: thermal units (0 without transmission).
-        n_ev_reserve: stations offering boundary reserve (= n_evcs on T-D cases, else 0).
-        n_comp: compensators (all feeders).
-        reactive: whether ``q_comp_mvar`` is part of the action.
-    """
-
-    n_evcs: int
-    n_storage: int
-    n_der: int
-    n_gen: int
-    n_ev_reserve: int
-    n_comp: int
-    reactive: bool = False
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "reactive":
-                object.__setattr__(self, f.name, bool(value))
-            elif int(value) != value or value < 0:
-                raise ValueError(f"DispatchSizes.{f.name}: must be an integer >= 0, got {value!r}")
-            else:
-                object.__setattr__(self, f.name, int(value))
-        if self.n_ev_reserve not in (0, self.n_evcs):
-            raise ValueError(f"DispatchSizes.n_ev_reserve: must be 0 or n_evcs={self.n_evcs}")
-        sizes = {
-            "ev_p_mw": self.n_evcs, "storage_p_mw": self.n_storage, "der_curtail_frac": self.n_der,
-            "thermal_p_mw": self.n_gen, "thermal_r_up_mw": self.n_gen, "thermal_r_dn_mw": self.n_gen,
-            "ev_r_up_mw": self.n_ev_reserve, "ev_r_dn_mw": self.n_ev_reserve,
-            "q_comp_mvar": self.n_comp if self.reactive else 0,
-        }
-        layout, start = [], 0
-        for name in FIELDS:
-            if name == "q_comp_mvar" and not self.reactive:
-                continue
-            layout.append((name, slice(start, start + sizes[name])))
-            start += sizes[name]
-        sign = np.ones(start)
-        for name, sl in layout:
-            if name in _DECREASING:
-                sign[sl] = -1.0
-        sign.flags.writeable = False
-        # derived, cached (not dataclass fields: equality and hashing use the counts only)
-        object.__setattr__(self, "_field_sizes", sizes)
-        object.__setattr__(self, "_layout", tuple(layout))
-        object.__setattr__(self, "_n_action", start)
-        object.__setattr__(self, "_sign", sign)
-
-    @classmethod
-    def from_grid(cls, grid: "Grid", reactive: bool = False) -> "DispatchSizes":
-        """Sizes of ``grid``'s dispatch (see the module table)."""
-        feeders = grid.feeders
-        n_evcs = sum(len(f.evcs) for f in feeders)
-        t = grid.transmission
-        return cls(
-            n_evcs=n_evcs,
-            n_storage=sum(len(f.storage) for f in feeders),
-            n_der=sum(len(f.der) for f in feeders) + (len(t.der) if t is not None else 0),
-            n_gen=len(t.gen) if t is not None else 0,
-            n_ev_reserve=n_evcs if t is not None else 0,
-            n_comp=sum(len(f.compensator) for f in feeders),
-            reactive=reactive,
-        )
-
-    def field_size(self, name: str) -> int:
-        """Number of entries of field ``name`` (0 for ``q_comp_mvar`` when not reactive)."""
-        try:
-            return self._field_sizes[name]  # type: ignore[attr-defined]
-        except KeyError:
-            raise ValueError(f"DispatchSizes: unknown field {name!r}; valid: {list(FIELDS)}") from None
-
-    def layout(self) -> list[tuple[str, slice]]:
-        """``(field, slice)`` of every field present in the flat action, in order."""
-        return list(self._layout)  # type: ignore[attr-defined]
-
-    @property
-    def n_action(self) -> int:
-        """Length of the flat action vector."""
-        return self._n_action  # type: ignore[attr-defined]
-
-    def where(self, index: int) -> str:
-        """``"field[i]"`` for a flat action index (for error messages)."""
-        for name, sl in self._layout:  # type: ignore[attr-defined]
-            if sl.start <= index < sl.stop:
-                return f"{name}[{index - sl.start}]"
-        raise IndexError(f"action index {index} outside 0..{self.n_action - 1}")
-
 
 GridOrSizes = Union["Grid", DispatchSizes]
 
@@ -167,6 +66,14 @@ def _ro(arr: np.ndarray) -> np.ndarray:
 _ONE = np.ones(())  # 0-d one: ufuncs take it faster than a Python float
 
 
+def decoding_vectors(sizes: DispatchSizes, low: np.ndarray, high: np.ndarray) -> dict[str, np.ndarray]:
+    """``at_minus = where(sign > 0, low, high)``, ``span = sign (high - low)``, ``half_span =
+    span / 2`` of the decoding ``x = (a + 1) half_span + at_minus`` (``sign`` of the layout)."""
+    sign = sizes.codec.sign
+    span = sign * (high - low)
+    return {"at_minus": np.where(sign > 0, low, high), "span": span, "half_span": 0.5 * span}
+
+
 @dataclass(frozen=True)
 class ActionLimits:
     """Ranges of every dispatch field at one step, flat in the action layout (physical units).
@@ -180,12 +87,18 @@ class ActionLimits:
         sizes: sizes of the dispatch.
         low, high: (n_action,) lower and upper end of each entry's range.
         step: the step these limits belong to.
+        at_minus, span, half_span: derived, the decoding ``x = (a + 1) half_span + at_minus``:
+            ``at_minus = x(-1)`` (``low``, or ``high`` where the sign is -1), ``span = x(+1) -
+            x(-1)`` (signed), ``half_span = span / 2``.
     """
 
     sizes: DispatchSizes
     low: np.ndarray
     high: np.ndarray
     step: int = 0
+    at_minus: np.ndarray = field(init=False, repr=False, compare=False)
+    span: np.ndarray = field(init=False, repr=False, compare=False)
+    half_span: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = self.sizes.n_action
@@ -199,32 +112,8 @@ class ActionLimits:
         bad = np.flatnonzero(self.low > self.high + 1e-12)
         if bad.size:
             raise ValueError(f"ActionLimits: low > high at {self.sizes.where(int(bad[0]))}")
-        self._derive()
-
-    def _derive(self) -> None:
-        sign = self.sizes._sign  # type: ignore[attr-defined]
-        object.__setattr__(self, "_at_minus", np.where(sign > 0, self.low, self.high))
-        object.__setattr__(self, "_span", sign * (self.high - self.low))
-        object.__setattr__(self, "_half_span", 0.5 * self._span)  # type: ignore[attr-defined]
-
-    @classmethod
-    def _trusted(cls, sizes: DispatchSizes, low: np.ndarray, high: np.ndarray, step: int,
-                 at_minus: np.ndarray | None = None, span: np.ndarray | None = None) -> "ActionLimits":
-        """Build without validation from fresh finite arrays with ``low <= high`` (simulator fast path).
-
-        ``at_minus`` / ``span`` (optional, fresh): the decoding's ``x(-1)`` and signed span when
-        the caller has them, else derived (``where(sign > 0, low, high)``, ``sign (high - low)``).
-        """
-        obj = object.__new__(cls)
-        d = obj.__dict__
-        low.setflags(write=False)
-        high.setflags(write=False)
-        d["sizes"], d["low"], d["high"], d["step"] = sizes, low, high, step
-        if at_minus is None or span is None:
-            obj._derive()
-        else:
-            d["_at_minus"], d["_span"], d["_half_span"] = at_minus, span, span * 0.5
-        return obj
+        for name, value in decoding_vectors(self.sizes, self.low, self.high).items():
+            object.__setattr__(self, name, value)
 
     def bounds(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``(low, high)`` of field ``name`` (views)."""
@@ -241,20 +130,20 @@ class ActionLimits:
         to ``x(-1) + ((a + 1) / 2) span``.
         """
         if getattr(a, "dtype", None) != np.float64:
-            return self._at_minus + (a + 1.0) * 0.5 * self._span  # type: ignore[attr-defined]
+            return self.at_minus + (a + 1.0) * 0.5 * self.span
         x = np.add(a, _ONE)
-        x *= self._half_span  # type: ignore[attr-defined]
-        x += self._at_minus  # type: ignore[attr-defined]
+        x *= self.half_span
+        x += self.at_minus
         return x
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`decode`, clipped to [-1, 1]; 0 where a range is a single point (width
         <= 1e-12, e.g. a station whose connected EVs must all charge at full power: its bounds agree
         up to rounding, and dividing by the rounding noise would return noise)."""
-        span = self._span  # type: ignore[attr-defined]
+        span = self.span
         live = np.abs(span) > POINT_RANGE_TOL
         safe = np.where(live, span, 1.0)
-        a = np.where(live, 2.0 * (x - self._at_minus) / safe - 1.0, 0.0)  # type: ignore[attr-defined]
+        a = np.where(live, 2.0 * (x - self.at_minus) / safe - 1.0, 0.0)
         return np.clip(a, -1.0, 1.0)
 
 
@@ -287,6 +176,10 @@ class Dispatch:
     All fields are read-only 1-D float arrays; ``q_comp_mvar`` is ``None`` unless the
     reactive setpoints are part of the action. Construction checks that each field is
     1-D and finite; the sizes against a grid are checked by :meth:`check_sizes`.
+
+    ``flat`` and ``sizes`` are set (not None) on a dispatch decoded from a flat vector
+    (:meth:`from_array`, :meth:`zeros`): its fields are then views of ``flat``, laid out by
+    ``sizes.codec``, and the simulator uses it as is instead of concatenating the fields.
     """
 
     ev_p_mw: np.ndarray
@@ -298,8 +191,12 @@ class Dispatch:
     ev_r_up_mw: np.ndarray
     ev_r_dn_mw: np.ndarray
     q_comp_mvar: np.ndarray | None = None
+    flat: np.ndarray | None = field(init=False, repr=False, compare=False)
+    sizes: DispatchSizes | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "flat", None)
+        object.__setattr__(self, "sizes", None)
         for name in FIELDS:
             value = getattr(self, name)
             if value is None and name == "q_comp_mvar":
@@ -314,19 +211,16 @@ class Dispatch:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def _trusted(cls, flat: np.ndarray, sizes: DispatchSizes) -> "Dispatch":
-        """Build from a finite flat vector of the right length without re-validating (fast path)."""
-        obj = object.__new__(cls)
+    def of_flat(cls, flat: np.ndarray, sizes: DispatchSizes) -> "Dispatch":
+        """The dispatch whose fields are views of ``flat`` (finite float64 physical values of
+        length ``sizes.n_action``, made read-only here), laid out by ``sizes.codec``; the caller
+        vouches for the values (the decoders below, the simulator)."""
         flat.setflags(write=False)
-        d = obj.__dict__
-        for name, sl in sizes._layout:  # type: ignore[attr-defined]
-            d[name] = flat[sl]
+        values: dict[str, Any] = {name: flat[sl] for name, sl in sizes.codec.layout}
         if not sizes.reactive:
-            d["q_comp_mvar"] = None
-        # private: the fields are views of this flat vector laid out by these sizes (the
-        # simulator uses it instead of re-concatenating and re-checking the fields)
-        d["_flat"], d["_sizes"] = flat, sizes
-        return obj
+            values["q_comp_mvar"] = None
+        values["flat"], values["sizes"] = flat, sizes
+        return unchecked(cls, values)
 
     @classmethod
     def from_array(cls, a: np.ndarray, limits: ActionLimits) -> "Dispatch":
@@ -354,13 +248,13 @@ class Dispatch:
             raise ValueError(f"Dispatch.from_array: action[{i}] ({sizes.where(i)}) = {arr[i]} decodes to "
                              f"{x[i]} MW; the action space is [-1, 1] (values beyond it are projected, but "
                              "their physical value must be finite)")
-        return cls._trusted(x, sizes)
+        return cls.of_flat(x, sizes)
 
     @classmethod
     def zeros(cls, grid_or_sizes: GridOrSizes, reactive: bool = False) -> "Dispatch":
         """All-zero dispatch of a grid (or of given sizes)."""
         sizes = _sizes(grid_or_sizes, reactive)
-        return cls._trusted(np.zeros(sizes.n_action), sizes)
+        return cls.of_flat(np.zeros(sizes.n_action), sizes)
 
     @classmethod
     def from_flat(cls, x: np.ndarray, grid_or_sizes: GridOrSizes, reactive: bool = False) -> "Dispatch":

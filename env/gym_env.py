@@ -184,7 +184,7 @@ class TDGridEnv(gym.Env):
             return self._play(Dispatch.from_array(a, sim.limits()))
         # = self._play(Dispatch.from_array(action, sim.limits())) without building both
         q = None if self.reactive == "action" else self._q_next
-        return self._finish_step(sim, sim._step_action(a, q))
+        return self._finish_step(sim, sim.step_action(a, q))
 
     def step_dispatch(self, dispatch: Dispatch) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Play one step with a dispatch in physical units (projected like any action)."""

@@ -63,8 +63,9 @@ class Observation:
             ``t .. t + h - 1`` (step ``t`` = nowcast; past the day's end: repeated last step).
         q_comp_last_mvar: (n_comp,) compensator setpoints applied in step ``t - 1`` (0 at ``t = 0``).
         forecast: the scenario layer's ``Forecast`` for steps ``t .. T-1``, conditioned on steps
-            ``< t`` (``None`` at the day's end). Built on first access from ``forecast_fn``
-            (it costs ~0.2 ms, so the gym loop does not pay for it unless a policy asks).
+            ``< t`` (``None`` at the day's end). Returned by ``forecast_fn`` (the simulator's
+            builds it on first call and keeps it: it costs ~0.2 ms, so the gym loop does not pay
+            for it unless a policy asks).
     """
 
     step: int
@@ -107,21 +108,10 @@ class Observation:
                 arr.flags.writeable = False
                 object.__setattr__(self, name, arr)
 
-    @classmethod
-    def _trusted(cls, **values: Any) -> "Observation":
-        """Build without validation from arrays the caller will not modify (simulator fast path)."""
-        obj = object.__new__(cls)
-        object.__setattr__(obj, "__dict__", values)
-        return obj
-
     @property
     def forecast(self) -> Any:
-        """The scenario layer's ``Forecast`` (computed once, on first access; None if unavailable)."""
-        cache = self.__dict__.get("_forecast_cache")
-        if cache is None and self.forecast_fn is not None:
-            cache = self.forecast_fn()
-            object.__setattr__(self, "_forecast_cache", cache)
-        return cache
+        """The scenario layer's ``Forecast`` (``forecast_fn()``; None if unavailable)."""
+        return self.forecast_fn() if self.forecast_fn is not None else None
 
     @property
     def is_terminal(self) -> bool:

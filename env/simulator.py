@@ -43,12 +43,13 @@ T loads served + sum head P``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from env.dispatch import ActionLimits, Dispatch, DispatchSizes
+from env.fastpath import unchecked
 from env.evcs import EVCSBounds, EVFleet, EVStepResult
 from env.network import Grid, Network
 from env.observation import Observation, ObservationSpec
@@ -374,6 +375,8 @@ class StepOutcome:
         tso_requirement_mw, tso_delivered_mw, boundary_violation_mw: (n_boundary,).
         residual_mw: mismatch closed by the reference unit (feeder loss changes).
         import_mw: single feeder: head P (+ buys); T-D: sum of feeder heads.
+        info_scalars: (losses MW, EV unmet kWh, max line loading) of :meth:`info` when the
+            simulator computed them anyway; None to compute them from the fields.
     """
 
     step: int
@@ -408,6 +411,7 @@ class StepOutcome:
     boundary_violation_mw: np.ndarray
     residual_mw: float
     import_mw: float
+    info_scalars: tuple[float, float, float] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         missing = set(COST_KEYS) - set(self.cost)
@@ -416,30 +420,10 @@ class StepOutcome:
         if not np.isfinite(self.cost["total"]):
             raise ValueError(f"StepOutcome.cost: total is {self.cost['total']}")
 
-    @classmethod
-    def _trusted(cls, info_scalars: tuple[float, float, float], **values: Any) -> "StepOutcome":
-        """Build from the simulator's complete values without the dataclass ``__init__`` (hot path).
-
-        ``cost`` holds every key of :data:`COST_KEYS` by construction; only the finiteness of
-        the total is checked. ``info_scalars`` = (losses, EV unmet kWh, max line loading) of
-        :meth:`info`, computed by the simulator anyway.
-        """
-        total = values["cost"]["total"]
-        if not math.isfinite(total):
-            raise ValueError(f"StepOutcome.cost: total is {total}")
-        obj = object.__new__(cls)
-        values["_info_scalars"] = info_scalars
-        object.__setattr__(obj, "__dict__", values)
-        return obj
-
     @property
     def applied(self) -> Dispatch:
-        """The projected dispatch (built on first access)."""
-        cached = self.__dict__.get("_applied")
-        if cached is None:
-            cached = Dispatch(**self.setpoints)
-            object.__setattr__(self, "_applied", cached)
-        return cached
+        """The projected dispatch (built on each access from ``setpoints``)."""
+        return Dispatch(**self.setpoints)
 
     @property
     def reward(self) -> float:
@@ -449,8 +433,8 @@ class StepOutcome:
     def info(self) -> dict[str, Any]:
         """The gym ``info`` dict of this step (plain floats and small arrays; ``line_loading_max``
         only when the grid has rated lines)."""
-        d = self.__dict__
-        scalars = d.get("_info_scalars")
+        d = self.__dict__   # a plain read of the fields, no write
+        scalars = self.info_scalars
         if scalars is None:
             scalars = (float(self.loss_mw.sum()), float(self.ev.unmet_kwh.sum()),
                        float(self.line_loading.max()) if self.line_loading.size else math.nan)
@@ -588,7 +572,7 @@ class GridSimulator:
     def _precompute_fast(self, lay: dict[str, slice]) -> None:
         """Templates and index data of the hot path (limits, projection, accounting)."""
         m, sz = self.model, self.model.sizes
-        sign = sz._sign  # type: ignore[attr-defined]
+        sign = sz.codec.sign
         # the action decoding's x(-1) and signed span: constant but for the EV fields
         self._lim_at_minus = np.where(sign > 0, self._lim_lo, self._lim_hi)
         self._lim_span = sign * (self._lim_hi - self._lim_lo)
@@ -738,7 +722,11 @@ class GridSimulator:
             hi[self._sl_rdn] = flex
             span[self._sl_rup] = flex
             span[self._sl_rdn] = flex
-        lim = st.limits = ActionLimits._trusted(self.model.sizes, lo, hi, st.t, at_minus, span)
+        lo.setflags(write=False)
+        hi.setflags(write=False)
+        lim = st.limits = unchecked(ActionLimits, {
+            "sizes": self.model.sizes, "low": lo, "high": hi, "step": st.t,
+            "at_minus": at_minus, "span": span, "half_span": span * 0.5})
         return lim
 
     def observe(self) -> Observation:
@@ -751,7 +739,7 @@ class GridSimulator:
         vm = st.vm
         sc = self.scenario
         v_minmax = st.v_minmax
-        return Observation._trusted(
+        return unchecked(Observation, dict(
             step=t, n_steps=n, time_h=t * self.dt_h, dt_h=self.dt_h,
             load_p_mw=self.load_p[tc], load_q_mvar=self.load_q[tc],
             pv_pu=sc.pv_pu[tc], wind_pu=sc.wind_pu[tc], der_avail_mw=self.der_avail[tc],
@@ -764,7 +752,7 @@ class GridSimulator:
             tso_requirement_last_mw=st.tso_last, q_comp_last_mvar=st.q_last,
             net_load_forecast_mw=self._fc_rows[tc] if self._fc_day_ahead else self._forecast_rows(tc),
             forecast_fn=_LazyForecast(sc, t) if running else None,
-        )
+        ))
 
     def _forecast_rows(self, t: int) -> np.ndarray:
         """(n_rows, h) net-load point forecast for steps t..t+h-1 (step t = nowcast; past the
@@ -820,23 +808,22 @@ class GridSimulator:
         """The requested dispatch flat in the reactive layout (``q_comp_mvar`` last), checked."""
         m = self.model
         sizes = m.sizes
-        dd = dispatch.__dict__
-        q_d = dd.get("q_comp_mvar")
-        flat = dd.get("_flat")
-        if flat is None or dd.get("_sizes") is not sizes:  # not decoded with this grid's limits
+        q_d = dispatch.q_comp_mvar
+        flat = dispatch.flat
+        if flat is None or dispatch.sizes is not sizes:  # not decoded with this grid's limits
             dispatch.check_sizes(m.sizes_q if q_d is not None else m.sizes_no_q)
             flat = None
         q = q_d if q_d is not None else self._q_setpoints(q_comp_mvar)
         if flat is None:
-            return np.concatenate([dd[name] for name, _ in self._lay_q[:-1]] + [q])
+            return np.concatenate([getattr(dispatch, name) for name, _ in self._lay_q[:-1]] + [q])
         if q_d is None:
             return np.concatenate((flat, q))
         return flat
 
-    def _step_action(self, a: np.ndarray, q_comp_mvar: np.ndarray | None = None) -> StepOutcome:
+    def step_action(self, a: np.ndarray, q_comp_mvar: np.ndarray | None = None) -> StepOutcome:
         """``step(Dispatch.from_array(a, self.limits()), q_comp_mvar)`` for a finite float64 action
-        of the right shape (the caller checks), without building the limits and the dispatch
-        (the gym env's hot path). Decodes ``(a + 1) (span / 2) + x(-1)`` like
+        in the flat layout (``model.sizes.codec``) of the right shape (the caller checks: the gym
+        env), without building the limits and the dispatch. Decodes ``(a + 1) (span / 2) + x(-1)`` like
         :meth:`ActionLimits.decode`."""
         self._require_running()
         at_minus, half_span = self._decode_vectors()
@@ -875,7 +862,7 @@ class GridSimulator:
         """(x(-1), span / 2) of this step's action decoding (as in :meth:`limits`)."""
         lim = self._state.limits
         if lim is not None:
-            return lim._at_minus, lim._half_span  # type: ignore[attr-defined]
+            return lim.at_minus, lim.half_span
         ev_lo, ev_hi = self._ev_limits()
         sl = self._sl_ev
         at_minus, half_span = self._lim_at_minus.copy(), self._lim_half_span.copy()
@@ -1378,8 +1365,11 @@ class GridSimulator:
         vm.setflags(write=False)
         v_minmax = self._v_minmax(sol)
         loss = sol.loss_mw
-        outcome = StepOutcome._trusted(
-            (_fsum(loss), unmet_kwh, loading_max),
+        total = cost["total"]
+        if not math.isfinite(total):
+            raise ValueError(f"StepOutcome.cost: total is {total}")
+        outcome = unchecked(StepOutcome, dict(
+            info_scalars=(_fsum(loss), unmet_kwh, loading_max),
             step=t, time_h=t * dt, dt_h=dt, cost=cost, violations=violations, projection=proj, setpoints=x,
             ev=res, load_p_mw=load, load_served_mw=served, der_avail_mw=self.der_avail[t], der_used_mw=der_used,
             storage_p_mw=p_st, storage_e_mwh=e_new, ev_p_mw=ev, ev_deployed_mw=ev - x["ev_p_mw"],
@@ -1389,7 +1379,7 @@ class GridSimulator:
             line_p_mw=line_p, line_loading=loading, imbalance_mw=r["imbalance"], tso_requirement_mw=req,
             tso_delivered_mw=r["tso_delivered"], boundary_violation_mw=bviol, residual_mw=r["residual"],
             import_mw=head_mw,
-        )
+        ))
         self._advance(x, e_new, req, loading, sol, v_minmax)
         return outcome
 

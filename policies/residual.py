@@ -61,7 +61,7 @@ def residual_dispatch(base: Dispatch, action: Any, limits: ActionLimits, scale: 
     if not a.any():
         return base                                     # the base dispatch, untouched
     base.check_sizes(limits.sizes)
-    delta = np.clip(a, -1.0, 1.0) * (scale * limits._half_span)  # type: ignore[attr-defined]
+    delta = np.clip(a, -1.0, 1.0) * (scale * limits.half_span)
     return Dispatch.from_flat(base.to_flat() + delta, limits.sizes)
 
 
