@@ -1,0 +1,119 @@
+"""Env steps per second: one env (with and without resets), Gymnasium's vector env, and
+Grid2Op + lightsim2grid as the outside yardstick when it is importable (this script installs
+nothing).
+
+Run: ``python benchmarks/vector_env.py [--cases d33,t30d2,t118d10] [--steps 2000] [--repeats 3]
+[--num-envs 1,16]``. Every figure is the median of ``repeats`` runs, the variants alternated
+within each repeat so machine load hits them alike. Actions are random (``action_space.sample``,
+seeded); "with resets" counts the time of the resets at day ends (a day is 96 steps).
+
+gridroll has no native batched vector env yet (issue 13): ``gym.make_vec(..., vectorization_mode=
+"sync")`` steps N copies one after another, so its aggregate rate is the single env's at best;
+the line is printed so the day a batched one lands, the gain shows against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import _timing  # noqa: F401  (pins BLAS to one thread before numpy work)
+import gymnasium as gym
+
+import env  # noqa: F401  (registers the ids)
+from env.registration import case_env_id
+
+
+def _single_rate(env_id: str, steps: int, with_resets: bool) -> float:
+    e = gym.make(env_id)
+    e.action_space.seed(8003)
+    e.reset(seed=8003)
+    seed, elapsed, done_steps = 8004, 0.0, 0
+    t0 = time.perf_counter()
+    while done_steps < steps:
+        _, _, terminated, truncated, _ = e.step(e.action_space.sample())
+        done_steps += 1
+        if terminated or truncated:
+            if not with_resets:
+                elapsed += time.perf_counter() - t0
+            e.reset(seed=seed)
+            seed += 1
+            if not with_resets:
+                t0 = time.perf_counter()
+    elapsed += time.perf_counter() - t0
+    e.close()
+    return done_steps / elapsed
+
+
+def _vector_rate(env_id: str, steps: int, num_envs: int) -> float:
+    v = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+    v.action_space.seed(8005)
+    v.reset(seed=8005)
+    n_calls = max(1, steps // num_envs)
+    t0 = time.perf_counter()
+    for _ in range(n_calls):
+        v.step(v.action_space.sample())       # autoreset at day ends (Gymnasium 1.x next-step mode)
+    elapsed = time.perf_counter() - t0
+    v.close()
+    return n_calls * num_envs / elapsed
+
+
+def _grid2op_rate(steps: int) -> float | None:
+    try:
+        import grid2op
+        from grid2op.gym_compat import GymEnv
+        from lightsim2grid import LightSimBackend
+    except ImportError:
+        return None
+    g = grid2op.make("l2rpn_case14_sandbox", backend=LightSimBackend(), test=True)
+    ge = GymEnv(g)
+    ge.reset(seed=8006)
+    do_nothing = ge.action_space.sample() * 0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = ge.step(do_nothing)
+        if terminated or truncated:
+            ge.reset()
+    return steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--cases", default="d33,t30d2,t118d10")
+    ap.add_argument("--steps", type=int, default=2000, help="env steps per measurement")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--num-envs", default="1,16")
+    args = ap.parse_args()
+    num_envs = [int(n) for n in args.num_envs.split(",")]
+    rates: dict[str, list[float]] = {}
+    rows: list[tuple[str, str]] = [("grid2op", "Grid2Op + lightsim2grid GymEnv case14, do-nothing")]
+    for case in args.cases.split(","):
+        env_id = case_env_id(case)
+        rows += [(f"{case}/single", f"{env_id} single env, no resets"),
+                 (f"{case}/single+reset", f"{env_id} single env, with resets")]
+        rows += [(f"{case}/sync{n}", f"{env_id} sync vector env N={n} (aggregate)") for n in num_envs]
+    for _ in range(args.repeats):
+        g2o = _grid2op_rate(args.steps)
+        if g2o is not None:
+            rates.setdefault("grid2op", []).append(g2o)
+        for case in args.cases.split(","):
+            env_id = case_env_id(case)
+            rates.setdefault(f"{case}/single", []).append(_single_rate(env_id, args.steps, False))
+            rates.setdefault(f"{case}/single+reset", []).append(_single_rate(env_id, args.steps, True))
+            for n in num_envs:
+                rates.setdefault(f"{case}/sync{n}", []).append(_vector_rate(env_id, args.steps, n))
+    ref = statistics.median(rates["grid2op"]) if "grid2op" in rates else None
+    print(f"{'variant':<62s} {'steps/s':>10s} {'x Grid2Op':>10s}   (median of {args.repeats})")
+    for key, label in rows:
+        if key not in rates:
+            print(f"{label:<62s} {'n/a':>10s}   (not importable; this script installs nothing)")
+            continue
+        med = statistics.median(rates[key])
+        ratio = f"{med / ref:9.2f}x" if ref else f"{'-':>10s}"
+        print(f"{label:<62s} {med:10.0f} {ratio}")
+
+
+if __name__ == "__main__":
+    main()
