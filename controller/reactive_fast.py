@@ -24,10 +24,15 @@ step ``d`` solves the QP
 
 (HiGHS), whose rows are the voltage pieces that can become positive inside the box (the others
 are dropped: exact for the linear model). A step that does not lower the true ``f`` is halved;
-the iteration stops when ``max |d| < tol_mvar``. It starts at the last setpoint of the day.
+the iteration stops when ``max |d| < tol_mvar``, or when a full step inside the trust region
+lowered ``f`` by what the QP predicted (within ``1e-7 (1 + |f|)``: the local model is exact
+there, so its optimum is ``f``'s). Steps are kept within a trust region ``|d_i| <= radius``
+(0.05 MVAr, x4 whenever a step reaches it), which also drops the voltage rows out of reach. It starts at the last setpoint of the day.
 
-A sweep or QP failure is a recorded fallback (the last good setpoint, as the SOCP's);
-iterations running out end with status ``optimal_inaccurate``.
+A QP HiGHS does not solve (its QP solver sometimes ends in "Solve error" on these) is solved
+by Clarabel, and ``fallback`` says so. A sweep failure is a recorded fallback (the last good
+setpoint, as the SOCP's); a QP neither solves, or iterations running out, end the iteration at
+the current iterate with status ``optimal_inaccurate`` (the reason in ``fallback``).
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import clarabel
 import highspy
 import numpy as np
+import scipy.sparse as sp
 
 from controller.reactive import (FAST_SOLVER, ReactiveResult, ReactiveSettings, stored_result,
                                  validate_scenarios)
@@ -46,9 +53,11 @@ from env.physics.sweep import PowerFlowError, RadialSweep
 from env.pricing import StepPrices
 
 _FD_STEP_MVAR = 1e-2
-_TOL_MVAR = 1e-4
+_TOL_MVAR = 1e-3
 _MAX_ITER = 8
 _MAX_HALVINGS = 6
+_MODEL_TOL = 1e-7    # a full step whose decrease the QP predicted within this (x (1 + |f|)) ends the iteration
+_RADIUS0_MVAR = 0.05  # first trust-region radius (x4 each time a step reaches it)
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class _Point:
     vm: np.ndarray            # (n_bus, S) |V| at q
     loss_mw: np.ndarray       # (S,)
     grad: np.ndarray          # (n,) gradient of the smooth part (head energy + regularizer)
+    curv: np.ndarray          # (n,) its second derivatives along each setpoint (head energy only)
     jac: np.ndarray           # (n_ns, S, n) d|V|/dq of the non-slack buses
 
 
@@ -93,6 +103,7 @@ class FastFeederReactive:
         self._highs = highspy.Highs()
         self._highs.setOptionValue("output_flag", False)
         self._last_good_mvar: np.ndarray | None = None
+        self.qp_fallbacks: list[str] = []   # the current solve's QP steps HiGHS failed on
 
     @property
     def n_comp(self) -> int:
@@ -131,15 +142,30 @@ class FastFeederReactive:
         f = float(w_head @ head[:, 0] + w_volt @ self._violation(vm[self._ns, :, 0]).sum(axis=0)
                   + r * q_mvar @ q_mvar)
         grad = w_head @ ((head[:, 1:n + 1] - head[:, n + 1:]) / (2 * h)) + 2 * r * q_mvar
+        curv = np.clip(w_head, 0.0, None) @ ((head[:, 1:n + 1] + head[:, n + 1:] - 2 * head[:, :1]) / h**2)
         jac = (vm[self._ns][:, :, 1:n + 1] - vm[self._ns][:, :, n + 1:]) / (2 * h)
-        return _Point(q_mvar, f, vm[:, :, 0], loss[:, 0], grad, jac)
+        return _Point(q_mvar, f, vm[:, :, 0], loss[:, 0], grad, curv, jac)
 
     # ---- the QP step -------------------------------------------------------
 
-    def _qp_step(self, pt: _Point, w_head: np.ndarray, w_volt: np.ndarray) -> tuple[np.ndarray, float]:
-        """The step ``d`` of the local QP (module docstring) and HiGHS's time (ms)."""
+    def _hessian(self, pt: _Point, w_head: np.ndarray) -> np.ndarray:
+        """The smooth part's Hessian: ``sum_s w_s 2 R / base`` (the losses' common-path resistance)
+        rescaled to the measured diagonal ``pt.curv`` (the AC losses' curvature at ``q_k``), plus
+        ``2 r I``."""
+        model = np.clip(w_head, 0.0, None).sum() * self._loss_hess
+        diag = np.diag(model)
+        ok = (diag > 0) & (pt.curv > 0)
+        scale = np.where(ok, np.sqrt(np.divide(pt.curv, diag, out=np.ones_like(diag), where=ok)), 1.0)
+        hess = scale[:, None] * model * scale[None, :] + 2 * self.settings.q_regularizer * np.eye(self.n_comp)
+        return 0.5 * (hess + hess.T)
+
+    def _qp_step(self, pt: _Point, w_head: np.ndarray, w_volt: np.ndarray, radius: float = 0.05
+                 ) -> tuple[np.ndarray, float, float]:
+        """The step ``d`` of the local QP (module docstring) within the trust region
+        ``|d| <= radius``, the decrease of ``f`` the QP predicts for it, and HiGHS's time (ms)."""
         n = self.n_comp
-        lo, hi = self._q_min_mvar - pt.q_mvar, self._q_max_mvar - pt.q_mvar
+        lo = np.maximum(self._q_min_mvar - pt.q_mvar, -radius)
+        hi = np.minimum(self._q_max_mvar - pt.q_mvar, radius)
         v0 = pt.vm[self._ns]
         b = np.concatenate([(v0 - self._vmax[:, None]).ravel(), (self._vmin[:, None] - v0).ravel()])
         slope = np.concatenate([pt.jac.reshape(-1, n), -pt.jac.reshape(-1, n)])
@@ -148,9 +174,15 @@ class FastFeederReactive:
         keep = (reach > 0) & (w > 0)
         b, slope, w = b[keep], slope[keep], w[keep]
         m = len(b)
-        hess = np.clip(w_head, 0.0, None).sum() * self._loss_hess + 2 * self.settings.q_regularizer * np.eye(n)
-        hess = 0.5 * (hess + hess.T)
+        hess = self._hessian(pt, w_head)
 
+        def decrease(d: np.ndarray) -> float:
+            return float(-(0.5 * d @ hess @ d + pt.grad @ d)
+                         - w @ (np.maximum(b + slope @ d, 0.0) - np.maximum(b, 0.0)))
+
+        if m == 0:
+            d = _box_qp(hess, pt.grad, lo, hi)
+            return d, decrease(d), 0.0
         lp = highspy.HighsLp()
         lp.num_col_, lp.num_row_ = n + m, m
         lp.col_cost_ = np.concatenate([pt.grad, w])
@@ -158,12 +190,10 @@ class FastFeederReactive:
         lp.col_upper_ = np.concatenate([hi, np.full(m, highspy.kHighsInf)])
         lp.row_lower_ = b
         lp.row_upper_ = np.full(m, highspy.kHighsInf)
-        a = np.hstack([-slope, np.eye(m)]) if m else np.zeros((0, n))     # t - J d >= b
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        nz = a != 0
-        lp.a_matrix_.start_ = np.concatenate([[0], np.cumsum(nz.sum(axis=0))]).astype(np.int32)
-        lp.a_matrix_.index_ = np.nonzero(nz.T)[1].astype(np.int32)
-        lp.a_matrix_.value_ = a.T[nz.T]
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise      # t - J d >= b: n dense columns, then I
+        lp.a_matrix_.start_ = np.concatenate([np.arange(n) * m, n * m + np.arange(m + 1)]).astype(np.int32)
+        lp.a_matrix_.index_ = np.concatenate([np.tile(np.arange(m), n), np.arange(m)]).astype(np.int32)
+        lp.a_matrix_.value_ = np.concatenate([-slope.T.ravel(), np.ones(m)])
         hs = highspy.HessianFormat.kTriangular
         hes = highspy.HighsHessian()
         hes.dim_, hes.format_ = n, hs
@@ -177,12 +207,15 @@ class FastFeederReactive:
         self._highs.clearModel()
         self._highs.passModel(model)
         self._highs.run()
-        ms = (time.perf_counter() - t0) * 1e3
         status = self._highs.getModelStatus()
-        if status != highspy.HighsModelStatus.kOptimal:
-            raise _QPFailed(f"HiGHS QP status {self._highs.modelStatusToString(status)}")
-        d = np.asarray(self._highs.getSolution().col_value[:n], dtype=float)
-        return np.clip(d, lo, hi), ms
+        if status == highspy.HighsModelStatus.kOptimal:
+            d = np.asarray(self._highs.getSolution().col_value[:n], dtype=float)
+        else:       # HiGHS's QP solver sometimes ends in "Solve error" on these; Clarabel then
+            failed = f"HiGHS QP status {self._highs.modelStatusToString(status)}"
+            d = _clarabel_qp(hess, pt.grad, lo, hi, b, slope, w, failed)
+            self.qp_fallbacks.append(f"{failed}; solved by CLARABEL")
+        d = np.clip(d, lo, hi)
+        return d, decrease(d), (time.perf_counter() - t0) * 1e3
 
     # ---- solving -------------------------------------------------------------
 
@@ -202,24 +235,34 @@ class FastFeederReactive:
         except PowerFlowError as err:
             return stored_result(self._last_good_mvar, self._q_min_mvar, self._q_max_mvar, self.net.n_bus, pi,
                                  [f"{FAST_SOLVER} failed (PowerFlowError: {err})"], t0)
-        solver_ms, status, note = 0.0, "optimal_inaccurate", None
+        solver_ms, status, note, radius = 0.0, "optimal_inaccurate", None, _RADIUS0_MVAR
+        self.qp_fallbacks = []
         for _ in range(_MAX_ITER if self.n_comp else 0):
             try:
-                d, ms = self._qp_step(pt, w_head, w_volt)
+                d, predicted, ms = self._qp_step(pt, w_head, w_volt, radius)
             except _QPFailed as err:
                 note = f"{err}; kept the iterate of f = {pt.f:.6g}"
                 break
             solver_ms += ms
-            if np.max(np.abs(d), initial=0.0) < _TOL_MVAR:
+            step = np.max(np.abs(d), initial=0.0)
+            inside = step < 0.999 * radius
+            if step < _TOL_MVAR:
                 status = "optimal"
                 break
-            new = self._descend(pt, d, p, q, w_head, w_volt)
+            new, full = self._descend(pt, d, p, q, w_head, w_volt)
             if new is None:           # no step along d lowers f: stationary within the model's accuracy
                 status = "optimal"
                 break
+            exact = full and abs((pt.f - new.f) - predicted) <= _MODEL_TOL * (1.0 + abs(pt.f))
             pt = new
+            if exact and inside:      # the model's minimizer over the box, and f agrees with the model there
+                status = "optimal"
+                break
+            radius = radius * 4.0 if not inside else max(radius, 4.0 * step)
         else:
             status = "optimal" if self.n_comp == 0 else "optimal_inaccurate"
+        if self.qp_fallbacks:
+            note = "; ".join(filter(None, [note, *self.qp_fallbacks]))
         self._last_good_mvar = pt.q_mvar
         v = pt.vm.T.copy()
         v[pi <= 0] = np.nan
@@ -233,19 +276,55 @@ class FastFeederReactive:
         )
 
     def _descend(self, pt: _Point, d: np.ndarray, p: np.ndarray, q: np.ndarray, w_head: np.ndarray,
-                 w_volt: np.ndarray) -> _Point | None:
-        """The first of ``q + d, q + d/2, ...`` that lowers ``f``; ``None`` when none does."""
-        for _ in range(_MAX_HALVINGS):
+                 w_volt: np.ndarray) -> tuple[_Point | None, bool]:
+        """The first of ``q + d, q + d/2, ...`` that lowers ``f`` (``None`` when none does), and
+        whether it is the full step."""
+        for k in range(_MAX_HALVINGS):
             try:
                 new = self._point(np.clip(pt.q_mvar + d, self._q_min_mvar, self._q_max_mvar), p, q, w_head, w_volt)
             except PowerFlowError:
                 new = None
             if new is not None and new.f < pt.f - 1e-12 * (1.0 + abs(pt.f)):
-                return new
+                return new, k == 0
             d = 0.5 * d
             if np.max(np.abs(d)) < _TOL_MVAR:
-                return None
-        return None
+                return None, False
+        return None, False
+
+
+def _box_qp(hess: np.ndarray, grad: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``argmin (1/2) d^T H d + g^T d`` over ``lo <= d <= hi`` (H positive definite, small):
+    the unconstrained minimizer when inside, else projected Newton on the free set."""
+    d = np.clip(np.linalg.solve(hess, -grad), lo, hi)
+    for _ in range(50):
+        gd = hess @ d + grad
+        free = ~(((d <= lo) & (gd > 0)) | ((d >= hi) & (gd < 0)))
+        new = d.copy()
+        if free.any():
+            f = np.flatnonzero(free)
+            new[f] = np.linalg.solve(hess[np.ix_(f, f)], -(grad[f] + hess[np.ix_(f, ~free)] @ d[~free]))
+        new = np.clip(new, lo, hi)
+        if np.max(np.abs(new - d), initial=0.0) < 1e-12:
+            return new
+        d = new
+    return d
+
+
+def _clarabel_qp(hess: np.ndarray, grad: np.ndarray, lo: np.ndarray, hi: np.ndarray, b: np.ndarray,
+                 slope: np.ndarray, w: np.ndarray, failed: str) -> np.ndarray:
+    """The step's QP (variables ``d``, ``t``) by Clarabel; raises :class:`_QPFailed` unless solved."""
+    n, m = len(grad), len(b)
+    i_m, i_n = sp.identity(m, format="csc"), sp.identity(n, format="csc")
+    p = sp.block_diag([sp.triu(sp.csc_matrix(hess)), sp.csc_matrix((m, m))], format="csc")
+    a = sp.vstack([sp.hstack([sp.csc_matrix(slope), -i_m]), sp.hstack([sp.csc_matrix((m, n)), -i_m]),
+                   sp.hstack([i_n, sp.csc_matrix((n, m))]), sp.hstack([-i_n, sp.csc_matrix((n, m))])], format="csc")
+    settings = clarabel.DefaultSettings()
+    settings.verbose = False
+    sol = clarabel.DefaultSolver(p, np.concatenate([grad, w]), a, np.concatenate([-b, np.zeros(m), hi, -lo]),
+                                 [clarabel.NonnegativeConeT(2 * m + 2 * n)], settings).solve()
+    if str(sol.status) != "Solved":
+        raise _QPFailed(f"{failed}; CLARABEL status {sol.status}")
+    return np.asarray(sol.x[:n], dtype=float)
 
 
 class _QPFailed(RuntimeError):
