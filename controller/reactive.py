@@ -482,7 +482,7 @@ class ReactiveCompensator:
         settings: shared by every feeder's problem.
         method: ``"socp"`` (:class:`FeederReactiveSOCP`, the default) or ``"fast"``
             (:class:`controller.reactive_fast.FastFeederReactive`: the same env-cost objective
-            minimized on the AC sweep by sequential QPs, about 10-20x faster; docs/rl.md).
+            minimized on the AC sweep by sequential QPs, 5-10x faster per step; docs/rl.md).
     """
 
     def __init__(self, feeders: Sequence[Network] | Grid, settings: ReactiveSettings = ReactiveSettings(),

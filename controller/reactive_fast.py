@@ -159,7 +159,7 @@ class FastFeederReactive:
         hess = scale[:, None] * model * scale[None, :] + 2 * self.settings.q_regularizer * np.eye(self.n_comp)
         return 0.5 * (hess + hess.T)
 
-    def _qp_step(self, pt: _Point, w_head: np.ndarray, w_volt: np.ndarray, radius: float = 0.05
+    def _qp_step(self, pt: _Point, w_head: np.ndarray, w_volt: np.ndarray, radius: float
                  ) -> tuple[np.ndarray, float, float]:
         """The step ``d`` of the local QP (module docstring) within the trust region
         ``|d| <= radius``, the decrease of ``f`` the QP predicts for it, and HiGHS's time (ms)."""
