@@ -7,7 +7,16 @@
   (the id ``env:gridroll/<CASE>-v0``; start-up time excluded);
 * ``residual``: the bare env in the residual action mode (the heuristic's act every step).
 
+With ``--reactive`` it measures reactive control in the env instead
+(``ReactiveCompensationWrapper``, the loop's settings: 30 draws reduced to 10 scenarios):
+``none`` (the bare env, the baseline), ``socp`` (the scenario SOCP) and ``fast``
+(:mod:`controller.reactive_fast`), for random actions and for PPO training
+(``model.learn``, MultiInputPolicy, ``n_steps=256``). The routes are run in turn
+``--repeats`` times (alternated, so a change in the machine's load hits them alike) and the
+median steps/s of each is printed next to the baseline.
+
     python benchmarks/rl_steps.py --case d33 --steps 2000 --envs 2
+    python benchmarks/rl_steps.py --case d33 --reactive --steps 300 --repeats 3
 
 Needs the ``rl`` extra. Prints one line per route; figures depend on the machine's load.
 """
@@ -39,7 +48,12 @@ def main() -> None:
     parser.add_argument("--case", default="d33")
     parser.add_argument("--steps", type=int, default=2000, help="env steps per route (all envs together)")
     parser.add_argument("--envs", type=int, default=2, help="SubprocVecEnv workers")
+    parser.add_argument("--reactive", action="store_true", help="reactive control in the env: none/socp/fast")
+    parser.add_argument("--repeats", type=int, default=3, help="--reactive: alternated runs per route")
     args = parser.parse_args()
+    if args.reactive:
+        _reactive(args.case, args.steps, args.repeats)
+        return
 
     import gymnasium as gym
     from stable_baselines3.common.env_util import make_vec_env
@@ -85,6 +99,58 @@ def main() -> None:
           f"start-up {start_s:.1f} s)")
     sub.close()
     print(f"  residual                {_rate(single(ResidualActionWrapper(gym.make(env_id))), args.steps):8.0f}")
+
+
+def _reactive(case: str, steps: int, repeats: int) -> None:
+    """Medians of alternated runs: random-action steps and PPO training steps per second,
+    reactive control none / socp / fast."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    import env  # noqa: F401
+    from controller.wrappers import ReactiveCompensationWrapper
+    from env.registration import case_env_id
+
+    def make(method: str) -> gym.Env:
+        e = gym.make(case_env_id(case))
+        return e if method == "none" else ReactiveCompensationWrapper(e, method=method)
+
+    methods = ("none", "socp", "fast")
+    rng = np.random.default_rng(0)
+
+    def random_steps(method: str) -> float:
+        e = make(method)
+
+        def run(n: int) -> int:
+            e.reset(seed=8300)
+            for _ in range(n):
+                _, _, term, trunc, _ = e.step(rng.uniform(-1, 1, e.action_space.shape).astype(np.float32))
+                if term or trunc:
+                    e.reset()
+            return n
+        return _rate(run, steps)
+
+    def ppo_steps(method: str) -> float:
+        model = PPO("MultiInputPolicy", make(method), n_steps=256, batch_size=64, n_epochs=2, seed=8300,
+                    device="cpu", verbose=0)
+
+        def run(n: int) -> int:
+            model.learn(total_timesteps=n)
+            return model.num_timesteps
+        return _rate(run, max(256, steps // 256 * 256))
+
+    print(f"{case}: steps per second with reactive control in the env, median of {repeats} alternated runs "
+          f"of {steps} steps")
+    for label, measure in (("random actions", random_steps), ("PPO training", ppo_steps)):
+        rates: dict[str, list[float]] = {m: [] for m in methods}
+        for _ in range(repeats):
+            for m in methods:
+                rates[m].append(measure(m))
+        med = {m: float(np.median(rates[m])) for m in methods}
+        print(f"  {label:15s} none {med['none']:8.0f}   socp {med['socp']:7.1f} ({med['none'] / med['socp']:5.1f}x "
+              f"slower)   fast {med['fast']:7.1f} ({med['none'] / med['fast']:5.1f}x slower)   "
+              f"fast/socp {med['fast'] / med['socp']:5.1f}x")
+        print(f"  {'':15s} runs: " + "; ".join(f"{m} " + ", ".join(f"{r:.0f}" for r in rates[m]) for m in methods))
 
 
 if __name__ == "__main__":

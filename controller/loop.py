@@ -41,6 +41,8 @@ class LoopSettings:
         socp: the SOCP's settings (solver, objective, formulation).
         scenarios: where the SOCP's scenarios come from: ``"forecast"`` (draws of the step
             from the forecast made before it, seed 003) or ``"nowcast"`` (the observed step).
+        reactive_method: ``"socp"`` (the scenario SOCP) or ``"fast"`` (the same env-cost
+            objective on the AC sweep, :mod:`controller.reactive_fast`; what RL training uses).
     """
 
     reactive: bool = True
@@ -48,6 +50,7 @@ class LoopSettings:
     n_scenarios: int = 10
     socp: ReactiveSettings = ReactiveSettings()
     scenarios: Literal["forecast", "nowcast"] = "forecast"
+    reactive_method: Literal["socp", "fast"] = "socp"
 
     def __post_init__(self) -> None:
         """Check the fields by type (``reactive`` a bool, the counts integers, ``socp`` a
@@ -92,7 +95,7 @@ class RollingController:
             policy.attach(self.base)
         self.settings = settings
         if compensator is None and settings.reactive:
-            compensator = ReactiveCompensator(self.base.grid, settings.socp)
+            compensator = ReactiveCompensator(self.base.grid, settings.socp, method=settings.reactive_method)
         self.compensator = compensator
         self.builder = ReactiveScenarioBuilder(self.base.model, settings.n_samples, settings.n_scenarios,
                                                settings.scenarios)

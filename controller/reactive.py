@@ -64,6 +64,8 @@ from env.physics.sweep import PowerFlowError, RadialSweep
 from env.pricing import StepPrices
 
 SOLVERS = ("ECOS", "CLARABEL")
+FAST_SOLVER = "fast_ac"  # solver_used of controller.reactive_fast (SQP on the AC sweep)
+METHODS = ("socp", "fast")
 OBJECTIVES = ("env_cost", "proxy")
 _FALLBACK_SOLVER = {"ECOS": "CLARABEL", "CLARABEL": "ECOS"}
 _PROB_TOL = 1e-6
@@ -151,7 +153,8 @@ class ReactiveResult:
         status: cvxpy status of the solve that produced ``q_mvar`` (``optimal``, or
             ``optimal_inaccurate`` when it passed the AC check), or
             ``"solver_failed"`` when a stored setpoint was used.
-        solver_used: ``"ECOS"``, ``"CLARABEL"``, ``"last_good"`` or ``"default"``.
+        solver_used: ``"ECOS"``, ``"CLARABEL"``, ``"fast_ac"`` (:mod:`controller.reactive_fast`),
+            ``"last_good"`` or ``"default"``.
         fallback: why a fallback was used (every failed attempt), else ``None``.
         v_pred_pu: (S_given, n_bus) predicted voltage magnitudes ``sqrt(v)``; NaN
             rows for zero-probability scenarios and when no solver succeeded.
@@ -186,9 +189,9 @@ class ReactiveResult:
         v = np.array(self.v_pred_pu, dtype=float)
         if v.ndim != 2:
             raise ValueError(f"ReactiveResult.v_pred_pu must be 2-D (S, n_bus), got shape {v.shape}")
-        if self.solver_used not in (*SOLVERS, "last_good", "default"):
+        if self.solver_used not in (*SOLVERS, FAST_SOLVER, "last_good", "default"):
             raise ValueError(f"ReactiveResult.solver_used: unknown value {self.solver_used!r}")
-        if (self.solver_used in SOLVERS) != (self.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)):
+        if (self.solver_used in (*SOLVERS, FAST_SOLVER)) != (self.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)):
             raise ValueError(f"ReactiveResult: status {self.status!r} inconsistent with {self.solver_used!r}")
         for arr in (q, v):
             arr.setflags(write=False)
@@ -329,20 +332,7 @@ class FeederReactiveSOCP:
         return self._stored_result(pi, failures, t0)
 
     def _validate(self, p: np.ndarray, q: np.ndarray, pi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n_bus, s_max = self.net.n_bus, self.settings.n_scenarios
-        p = _finite_array(p, "p_net_mw", ndim=2)
-        q = _finite_array(q, "q_net_mvar", ndim=2)
-        pi = _finite_array(pi, "probabilities", ndim=1)
-        s = p.shape[0]
-        if p.shape[1] != n_bus or not 1 <= s <= s_max:
-            raise ValueError(f"p_net_mw: expected shape (S, {n_bus}) with 1 <= S <= {s_max}, got {p.shape}")
-        if q.shape != p.shape:
-            raise ValueError(f"q_net_mvar: expected shape {p.shape} like p_net_mw, got {q.shape}")
-        if pi.shape != (s,):
-            raise ValueError(f"probabilities: expected shape ({s},), got {pi.shape}")
-        if np.any(pi < 0) or abs(pi.sum() - 1.0) > _PROB_TOL:
-            raise ValueError(f"probabilities: must be >= 0 and sum to 1, got sum {pi.sum():.9g}")
-        return p, q, pi / pi.sum()
+        return validate_scenarios(self.net.n_bus, self.settings.n_scenarios, p, q, pi)
 
     def _set_parameters(self, p: np.ndarray, q: np.ndarray, pi: np.ndarray, prices: StepPrices | None) -> None:
         """Parameters in pu, injections = -consumption; pad by repetition with pi = 0."""
@@ -427,17 +417,46 @@ class FeederReactiveSOCP:
         return gap.abs_pu, gap.rel
 
     def _stored_result(self, pi: np.ndarray, failures: list[str], t0: float) -> ReactiveResult:
-        if self._last_good_mvar is not None:
-            q, used, what = self._last_good_mvar, "last_good", "using the last good setpoint"
-        else:
-            q = np.clip(np.zeros(self.n_comp), self._q_min_mvar, self._q_max_mvar)
-            used, what = "default", "no previous solution: using zeros projected to the limits"
-        return ReactiveResult(
-            q_mvar=q, status="solver_failed", solver_used=used, fallback=f"{'; '.join(failures)}; {what}",
-            v_pred_pu=np.full((len(pi), self.net.n_bus), np.nan), relaxation_gap_pu=np.nan,
-            relaxation_gap_rel=np.nan, objective=np.nan, expected_loss_mw=np.nan, max_violation_pu=np.nan,
-            solve_ms=(time.perf_counter() - t0) * 1e3, solver_ms=np.nan,
-        )
+        return stored_result(self._last_good_mvar, self._q_min_mvar, self._q_max_mvar, self.net.n_bus, pi,
+                             failures, t0)
+
+
+def stored_result(last_good_mvar: np.ndarray | None, q_min_mvar: np.ndarray, q_max_mvar: np.ndarray, n_bus: int,
+                  pi: np.ndarray, failures: list[str], t0: float) -> ReactiveResult:
+    """The result of a step no solver solved: the last good setpoint, else zeros projected to the limits."""
+    if last_good_mvar is not None:
+        q, used, what = last_good_mvar, "last_good", "using the last good setpoint"
+    else:
+        q = np.clip(np.zeros(len(q_min_mvar)), q_min_mvar, q_max_mvar)
+        used, what = "default", "no previous solution: using zeros projected to the limits"
+    return ReactiveResult(
+        q_mvar=q, status="solver_failed", solver_used=used, fallback=f"{'; '.join(failures)}; {what}",
+        v_pred_pu=np.full((len(pi), n_bus), np.nan), relaxation_gap_pu=np.nan,
+        relaxation_gap_rel=np.nan, objective=np.nan, expected_loss_mw=np.nan, max_violation_pu=np.nan,
+        solve_ms=(time.perf_counter() - t0) * 1e3, solver_ms=np.nan,
+    )
+
+
+def validate_scenarios(n_bus: int, s_max: int, p: np.ndarray, q: np.ndarray, pi: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked ``(p (S, n_bus), q (S, n_bus), pi (S,))`` of a reactive solve, ``pi`` renormalized.
+
+    Raises:
+        ValueError: for a bad shape, NaN/inf, or probabilities not >= 0 summing to 1.
+    """
+    p = _finite_array(p, "p_net_mw", ndim=2)
+    q = _finite_array(q, "q_net_mvar", ndim=2)
+    pi = _finite_array(pi, "probabilities", ndim=1)
+    s = p.shape[0]
+    if p.shape[1] != n_bus or not 1 <= s <= s_max:
+        raise ValueError(f"p_net_mw: expected shape (S, {n_bus}) with 1 <= S <= {s_max}, got {p.shape}")
+    if q.shape != p.shape:
+        raise ValueError(f"q_net_mvar: expected shape {p.shape} like p_net_mw, got {q.shape}")
+    if pi.shape != (s,):
+        raise ValueError(f"probabilities: expected shape ({s},), got {pi.shape}")
+    if np.any(pi < 0) or abs(pi.sum() - 1.0) > _PROB_TOL:
+        raise ValueError(f"probabilities: must be >= 0 and sum to 1, got sum {pi.sum():.9g}")
+    return p, q, pi / pi.sum()
 
 
 def _finite_array(value: Any, name: str, ndim: int) -> np.ndarray:
@@ -456,19 +475,31 @@ ScenarioInput = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class ReactiveCompensator:
-    """One :class:`FeederReactiveSOCP` per feeder (of a ``Grid`` or a list of feeders).
+    """One reactive controller per feeder (of a ``Grid`` or a list of feeders).
 
     Args:
         feeders: the feeders, or a ``Grid`` (its ``feeders`` are used).
         settings: shared by every feeder's problem.
+        method: ``"socp"`` (:class:`FeederReactiveSOCP`, the default) or ``"fast"``
+            (:class:`controller.reactive_fast.FastFeederReactive`: the same env-cost objective
+            minimized on the AC sweep by sequential QPs, 5-10x faster per step; docs/rl.md).
     """
 
-    def __init__(self, feeders: Sequence[Network] | Grid, settings: ReactiveSettings = ReactiveSettings()) -> None:
+    def __init__(self, feeders: Sequence[Network] | Grid, settings: ReactiveSettings = ReactiveSettings(),
+                 method: str = "socp") -> None:
         nets = feeders.feeders if isinstance(feeders, Grid) else tuple(feeders)
         if not nets:
             raise ValueError("ReactiveCompensator: no feeders")
+        if method not in METHODS:
+            raise ValueError(f"ReactiveCompensator.method must be one of {METHODS}, got {method!r}")
         self.settings = settings
-        self.models = tuple(FeederReactiveSOCP(net, settings) for net in nets)
+        self.method = method
+        if method == "fast":
+            from controller.reactive_fast import FastFeederReactive  # it builds on this module
+
+            self.models: tuple[Any, ...] = tuple(FastFeederReactive(net, settings) for net in nets)
+        else:
+            self.models = tuple(FeederReactiveSOCP(net, settings) for net in nets)
 
     def solve(self, inputs: Sequence[ScenarioInput], prices: StepPrices | None = None) -> list[ReactiveResult]:
         """Solve every feeder; ``inputs[k] = (p_net_mw, q_net_mvar, probabilities)`` of feeder k,

@@ -22,6 +22,16 @@ from env.network import Network
 from env.pricing import StepPrices
 
 
+def env_cost_weights(pi: np.ndarray, prices: StepPrices | None, net_p_mw: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(w_head, w_V)`` (S,) of the env-cost objective: ``w_s = pi_s dt c_s`` per MW of head power
+    (``c_s`` the price on the side scenario ``s`` settles, by the sign of its lossless net
+    consumption ``net_p_mw``) and ``w_V = pi dt c_V`` per p.u. of voltage outside the limits."""
+    if prices is None:
+        raise ValueError("prices: the env-cost objective needs the step's StepPrices (env.pricing.step_prices)")
+    return pi * prices.dt_h * prices.head_price(net_p_mw), pi * prices.dt_h * prices.voltage_per_puh
+
+
 class EnvCostTerms:
     """``sum_s [w_s P_s + w_V_s sum_j (o_js + n_js)] + r ||q^c||^2``.
 
@@ -59,10 +69,7 @@ class EnvCostTerms:
     def set_prices(self, pi: np.ndarray, prices: StepPrices | None, net_p_mw: np.ndarray) -> None:
         """Weights of a solve: ``pi`` (S,), the step's prices, ``net_p_mw`` (S,) each scenario's
         lossless net consumption (its sign picks the settlement side)."""
-        if prices is None:
-            raise ValueError("prices: the env-cost objective needs the step's StepPrices (env.pricing.step_prices)")
-        self.w_head.value = pi * prices.dt_h * prices.head_price(net_p_mw)
-        self.w_volt.value = pi * prices.dt_h * prices.voltage_per_puh
+        self.w_head.value, self.w_volt.value = env_cost_weights(pi, prices, net_p_mw)
 
     def max_violation_pu(self, live: np.ndarray) -> float:
         """Largest voltage-limit violation the solution pays for (p.u.), over live scenarios."""

@@ -24,17 +24,19 @@ class ReactiveCompensationWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         env: a ``TDGridEnv`` (or wrapper) with ``reactive="none"``.
         settings: the SOCP's settings.
         n_samples, n_scenarios: forecast paths drawn, and kept after reduction.
+        method: ``"socp"`` (the loop's default) or ``"fast"`` (the same objective on the AC
+            sweep, :mod:`controller.reactive_fast`; docs/rl.md has how closely they agree).
     """
 
     def __init__(self, env: gym.Env, settings: ReactiveSettings = ReactiveSettings(),
-                 n_samples: int = 30, n_scenarios: int = 10) -> None:
+                 n_samples: int = 30, n_scenarios: int = 10, method: str = "socp") -> None:
         gym.utils.RecordConstructorArgs.__init__(self, settings=settings, n_samples=n_samples,
-                                                 n_scenarios=n_scenarios)
+                                                 n_scenarios=n_scenarios, method=method)
         gym.Wrapper.__init__(self, env)
         base = env.unwrapped
         if getattr(base, "reactive", None) != "none":
             raise ValueError("ReactiveCompensationWrapper: wrap a TDGridEnv with reactive='none'")
-        self.compensator = ReactiveCompensator(base.grid, settings)
+        self.compensator = ReactiveCompensator(base.grid, settings, method=method)
         self.builder = ReactiveScenarioBuilder(base.model, n_samples, n_scenarios)
         self._rng = np.random.default_rng(0)
 

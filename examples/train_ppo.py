@@ -5,8 +5,9 @@ Needs the ``rl`` extra: ``pip install -e ".[rl]"`` (stable-baselines3, torch 2.1
     python examples/train_ppo.py --timesteps 20000 --eval-days 3 --out runs/ppo
 
 The agent acts on active power (EV stations, storage, curtailment); inside
-training the reactive SOCP runs in the env (``ReactiveCompensationWrapper``)
-unless ``--no-socp``; evaluation runs the agent as a Policy (``SB3Policy``) in
+training reactive control runs in the env (``ReactiveCompensationWrapper``):
+``--reactive fast`` (default: the SOCP's objective on the AC sweep, docs/rl.md),
+``socp`` (the loop's SOCP) or ``none``; evaluation runs the agent as a Policy (``SB3Policy``) in
 the same ``RollingController`` as every other policy, on the same seeded days
 as the heuristic, and prints both.
 """
@@ -29,13 +30,13 @@ from policies import make_policy  # noqa: E402
 from policies.sb3 import SB3Policy  # noqa: E402
 
 
-def train(timesteps: int, seed: int, socp: bool, case: str = "d33"):  # noqa: ANN201 - an SB3 model
+def train(timesteps: int, seed: int, reactive: str, case: str = "d33"):  # noqa: ANN201 - an SB3 model
     """PPO with SB3's MultiInputPolicy on the Dict observation."""
     from stable_baselines3 import PPO
 
     train_env = gym.make("gridroll/TDGrid-v0", case=case, regime="cloudy")
-    if socp:
-        train_env = ReactiveCompensationWrapper(train_env, n_samples=10, n_scenarios=3)
+    if reactive != "none":
+        train_env = ReactiveCompensationWrapper(train_env, n_samples=10, n_scenarios=3, method=reactive)
     model = PPO("MultiInputPolicy", train_env, n_steps=512, batch_size=128, seed=seed, verbose=0, device="cpu")
     model.learn(total_timesteps=timesteps)
     return model
@@ -59,12 +60,13 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=20_000)
     parser.add_argument("--eval-days", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--no-socp", action="store_true", help="train without the reactive SOCP in the env")
+    parser.add_argument("--reactive", choices=("fast", "socp", "none"), default="fast",
+                        help="reactive control in the training env (evaluation: the loop's SOCP)")
     parser.add_argument("--out", default="runs/ppo")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = train(args.timesteps, args.seed, socp=not args.no_socp)
+    model = train(args.timesteps, args.seed, reactive=args.reactive)
     model.save(out / "ppo_d33")
     table = evaluate(model, args.eval_days, seed=1000 + args.seed)
     table.to_parquet(out / "eval.parquet", index=False)

@@ -1,4 +1,5 @@
-"""PPO from Stable-Baselines3 trains on D33 and runs through the rolling controller (slow)."""
+"""PPO from Stable-Baselines3 trains on D33 (fast reactive control in the env) and runs through
+the rolling controller (slow)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def _example():  # noqa: ANN202 - the example module
 def test_ppo_trains_a_few_thousand_steps_and_is_evaluated_like_any_policy() -> None:
     pytest.importorskip("stable_baselines3", reason="the rl extra is needed: pip install -e '.[rl]'")
     example = _example()
-    model = example.train(timesteps=2048, seed=0, socp=False)
+    model = example.train(timesteps=2048, seed=0, reactive="fast")
     table = example.evaluate(model, days=1, seed=7)
     assert set(table.policy) == {"rl", "heuristic"}
     assert np.isfinite(table.total_cost).all()
