@@ -20,6 +20,7 @@ import time
 
 import _timing  # noqa: F401  (pins BLAS to one thread before numpy work)
 import gymnasium as gym
+import numpy as np
 
 import env  # noqa: F401  (registers the ids)
 from env.registration import case_env_id
@@ -69,7 +70,8 @@ def _grid2op_rate(steps: int) -> float | None:
     g = grid2op.make("l2rpn_case14_sandbox", backend=LightSimBackend(), test=True)
     ge = GymEnv(g)
     ge.reset(seed=8006)
-    do_nothing = ge.action_space.sample() * 0
+    sample = ge.action_space.sample()          # a Dict space: all-zero entries change nothing
+    do_nothing = {k: np.zeros_like(v) for k, v in sample.items()}
     t0 = time.perf_counter()
     for _ in range(steps):
         _, _, terminated, truncated, _ = ge.step(do_nothing)
