@@ -50,11 +50,14 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0 or args.step < 0:
         raise ValueError("--seed and --step must be >= 0")
     grid, op = step_operating_point(args.case, args.regime, args.seed, args.step, args.policy)
-    res = simulate(op, FaultSpec(bus=args.fault_bus, t_clear_s=args.clear))
+    fault = FaultSpec(bus=args.fault_bus, t_clear_s=args.clear)
+    res = simulate(op, fault)
     print(f"{args.case} seed {args.seed} step {args.step}: fault at bus {args.fault_bus} 0.2 s, cleared "
           f"{args.clear} s; time-domain TVCI {res.tvci}, VDSI {res.vdsi:.4f} ({res.wall_s:.2f} s)")
     sur = surrogate_for(grid)
-    if sur is not None:
+    if sur is not None and fault != FaultSpec():
+        print("surrogate: trained on the default fault only (bus 3 at 0.2 s, cleared 0.4 s); not evaluated")
+    elif sur is not None:
         tv, vd = sur.predict(feature_vector(grid, op))
         print(f"surrogate: TVCI {int(tv[0])}, VDSI {float(vd[0]):.4f}")
     if args.plot:

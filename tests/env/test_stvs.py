@@ -49,7 +49,6 @@ def fixed_operating_point() -> StvsOperatingPoint:
     return StvsOperatingPoint(gen, lp, lq, np.zeros(14), (13, 12), np.array([15.0, 15.0]), np.array([5.0, 5.0]))
 
 
-@pytest.mark.slow
 def test_andes_fault_cleared_in_time_is_stable_and_delayed_is_not():
     pytest.importorskip("andes")
     from env.stvs.andes_sim import DELAYED_CLEARING, FaultSpec, simulate
@@ -111,3 +110,34 @@ def test_shipped_surrogate_on_the_held_out_split():
     tv, vd = StvsSurrogate.load().predict(d["x"])
     assert np.mean(tv == d["tvci"]) >= TVCI_ACCURACY_FLOOR
     assert np.abs(vd - d["vdsi"]).sum() / np.abs(d["vdsi"]).sum() <= VDSI_REL_ERROR_CEILING
+
+
+def test_instability_gradient_points_at_the_loaded_slack_unit():
+    """The data set's unstable points load the slack unit (bus 0) heavily: near the boundary,
+    more slack output raises the surrogate's instability probability."""
+    from env.cases import load_case
+    from env.stvs.surrogate import StvsSurrogate, instability_gradient
+
+    grid = load_case("t14d2")
+    op = fixed_operating_point()
+    sur = StvsSurrogate.load()
+    probs = []
+    for g0 in (60.0, 100.0, 140.0, 180.0):
+        gen = op.gen_p_mw.copy()
+        gen[0] = g0
+        shifted = StvsOperatingPoint(gen, op.load_p_mw, op.load_q_mvar, op.der_p_mw, op.pcc_bus,
+                                     op.pcc_p_mw, op.pcc_q_mvar)
+        p, g_unit, g_head = instability_gradient(grid, sur, shifted)
+        probs.append(p)
+        assert g_unit.shape == (len(grid.transmission.gen),) and g_head.shape == (2,)
+    assert probs[0] < 0.5 < probs[-1]
+
+
+def test_flex_coordinated_stvs_term_needs_a_surrogate_for_the_case():
+    from env.cases import load_case
+    from policies.flex_coordinated import FlexCoordinatedPolicy, FlexSettings
+
+    with pytest.raises(ValueError, match="surrogate"):
+        FlexCoordinatedPolicy(load_case("t30d2"), flex=FlexSettings(stvs_risk_per_h=100.0))
+    with pytest.raises(ValueError):
+        FlexSettings(stvs_risk_per_h=-1.0)
