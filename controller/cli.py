@@ -1,4 +1,4 @@
-"""The ``gridroll`` command line: ``gridroll cases | scenarios | run | compare | stress | plan | flex | p2p``."""
+"""The ``gridroll`` command line: ``gridroll cases | scenarios | run | compare | stress | plan | flex | p2p | stvs``."""
 
 from __future__ import annotations
 
@@ -55,10 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     """The sub-commands defined in their own modules."""
-    from controller import cli_compare, cli_flex, cli_p2p, cli_plan, cli_run, cli_scenarios
+    from controller import cli_compare, cli_flex, cli_p2p, cli_plan, cli_run, cli_scenarios, cli_stvs
 
     return [cli_scenarios.add_parser, cli_run.add_parser, cli_compare.add_parser, cli_plan.add_parser,
-            cli_flex.add_parser, cli_p2p.add_parser]
+            cli_flex.add_parser, cli_p2p.add_parser, cli_stvs.add_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

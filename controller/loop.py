@@ -101,6 +101,8 @@ class RollingController:
                                                settings.scenarios)
         self.physics = GridPhysics(self.base.grid)
         self._comp_splits = np.cumsum([0] + [len(f.compensator) for f in self.base.grid.feeders])
+        from env.stvs.surrogate import surrogate_for
+        self.stvs = surrogate_for(self.base.grid)     # STVS surrogate of the case (docs/stvs.md), or None
 
     def run_day(self, seed: int, on_step: Callable[[int, int], None] | None = None) -> DayResult:
         """Play one day; the day is ``sample_day(grid, regime, seed)`` (same seed, same day).
@@ -180,8 +182,11 @@ class RollingController:
             "max_line_loading": float(out.line_loading.max()) if self.base.model.any_rated else float("nan"),
             **{f"viol_{k}": v for k, v in out.violations.items()},
         }
-        rows = [system]
         m = self.base.model
+        if self.stvs is not None:
+            from env.stvs.surrogate import assess
+            system["stvs_tvci"], system["stvs_vdsi"] = assess(self.base.grid, self.stvs, out, m)
+        rows = [system]
         q_applied, n_comp = out.setpoints["q_comp_mvar"], self._comp_splits
         for k, sl in enumerate(m.feeder_bus_slices):
             net = self.base.grid.feeders[k]

@@ -53,6 +53,10 @@ class FlexSettings(StrictKwargs):
         n_samples: forecast error samples per step for the p-box fit.
         boundary_p_max_mw: the interface limit ``P_B^max`` of each feeder.
         flex_balance: False = economic dispatch only (no flexibility balance, no reserve).
+        stvs_risk_per_h: the STVS risk's price (risk preference coefficient x the cost of an
+            instability; currency per hour at probability 1): the objective adds, per step,
+            ``stvs_risk_per_h * dt * (1 - p_stable)`` linearized at the observed operating point
+            (the shipped surrogate, docs/stvs.md). 0 = no STVS term.
     """
 
     epsilon: float = 0.5
@@ -62,6 +66,7 @@ class FlexSettings(StrictKwargs):
     n_samples: int = 300
     boundary_p_max_mw: float = 5.0
     flex_balance: bool = True
+    stvs_risk_per_h: float = 0.0
 
     def __post_init__(self) -> None:
         self.check_types()
@@ -71,6 +76,7 @@ class FlexSettings(StrictKwargs):
         self.check_range("c_flex_down_per_mwh", 0.0)
         self.check_range("n_samples", 40)
         self.check_range("boundary_p_max_mw", 0.0, low_open=True)
+        self.check_range("stvs_risk_per_h", 0.0)
 
 
 class _FlexWindow(_Window):
@@ -94,7 +100,11 @@ class _FlexWindow(_Window):
         cons += [fu <= up, fd <= dn, fu <= self.p_b + self.head_k, fd <= self.p_b - self.head_k]
         # transmission renewables can be curtailed within the step (the env's balancing does): down supply
         t_dn = cp.sum(self.used[n_der_f:], axis=0) if self.used.shape[0] > n_der_f else 0
-        return cp.sum(fu, axis=0), cp.sum(fd, axis=0) + t_dn, 0
+        # STVS risk, linear in the units' P and the PCC exchange (gradients x price, set per step)
+        self.stvs_g_unit = cp.Parameter(m.n_gen, name="stvs_risk_unit")
+        self.stvs_g_head = cp.Parameter(m.n_feeder, name="stvs_risk_head")
+        risk = dt * cp.sum(self.stvs_g_unit @ self.th.p_mw + self.stvs_g_head @ self.head_k)
+        return cp.sum(fu, axis=0), cp.sum(fd, axis=0) + t_dn, risk
 
 
 class FlexCoordinatedPolicy(MPCPolicy):
@@ -120,6 +130,15 @@ class FlexCoordinatedPolicy(MPCPolicy):
         if not self.flex.flex_balance:
             self.name = "flex_coordinated_ed"
         self.demand_up_mw = self.demand_down_mw = None
+        self.stvs = None
+        if self.flex.stvs_risk_per_h > 0:
+            from env.stvs.surrogate import surrogate_for
+
+            self.stvs = surrogate_for(grid)
+            if self.stvs is None:
+                raise ValueError(f"flex_coordinated: stvs_risk_per_h > 0 needs an STVS surrogate trained on "
+                                 f"{grid.name} (docs/stvs.md); none ships for it")
+            self.name = "flex_coordinated_stvs"
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
@@ -194,3 +213,27 @@ class FlexCoordinatedPolicy(MPCPolicy):
         c_dn = tar.penalty_curtailment_per_mwh if f.c_flex_down_per_mwh is None else f.c_flex_down_per_mwh
         w.price_short_up.value, w.price_short_dn.value = scale * c_up, scale * c_dn
         w.p_b.value = f.boundary_p_max_mw
+        g_unit, g_head = np.zeros(self.model.n_gen), np.zeros(self.model.n_feeder)
+        if self.stvs is not None:
+            _, g_unit, g_head = self._stvs_gradient(obs)
+        w.stvs_g_unit.value = f.stvs_risk_per_h * g_unit
+        w.stvs_g_head.value = f.stvs_risk_per_h * g_head
+
+    def _stvs_gradient(self, obs: Any) -> tuple[float, np.ndarray, np.ndarray]:
+        """The surrogate's instability probability and its gradient at the observed operating
+        point: last thermal output, the step's loads and renewables, feeders' net load as PCC."""
+        from env.stvs.operating_point import StvsOperatingPoint
+        from env.stvs.surrogate import instability_gradient
+
+        m, t = self.model, self.grid.transmission
+        n = t.n_bus
+        lp, lq = np.asarray(obs.load_p_mw, float), np.asarray(obs.load_q_mvar, float)
+        der = np.asarray(obs.der_avail_mw, float)
+        nl, nd = m.n_load_f, m.n_der_f
+        head_p = m.f_load @ lp[:nl] - (m.f_der @ der[:nd] if nd else 0.0)
+        op = StvsOperatingPoint(np.bincount(t.gen.bus, obs.thermal_p_last_mw, minlength=n),
+                                np.bincount(t.load.bus, lp[nl:], minlength=n),
+                                np.bincount(t.load.bus, lq[nl:], minlength=n),
+                                np.bincount(t.der.bus, der[nd:], minlength=n), tuple(self.grid.boundary_bus),
+                                head_p, m.f_load @ lq[:nl])
+        return instability_gradient(self.grid, self.stvs, op)
