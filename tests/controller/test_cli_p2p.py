@@ -24,7 +24,7 @@ def test_p2p_prints_both_schemes_and_writes_json(tmp_path, capsys) -> None:  # n
                  "--mip-gap", "0.01", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for label in ("BESS throughput", "self-consumption", "TN imports", "P2P across ADNs", "DSO 4 cost",
-                  "TSO net cost", "solve time", "dso_led", "tso_led", "dual big-M active: False"):
+                  "TSO net cost", "solve time", "SCIP status", "dso_led", "tso_led", "dual big-M active: False"):
         assert label in out
     data = json.loads((tmp_path / "p2p.json").read_text())
     dso, tso = data["schemes"]["dso_led"], data["schemes"]["tso_led"]
@@ -38,7 +38,7 @@ def test_p2p_scaling_table(capsys) -> None:  # noqa: ANN001
     assert main(["p2p", "--case", "t30d5", "--seed", "8700", "--period-minutes", "360", "--time-limit", "60",
                  "--adns", "1,2"]) == 0
     out = capsys.readouterr().out
-    assert "binaries" in out and "solve_s" in out
+    assert "binaries" in out and "solve_s" in out and "optimal" in out
 
 
 def test_p2p_refuses_a_single_feeder(capsys) -> None:  # noqa: ANN001
