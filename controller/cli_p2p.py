@@ -84,14 +84,19 @@ def compare_schemes(grid: Any, day: Any, settings: Any) -> dict[str, dict[str, A
 
 
 def scaling(grid: Any, day: Any, settings: Any, counts: list[int]) -> list[dict[str, Any]]:
-    """DSO-led MISOCP size and solve time for each number of ADNs."""
+    """DSO-led MISOCP size and solve time for each number of ADNs (a failed solve is a row with its
+    status, the study goes on)."""
     from policies.p2p.market import solve_dso_led
     from policies.p2p.scaling import grid_with_adns
 
     rows = []
     for k in counts:
         g, d = grid_with_adns(grid, day, k)
-        res = solve_dso_led(g, d, settings)
+        try:
+            res = solve_dso_led(g, d, settings)
+        except RuntimeError as exc:          # no incumbent in the time limit: a row that says so
+            rows.append({"adns": k, "optimal": False, "status": f"failed: {exc}"})
+            continue
         rows.append({"adns": k, "optimal": res.info.optimal, "variables": res.info.n_variables, "constraints": res.info.n_constraints,
                      "binaries": res.info.n_binaries, "solve_s": round(res.info.solve_s, 2),
                      "mip_gap": res.info.mip_gap, "status": res.info.status})
