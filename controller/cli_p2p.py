@@ -75,7 +75,7 @@ def compare_schemes(grid: Any, day: Any, settings: Any) -> dict[str, dict[str, A
     for name, solve in (("dso_led", solve_dso_led), ("tso_led", solve_tso_led)):
         res = solve(grid, day, settings)
         ev = evaluate(res, grid, settings)
-        ev.update(status=res.info.status, n_variables=res.info.n_variables, n_constraints=res.info.n_constraints,
+        ev.update(status=res.info.status, optimal=res.info.optimal, n_variables=res.info.n_variables, n_constraints=res.info.n_constraints,
                   n_binaries=res.info.n_binaries)
         if res.kkt.get("complementarity_max") is not None:
             ev.update(complementarity_max=res.kkt["complementarity_max"], dual_bound_active=res.kkt["dual_bound_active"])
@@ -84,15 +84,20 @@ def compare_schemes(grid: Any, day: Any, settings: Any) -> dict[str, dict[str, A
 
 
 def scaling(grid: Any, day: Any, settings: Any, counts: list[int]) -> list[dict[str, Any]]:
-    """DSO-led MISOCP size and solve time for each number of ADNs."""
+    """DSO-led MISOCP size and solve time for each number of ADNs (a failed solve is a row with its
+    status, the study goes on)."""
     from policies.p2p.market import solve_dso_led
     from policies.p2p.scaling import grid_with_adns
 
     rows = []
     for k in counts:
         g, d = grid_with_adns(grid, day, k)
-        res = solve_dso_led(g, d, settings)
-        rows.append({"adns": k, "variables": res.info.n_variables, "constraints": res.info.n_constraints,
+        try:
+            res = solve_dso_led(g, d, settings)
+        except RuntimeError as exc:          # no incumbent in the time limit: a row that says so
+            rows.append({"adns": k, "optimal": False, "status": f"failed: {exc}"})
+            continue
+        rows.append({"adns": k, "optimal": res.info.optimal, "variables": res.info.n_variables, "constraints": res.info.n_constraints,
                      "binaries": res.info.n_binaries, "solve_s": round(res.info.solve_s, 2),
                      "mip_gap": res.info.mip_gap, "status": res.info.status})
     return rows
@@ -108,7 +113,8 @@ def _table(figures: dict[str, dict[str, Any]], grid: Any, currency: str) -> str:
             ("P2P across ADNs (MWh)", "p2p_cross_mwh"), (f"DSOs' cost ({currency})", "dso_cost_total"),
             (f"TSO generation cost ({currency})", "tso_generation_cost"),
             (f"TSO net cost ({currency})", "tso_net_cost"), (f"system cost ({currency})", "system_cost"),
-            ("solve time (s)", "solve_s"), ("MIP gap", "mip_gap"), ("binaries", "n_binaries")]
+            ("solve time (s)", "solve_s"), ("SCIP status", "status"), ("MIP gap", "mip_gap"),
+            ("binaries", "n_binaries")]
     for scheme, ev in figures.items():
         col = {label: ev[key] for label, key in keys}
         for k, c in enumerate(ev["dso_cost"]):
@@ -135,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
         print(_table(figures, grid, grid.tariff.currency))
         kkt = figures["dso_led"]
         print(f"KKT: max |slack x dual| {kkt['complementarity_max']:.2e}, dual big-M active: {kkt['dual_bound_active']}")
+        for scheme, ev in figures.items():
+            if not ev["optimal"]:
+                print(f"NOT OPTIMAL: {scheme} stopped at the time limit ({ev['status']}, gap {ev['mip_gap']:.2%})")
         result["schemes"] = figures
     if args.out:
         out = Path(args.out)

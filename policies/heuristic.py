@@ -76,7 +76,7 @@ class HeuristicPolicy:
         storage = np.zeros(self.sizes.n_storage)
         feeder_net = np.zeros(len(self.grid.feeders))
         for k, net in enumerate(self.grid.feeders):
-            demand = self._node_demand(k, obs.load_p_mw, ev_p_mw)
+            demand = self.node_demand(k, obs.load_p_mw, ev_p_mw)
             der_av = obs.der_avail_mw[self.index.der[k]]
             if self.no_exchange:
                 curtail[self.index.der[k]] = self._own_use_curtailment(k, demand, der_av)
@@ -84,14 +84,17 @@ class HeuristicPolicy:
             net_mw = demand.sum() - der_av.sum()  # + = deficit
             storage[self.index.storage[k]] = self._storage(k, net_mw, obs.storage_e_mwh, obs.dt_h)
             feeder_net[k] = net_mw + storage[self.index.storage[k]].sum()
-        thermal = self._thermal(obs, feeder_net, curtail)
+        thermal = self.thermal_dispatch(obs, feeder_net, curtail)
         zero_ev = np.zeros(self.sizes.n_ev_reserve)
         return Dispatch(ev_p_mw=ev_p_mw, storage_p_mw=storage, der_curtail_frac=curtail,
                         thermal_p_mw=thermal[0], thermal_r_up_mw=thermal[1], thermal_r_dn_mw=thermal[2],
                         ev_r_up_mw=zero_ev, ev_r_dn_mw=zero_ev)
 
-    def _node_demand(self, k: int, load_p_mw: np.ndarray, ev_p_mw: np.ndarray) -> np.ndarray:
-        """Per-bus demand of feeder ``k``: load + EV charging (MW)."""
+    def node_demand(self, k: int, load_p_mw: np.ndarray, ev_p_mw: np.ndarray) -> np.ndarray:
+        """Per-bus demand of feeder ``k``: load + EV charging (MW), ``(n_bus,)``.
+
+        Public: policies that replay the heuristic's rules as their recourse (policies.p2p) call it.
+        """
         n_bus = self.grid.feeders[k].n_bus
         demand = np.bincount(self.index.load_bus[k], weights=load_p_mw[self.index.loads[k]], minlength=n_bus)
         demand += np.bincount(self.index.evcs_bus[k], weights=ev_p_mw[self.index.evcs[k]], minlength=n_bus)
@@ -123,8 +126,16 @@ class HeuristicPolicy:
             return -np.minimum(np.minimum(net_mw * share, p_max), avail)
         return np.zeros(p_max.shape)
 
-    def _thermal(self, obs: Observation, feeder_net: np.ndarray, curtail: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Merit-order setpoints within ramp limits and a reserve margin split by headroom."""
+    def thermal_dispatch(self, obs: Observation, feeder_net: np.ndarray,
+                         curtail: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The TSO's real-time rule (step 3 of the module docstring): merit-order setpoints on the
+        transmission net load (T loads + ``feeder_net`` (K,) MW with losses - wind left by
+        ``curtail``), within ramp limits, and a reserve margin split by headroom.
+
+        Returns:
+            ``(p_mw, r_up_mw, r_dn_mw)`` per thermal unit (empty on a single feeder). Public: the
+            P2P policies' recourse (policies.p2p) dispatches the units by it.
+        """
         t = self.grid.transmission
         if t is None:
             z = np.zeros(0)

@@ -783,7 +783,7 @@ class DaySurrogate:
     def _thermal_rule(self, load: np.ndarray, der_used: np.ndarray, feeder_net: np.ndarray, p_last: np.ndarray,
                       dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Merit order on the thermal demand within the ramp window, and the reserve margin split
-        by headroom (``HeuristicPolicy._thermal``); arrays (C, M, n_gen)."""
+        by headroom (``HeuristicPolicy.thermal_dispatch``); arrays (C, M, n_gen)."""
         m = self.model
         demand = self._thermal_demand(load, der_used, feeder_net)
         ramp = m.g_ramp * dt

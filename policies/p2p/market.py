@@ -30,7 +30,8 @@ from policies.p2p.adn import ADNBlock, adn_block
 from policies.p2p.data import P2PDay, P2PSettings
 from policies.p2p.tso import DCOPFResult, KKTBlock, TSOData, dc_opf, tso_kkt
 
-__all__ = ["MarketResult", "SolveInfo", "evaluate", "solve_dso_led", "solve_tso_led"]
+__all__ = ["SOLVED_STATUSES", "TIME_LIMITED", "MarketResult", "SolveInfo", "evaluate", "solve_dso_led",
+           "solve_tso_led"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class SolveInfo:
     """Size and outcome of one optimization (or the sum over a scheme's solves).
 
     Attributes:
-        status: solver status(es); ``solve_s``: wall time of the solves (s);
+        status: SCIP's status(es), comma-joined over a scheme's solves (:data:`SOLVED_STATUSES`,
+            :data:`TIME_LIMITED`); ``solve_s``: wall time of the solves (s);
         n_variables, n_constraints (scalar rows), n_binaries; ``mip_gap``: SCIP's final relative gap.
     """
 
@@ -48,6 +50,12 @@ class SolveInfo:
     n_constraints: int
     n_binaries: int
     mip_gap: float
+
+    @property
+    def optimal(self) -> bool:
+        """Every solve reached the optimum or the set gap (:data:`SOLVED_STATUSES`); False when one
+        stopped at the time limit (the solution is feasible, its gap is :attr:`mip_gap`)."""
+        return all(st in SOLVED_STATUSES for st in self.status.split(","))
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,24 +109,42 @@ SCIP_PARAMS = {"heuristics/subnlp/freq": -1, "heuristics/nlpdiving/freq": -1, "h
                "display/verblevel": 0}
 
 
+#: SCIP's final statuses (``Model.getStatus``) taken as solved: the optimum, or the relative gap
+#: within :attr:`P2PSettings.mip_gap` (SCIP's ``gaplimit``; cvxpy calls both kinds of stop
+#: ``optimal_inaccurate`` alike, so the status is read from SCIP itself).
+SOLVED_STATUSES = ("optimal", "gaplimit")
+#: A stop at :attr:`P2PSettings.time_limit_s` with a feasible incumbent: used, but not optimal
+#: (:attr:`SolveInfo.optimal` False; the policies log it, ``gridroll p2p`` prints it). Any other
+#: stop (node / memory limits, interrupts, no incumbent) raises.
+TIME_LIMITED = "timelimit"
+
+
 def _solve_scip(prob: cp.Problem, settings: P2PSettings) -> tuple[str, float, float]:
-    """Solve by SCIP within the settings' time limit and gap; ``(status, seconds, gap)``.
+    """Solve by SCIP within the settings' time limit and gap; ``(status, seconds, gap)`` with
+    ``status`` SCIP's own (one of :data:`SOLVED_STATUSES` or :data:`TIME_LIMITED`).
 
     Raises:
-        RuntimeError: no feasible solution (infeasible, or none found in the time limit).
+        RuntimeError: no feasible solution (infeasible, or none found in the time limit), or any
+            other stop of SCIP (cvxpy's ``optimal_inaccurate`` is not accepted blindly).
     """
     t0 = time.perf_counter()
-    prob.solve(solver="SCIP", scip_params={"limits/time": settings.time_limit_s, "limits/gap": settings.mip_gap,
-                                           **SCIP_PARAMS})
+    try:
+        prob.solve(solver="SCIP", scip_params={"limits/time": settings.time_limit_s, "limits/gap": settings.mip_gap,
+                                               **SCIP_PARAMS})
+    except cp.error.SolverError as exc:    # e.g. the time limit without an incumbent
+        raise RuntimeError(f"P2P market: SCIP failed after {time.perf_counter() - t0:.1f} s ({exc})") from None
     seconds = time.perf_counter() - t0
     stats = prob.solver_stats.extra_stats or {}
     model = stats.pop("model", None)     # drop cvxpy's handle on the SCIP model once its gap is read
     gap = float(model.getGap()) if model is not None else float("nan")
+    raw = str(model.getStatus()) if model is not None else str(prob.status)
     del model
-    if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, cp.USER_LIMIT) or prob.value is None \
-            or not np.isfinite(prob.value):
-        raise RuntimeError(f"P2P market: SCIP status {prob.status} after {seconds:.1f} s")
-    return str(prob.status), seconds, gap
+    if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or prob.value is None or not np.isfinite(prob.value) \
+            or raw not in (*SOLVED_STATUSES, TIME_LIMITED):
+        raise RuntimeError(f"P2P market: SCIP status {raw} (cvxpy {prob.status}) after {seconds:.1f} s")
+    if raw == "gaplimit" and not gap <= settings.mip_gap * (1 + 1e-9):
+        raise RuntimeError(f"P2P market: SCIP stopped at its gap limit with gap {gap:.3g} > {settings.mip_gap:g}")
+    return raw, seconds, gap
 
 
 def _adns(grid: Grid, day: P2PSettings | P2PDay, settings: P2PSettings, K: int, y_in=None, y_out=None,  # noqa: ANN001

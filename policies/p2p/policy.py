@@ -15,8 +15,11 @@ boundary keeps to the scheduled ``h``), shared by power rating and clipped to po
 limits; DER output is curtailed to the plan's share of availability (none unless the plan curtails).
 
 **Fallbacks** (:attr:`fallback_log`, read by the loop): no forecast, a failed solve (SCIP finds no
-feasible point within its limit, the DC-OPF fails) or no plan -> the heuristic's action for the
-step, recorded as ``(step, reason)``; a failed re-plan keeps the last plan (recorded too).
+feasible point within its limit, stops for another reason, the DC-OPF fails) or no plan -> the
+heuristic's action for the step, recorded as ``(step, reason)``; a failed re-plan keeps the last
+plan (recorded too). A plan SCIP left at its time limit (a feasible incumbent, gap above
+:attr:`P2PSettings.mip_gap`) is played and logged too (``plan not optimal: ...``), so the run's
+steps (``policy_fallback``) and summary (``fallback_steps``, ``fallback_reason``) show it.
 """
 
 from __future__ import annotations
@@ -187,6 +190,7 @@ class P2PPolicy:
         cached = self.plan_cache.get(key) if self.plan_cache is not None else None
         if cached is not None:
             self.plan = cached
+            self._log_not_optimal(obs.step, cached.result)
             self.plan_log.append(_Record(obs.step, self.scheme, 0.0, cached.result.info.status, cached=True))
             return
         t0 = time.perf_counter()
@@ -199,10 +203,18 @@ class P2PPolicy:
             self.plan_log.append(_Record(obs.step, self.scheme, time.perf_counter() - t0, "failed", fallback=reason))
             return
         self.plan = _plan_from(result, day, start, kk)
+        self._log_not_optimal(obs.step, result)
         self.plan_log.append(_Record(obs.step, self.scheme, time.perf_counter() - t0, result.info.status,
                                      extra={"mip_gap": result.info.mip_gap}))
         if self.plan_cache is not None:
             self.plan_cache[key] = self.plan
+
+    def _log_not_optimal(self, step: int, result: MarketResult) -> None:
+        """A plan whose SCIP solve stopped at its time limit is played, and logged (never silent)."""
+        info = result.info
+        if not info.optimal:
+            self.fallback_log.append((step, f"plan not optimal: SCIP {info.status}, gap {info.mip_gap:.2%} "
+                                            f"(time limit {self.settings.time_limit_s:g} s); played"))
 
     # ------------------------------------------------------------------ recourse
     def _recourse(self, obs: Observation, base: Dispatch) -> Dispatch:
@@ -215,7 +227,7 @@ class P2PPolicy:
         storage = np.array(plan.storage_p_mw[t], dtype=float)
         feeder_net = np.zeros(len(self.grid.feeders))
         for k in range(len(self.grid.feeders)):
-            demand = self.heuristic._node_demand(k, obs.load_p_mw, base.ev_p_mw)
+            demand = self.heuristic.node_demand(k, obs.load_p_mw, base.ev_p_mw)
             der = obs.der_avail_mw[self.index.der[k]] * (1.0 - curtail[self.index.der[k]])
             net = float(demand.sum() - der.sum())                     # realized, + = deficit
             sl = self.index.storage[k]
@@ -227,10 +239,10 @@ class P2PPolicy:
         storage = self._feasible(storage, obs.storage_e_mwh, obs.dt_h)
         for k in range(len(self.grid.feeders)):                         # after clipping
             sl = self.index.storage[k]
-            demand = self.heuristic._node_demand(k, obs.load_p_mw, base.ev_p_mw)
+            demand = self.heuristic.node_demand(k, obs.load_p_mw, base.ev_p_mw)
             der = obs.der_avail_mw[self.index.der[k]] * (1.0 - curtail[self.index.der[k]])
             feeder_net[k] = float(demand.sum() - der.sum()) + storage[sl].sum()
-        p, r_up, r_dn = self.heuristic._thermal(obs, feeder_net, curtail)
+        p, r_up, r_dn = self.heuristic.thermal_dispatch(obs, feeder_net, curtail)
         return replace(base, storage_p_mw=storage, der_curtail_frac=curtail, thermal_p_mw=p,
                        thermal_r_up_mw=r_up, thermal_r_dn_mw=r_dn)
 

@@ -39,6 +39,7 @@ which is convex (``2 c2 P^2``) and linear in the duals: :attr:`KKTBlock.payment`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cvxpy as cp
 import numpy as np
@@ -47,7 +48,7 @@ from env.formulations.dc import DCNetwork, incidence
 from env.network import Grid
 from policies.p2p.data import P2PSettings
 
-__all__ = ["DCOPFResult", "KKTBlock", "TSOData", "dc_opf", "tso_kkt"]
+__all__ = ["DCOPF", "DCOPFResult", "KKTBlock", "TSOData", "dc_opf", "tso_kkt"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,6 +99,11 @@ class TSOData:
     def n_periods(self) -> int:
         return int(self.load_bus_mw.shape[0])
 
+    @cached_property
+    def opf(self) -> "DCOPF":
+        """The DC-OPF of these data, built once (DPP in ``h``) and re-solved by :func:`dc_opf`."""
+        return DCOPF(self)
+
     def injection(self, P, w, shed, h):  # noqa: ANN001, ANN201 - cvxpy or numpy
         """``(T, n_bus)`` net injections ``C_g P + C_w w + nu shed - D - C_b h``."""
         n = self.dc.n_bus
@@ -145,35 +151,63 @@ class DCOPFResult:
     cost: float
 
 
+class DCOPF:
+    """The TSO's DC-OPF (module docstring) of one :class:`TSOData`, built once with the boundary
+    schedules ``h`` (T, K) as a cvxpy Parameter (DPP) and re-solved by Clarabel for each ``h``.
+
+    Get it by :attr:`TSOData.opf` (one per data); :func:`dc_opf` is the one-call form.
+    """
+
+    def __init__(self, data: TSOData) -> None:
+        T, G, K = data.n_periods, len(data.c1), len(data.boundary_bus)
+        self.data = data
+        self.h_mw = cp.Parameter((T, K), name="tso_h")
+        self.P = cp.Variable((T, G), name="tso_p")
+        self.w = cp.Variable((T, len(data.wind_bus)), name="tso_w")
+        self.shed = cp.Variable(T, name="tso_shed")
+        inj = data.injection(self.P, self.w, self.shed, self.h_mw)
+        rated = data.dc.rated
+        f = inj @ data.dc.ptdf[rated].T + data.dc.f_shift_mw[rated][None, :]
+        self.bal = cp.sum(inj, axis=1) == 0
+        self.up, self.dn = f <= data.dc.rate_mw[rated][None, :], -f <= data.dc.rate_mw[rated][None, :]
+        full = lambda x: np.broadcast_to(x, (T, G))  # noqa: E731 - cvxpy's broadcast has no CPP canonicalization
+        cons = [self.bal, self.up, self.dn, self.P <= full(data.p_max), self.P >= full(data.p_min), self.w >= 0,
+                self.w <= data.wind_mw, self.shed >= 0]
+        rate = (cp.sum(self.P @ data.c1) + cp.sum(cp.square(self.P) @ data.c2) + data.c_wind * cp.sum(self.w)
+                + data.voll * cp.sum(self.shed))
+        self.problem = cp.Problem(cp.Minimize(rate), cons)
+        if not self.problem.is_dpp():
+            raise AssertionError("DCOPF: the problem must be DPP (h enters affinely)")
+
+    def solve(self, h_mw: np.ndarray, dt_h: float) -> DCOPFResult:
+        """Set ``h`` (T, K), re-solve; LMPs from the duals.
+
+        Raises:
+            RuntimeError: the solver does not report an optimum (``optimal_inaccurate`` included).
+        """
+        data, T = self.data, self.data.n_periods
+        self.h_mw.value = np.asarray(h_mw, dtype=float).reshape(self.h_mw.shape)
+        self.problem.solve(solver="CLARABEL")
+        if self.problem.status != cp.OPTIMAL:
+            raise RuntimeError(f"dc_opf: solver status {self.problem.status}")
+        # cvxpy: Lagrangian = f0 + y (expr_lhs - rhs) for each constraint (y >= 0 for <=); the price of
+        # a MW withdrawn at bus b is d(cost)/d(D_b) = -y_bal - ptdf_b^T (y_up - y_dn).
+        lam = -np.asarray(self.bal.dual_value, dtype=float).reshape(T)
+        mu = np.asarray(self.up.dual_value, dtype=float) - np.asarray(self.dn.dual_value, dtype=float)
+        lmp = lam[:, None] - mu @ data.dc.ptdf[data.dc.rated]
+        w = self.w.value if self.w.value is not None else np.zeros((T, 0))
+        return DCOPFResult(np.array(self.P.value), np.array(w), np.array(self.shed.value), lmp,
+                           float(self.problem.value) * dt_h)
+
+
 def dc_opf(data: TSOData, h_mw: np.ndarray, dt_h: float) -> DCOPFResult:
     """Solve the TSO's DC-OPF (module docstring) for fixed boundary schedules ``h`` (T, K) by
-    Clarabel; LMPs from the duals.
+    Clarabel; LMPs from the duals. Re-uses the data's built problem (:attr:`TSOData.opf`).
 
     Raises:
         RuntimeError: the solver does not report an optimum.
     """
-    T, G = data.n_periods, len(data.c1)
-    P = cp.Variable((T, G), name="tso_p")
-    w = cp.Variable((T, len(data.wind_bus)), name="tso_w")
-    shed = cp.Variable(T, name="tso_shed")
-    inj = data.injection(P, w, shed, np.asarray(h_mw, dtype=float))
-    rated = data.dc.rated
-    f = inj @ data.dc.ptdf[rated].T + data.dc.f_shift_mw[rated][None, :]
-    bal = cp.sum(inj, axis=1) == 0
-    up, dn = f <= data.dc.rate_mw[rated][None, :], -f <= data.dc.rate_mw[rated][None, :]
-    cons = [bal, up, dn, P <= data.p_max, P >= data.p_min, w >= 0, w <= data.wind_mw, shed >= 0]
-    rate = cp.sum(P @ data.c1) + cp.sum(cp.square(P) @ data.c2) + data.c_wind * cp.sum(w) + data.voll * cp.sum(shed)
-    prob = cp.Problem(cp.Minimize(rate), cons)
-    prob.solve(solver="CLARABEL")
-    if prob.status != cp.OPTIMAL:
-        raise RuntimeError(f"dc_opf: solver status {prob.status}")
-    # cvxpy: Lagrangian = f0 + y (expr_lhs - rhs) for each constraint (y >= 0 for <=); the price of
-    # a MW withdrawn at bus b is d(cost)/d(D_b) = -y_bal - ptdf_b^T (y_up - y_dn).
-    lam = -np.asarray(bal.dual_value, dtype=float).reshape(T)
-    mu = np.asarray(up.dual_value, dtype=float) - np.asarray(dn.dual_value, dtype=float)
-    lmp = lam[:, None] - mu @ data.dc.ptdf[rated]
-    return DCOPFResult(P.value, w.value if w.value is not None else np.zeros((T, 0)), shed.value, lmp,
-                       float(prob.value) * dt_h)
+    return data.opf.solve(h_mw, dt_h)
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ from env.network import (BranchTable, BusTable, DERTable, GenTable, Grid, LoadTa
 from policies.p2p.adn import adn_block
 from policies.p2p.data import P2PDay, P2PSettings
 from policies.p2p.market import evaluate, solve_dso_led, solve_tso_led
-from policies.p2p.tso import TSOData, dc_opf
+from policies.p2p.tso import DCOPF, TSOData, dc_opf
 
 
 def _tiny_grid(n_feeders: int = 1) -> Grid:
@@ -125,6 +125,27 @@ def test_lmp_is_the_marginal_cost_of_load() -> None:
     bumped = dc_opf(tso, h + eps, 1.0)
     np.testing.assert_allclose((bumped.cost - base.cost) / eps, base.lmp[:, 2].sum(), rtol=1e-3, atol=1e-2)
     assert base.lmp[1, 2] > base.lmp[1, 0] + 1.0     # the 6 MW line 0-2 congests in the heavy period
+
+
+def test_dc_opf_is_built_once_dpp_and_resolves_identically() -> None:
+    """The DC-OPF is one DPP problem per TSOData, re-solved with h as a Parameter: re-solving in any
+    order gives what a freshly built problem gives, and cvxpy warns of nothing (no DPP warning)."""
+    import warnings
+
+    grid = _tiny_grid()
+    tso = TSOData.build(grid, _T_LOAD, np.zeros((2, 0)), _SETTINGS)
+    hs = [np.array([[1.0], [2.0]]), np.array([[-0.5], [0.3]]), np.array([[1.0], [2.0]])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        runs = [dc_opf(tso, h, 1.0) for h in hs]
+    assert tso.opf is tso.opf and tso.opf.problem.is_dpp()
+    for h, r in zip(hs, runs):
+        fresh = DCOPF(TSOData.build(grid, _T_LOAD, np.zeros((2, 0)), _SETTINGS)).solve(h, 1.0)
+        np.testing.assert_allclose(r.p_mw, fresh.p_mw, atol=1e-7)
+        np.testing.assert_allclose(r.lmp, fresh.lmp, atol=1e-6)
+        assert r.cost == pytest.approx(fresh.cost, abs=1e-7)
+    np.testing.assert_allclose(runs[0].lmp, runs[2].lmp, atol=1e-6)
+    assert runs[0].cost != pytest.approx(runs[1].cost)      # h really changed the problem
 
 
 @pytest.fixture(scope="module")
