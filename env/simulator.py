@@ -55,13 +55,14 @@ from env.observation import Observation, ObservationSpec
 from env.physics.dc import DCModel
 from env.physics.sweep import PowerFlowError, RadialSweep
 from env.settings import StrictKwargs
+from env.hydro import spill_cost_per_h
 from env.thermal_cost import deep_peak_extra_per_h
 
 __all__ = ["COST_KEYS", "GridModel", "GridSimulator", "SimulatorSettings", "StepOutcome", "VIOLATION_KEYS"]
 
 #: Cost breakdown keys (``total`` sums all but ``boundary_energy``; reward = -total).
 COST_KEYS: tuple[str, ...] = (
-    "energy_bought", "energy_sold", "thermal_fuel", "reserves", "ev_revenue", "ev_subsidy",
+    "energy_bought", "energy_sold", "thermal_fuel", "water_spillage", "reserves", "ev_revenue", "ev_subsidy",
     "renewable_generation", "storage_degradation", "curtailment", "load_shed", "ev_unmet",
     "voltage_violation", "boundary_violation", "unit_limit", "total", "boundary_energy",
 )
@@ -314,6 +315,8 @@ class GridModel:
         # deep peak shaving (env.thermal_cost): priced only when some unit has the extra term
         self.g_deep_peak = bool(np.any(g.p_normal_min_mw > g.p_min_mw)
                                 and np.any((g.cost_deep_loss_per_mwh > 0) | (g.cost_deep_oil_per_mwh > 0)))
+        # hydro water spillage (env.hydro): priced only when some unit has an inflow and a price
+        self.g_spill = bool(np.any((g.water_inflow_mw > 0) & (g.cost_spill_per_mwh > 0)))
 
     def _build_costs(self, grid: Grid) -> None:
         tar = grid.tariff
@@ -1418,17 +1421,18 @@ class GridSimulator:
             fuel = float(_add_reduce(m.g_c2 * th * th + m.g_c1 * th)) * dt
             if m.g_deep_peak:
                 fuel += float(_add_reduce(deep_peak_extra_per_h(m.gen, th))) * dt
+            spillage = float(spill_cost_per_h(m.gen, th)) * dt if m.g_spill else 0.0
             reserves = (float(m.g_cr.dot(x["thermal_r_up_mw"] + x["thermal_r_dn_mw"]))
                         + self.ev_reserve_price * float(_add_reduce(x["ev_r_up_mw"] + x["ev_r_dn_mw"]))) * dt
             boundary_energy = head_mw * dt * price
         else:
             bought = max(head_mw, 0.0) * dt * price
             sold = -max(-head_mw, 0.0) * dt * self.price_sell
-            fuel = reserves = boundary_energy = 0.0
+            fuel = spillage = reserves = boundary_energy = 0.0
         n_st = p_st.shape[0]
         abs_st = (_fsum(np.abs(p_st)) if n_st >= _SMALL_SUM else _fsum_py_abs(p_st)) if n_st else 0.0
         parts = (                           # the order of _SUMMED
-            bought, sold, fuel, reserves,
+            bought, sold, fuel, spillage, reserves,
             -ev_mwh * tar.ev_charging_price_per_mwh,
             ev_mwh * tar.ev_subsidy_per_mwh,
             float(der_used.dot(m.der_cost)) * dt,
