@@ -79,7 +79,23 @@ class FlexSettings(StrictKwargs):
 
 
 class _FlexWindow(_Window):
-    """The MPC window with the feeders' storage and curtailable output in the reserve balance."""
+    """The MPC window with the feeders' storage and curtailable output in the reserve balance,
+    and the tie lines between feeders as a planned transfer."""
+
+    def _bus_loads(self, grid: Grid, m: GridModel, K: int, cons: list[cp.Constraint]) -> list[Any]:
+        """The load forecast plus the tie lines' transfer ``x`` (n_tie, K), ``|x| <= p_max``: a
+        consumption at the sending feeder's bus and an injection at the receiving one, as the env
+        plays it (:meth:`env.simulator.GridModel._stack_ties`)."""
+        if not m.n_tie:
+            return self.lp
+        self.tie = cp.Variable((m.n_tie, K), name="tie_p_mw")
+        cons += [self.tie <= m.tie_p_max[:, None], self.tie >= -m.tie_p_max[:, None]]
+        loads = list(self.lp)
+        for k, sl in enumerate(m.feeder_bus_slices):
+            inc = m.tie_inc[sl]                          # the env's tie incidence on feeder k's buses
+            if inc.any():
+                loads[k] = loads[k] + inc @ self.tie
+        return loads
 
     def _feeder_flex(self, m: GridModel, K: int, dt: float, cons: list[cp.Constraint]) -> tuple[Any, Any, Any]:
         self.p_b = cp.Parameter(nonneg=True, name="boundary_p_max")

@@ -422,7 +422,8 @@ class _Window:
         if nc:
             cons += [q >= m.q_min[:, None], q <= m.q_max[:, None]]
         form = "lin_compact" if settings.formulation == "lin" else "soc"
-        net = network_block(ix, form, K, self.lp, self.lq, ev.p_mw, st.net_mw, used, q)
+        self.tie = None                                # tie-line transfer (n_tie, K), where a subclass plans one
+        net = network_block(ix, form, K, self._bus_loads(grid, m, K, cons), self.lq, ev.p_mw, st.net_mw, used, q)
         cons += net.constraints
         head = cp.Variable(K, name="head_mw")          # a variable: prices (Parameters) multiply it (DPP)
         cons.append(head == cp.sum(cp.vstack(net.head_mw), axis=0))
@@ -508,6 +509,11 @@ class _Window:
                 + dt * (self.price_short_up * cp.sum(s_up) + self.price_short_dn * cp.sum(s_dn))
                 + pb * cp.sum(cp.abs(self.req - deliv))
                 + pb * settings.tso_hedge * cp.sum(h_up + h_dn))
+
+    def _bus_loads(self, grid: Grid, m: GridModel, K: int, cons: list[cp.Constraint]) -> list[Any]:
+        """Per feeder, the (n_bus, K) bus consumption the network block sees: the load forecast
+        (a subclass adds the tie lines' transfer)."""
+        return self.lp
 
     def _feeder_flex(self, m: GridModel, K: int, dt: float, cons: list[cp.Constraint]
                      ) -> tuple[Any, Any, Any]:
@@ -752,10 +758,11 @@ class MPCPolicy:
         q = None
         if self.settings.return_reactive:
             q = np.clip(val(w.q)[:, col], m.q_min, m.q_max) if self.sizes.n_comp else np.zeros(0)
+        tie = None if w.tie is None else np.clip(val(w.tie)[:, col], -self.model.tie_p_max, self.model.tie_p_max)
         return Dispatch(ev_p_mw=ev, storage_p_mw=storage, der_curtail_frac=np.clip(frac, 0.0, 1.0),
                         thermal_p_mw=th_p, thermal_r_up_mw=np.maximum(th_ru, 0.0),
                         thermal_r_dn_mw=np.maximum(th_rd, 0.0), ev_r_up_mw=ev_ru, ev_r_dn_mw=ev_rd,
-                        q_comp_mvar=q)
+                        q_comp_mvar=q, tie_p_mw=tie)
 
     # ------------------------------------------------------------------ reporting
     def day_stats(self) -> dict[str, float]:

@@ -129,3 +129,35 @@ def test_env_charges_hydro_spillage_and_the_plan_prices_it(grid) -> None:
         assert out.cost["total"] == pytest.approx(sum(v for k, v in out.cost.items()
                                                       if k not in ("total", "boundary_energy")))
     assert total > 0                                   # the night valley backs hydro down
+
+
+def test_env_moves_the_tie_line_power_within_its_limit(grid) -> None:
+    """The DS1-DS2 tie (1 MW): the env takes the transfer out of DS1's node and puts it into DS2's,
+    so DS1's head import rises and DS2's falls by the transfer (up to the loss change); the sum of
+    the heads changes by the loss change only (a lossless transfer); a request beyond 1 MW is
+    projected onto the limit and reported; a dispatch without the field moves nothing."""
+    from env.simulator import GridModel, GridSimulator
+    from policies.heuristic import HeuristicPolicy
+    from scenarios.day import sample_day
+
+    model = GridModel(grid)
+    assert model.n_tie == 1 and model.sizes.n_tie == 1
+    outs = {}
+    for tie in (None, 0.6, -0.6, 5.0):
+        sim = GridSimulator(grid, sample_day(grid, "cloudy", 3), model=model)
+        d = HeuristicPolicy(grid).act(sim.observe())
+        assert d.tie_p_mw.shape == (0,) or tie is not None
+        outs[tie] = sim.step(d if tie is None else d.replace(tie_p_mw=np.array([tie])))
+    base = outs[None]
+    assert base.setpoints["tie_p_mw"].tolist() == [0.0]
+    for tie in (0.6, -0.6, 5.0):
+        o = outs[tie]
+        moved = min(tie, 1.0)
+        assert o.setpoints["tie_p_mw"][0] == pytest.approx(moved)
+        assert o.projection["tie_p_mw"][0] == pytest.approx(moved - tie)
+        d_head = o.head_p_mw - base.head_p_mw
+        d_loss = o.loss_mw - base.loss_mw
+        assert d_head[0] == pytest.approx(moved + d_loss[0], abs=1e-6)        # DS1 exports over the tie
+        assert d_head[1] == pytest.approx(-moved + d_loss[1], abs=1e-6)       # DS2 receives it
+        assert d_head.sum() == pytest.approx(d_loss.sum(), abs=1e-6)
+        assert abs(d_loss.sum()) < 0.05 * abs(moved)

@@ -156,3 +156,20 @@ def test_a_failed_replan_is_recorded_and_retried_next_step(monkeypatch) -> None:
     assert policy.fallback_log == [(4, "CLARABEL: infeasible (forced)")]
     assert policy.replan_steps == [0, 4, 5]
     assert policy.fallbacks == 1 and policy.day_stats()["mpc_fallbacks"] == 1.0
+
+
+def test_plan_moves_power_over_the_tie_within_its_limit(planned) -> None:  # noqa: ANN001
+    """The tie's planned transfer enters both feeders' bus balances (DS1 consumes it at its
+    node, DS2 receives it), stays within 1 MW, and the dispatch hands the first step to the env."""
+    policy, w, dispatch = planned
+    x = w.tie.value
+    assert x.shape == (1, w.K) and np.all(np.abs(x) <= 1.0 + 1e-6)
+    assert dispatch.tie_p_mw.shape == (1,) and dispatch.tie_p_mw[0] == pytest.approx(x[0, 0], abs=1e-9)
+    # the LinDistFlow heads carry the transfer: head_k = (the feeder's own net load) +/- x
+    ix = policy.index
+    used, ev, st = w.used.value, w.ev.p_mw.value, w.st.net_mw.value
+    heads = np.vstack([h.value for h in w.net.head_mw])
+    for k, sign in ((0, 1.0), (1, -1.0)):
+        own = (w.lp[k].value.sum(axis=0) - (ix.der_bus[k] @ used).sum(axis=0) + (ix.ev_bus[k] @ ev).sum(axis=0)
+               + (ix.storage_bus[k] @ st).sum(axis=0))
+        assert np.allclose(heads[k], own + sign * x[0], atol=1e-5)
