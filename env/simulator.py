@@ -238,8 +238,8 @@ class GridModel:
     def _stack_ties(self, grid: Grid) -> None:
         """Tie lines between feeders (docs/flexibility.md §6): a controllable, lossless transfer
         ``p`` (+ = from ``from_feeder``'s bus to ``to_feeder``'s bus) is a consumption at the sending
-        bus and an injection at the receiving one, so each feeder stays radial for its sweep. Its
-        column goes last in ``m_ctrl`` (the control vector is [EV, storage, -DER used, ties])."""
+        bus and an injection at the receiving one, so each feeder stays radial for its sweep:
+        ``tie_inc`` (N_fb, n_tie) maps the transfer onto the stacked feeder buses (consumption > 0)."""
         ties = grid.tie_lines
         self.n_tie = len(ties)
         self.tie_p_max = np.array([t.p_max_mw for t in ties], dtype=float)
@@ -248,7 +248,6 @@ class GridModel:
             col[self.fb_offset[t.from_feeder] + t.from_bus, j] += 1.0
             col[self.fb_offset[t.to_feeder] + t.to_bus, j] -= 1.0
         self.tie_inc = col                              # (N_fb, n_tie): +1 sending bus, -1 receiving bus
-        self.m_ctrl = np.hstack([self.m_ctrl, col])
 
     def _stack_feeder_items(self, feeders: tuple[Network, ...]) -> None:
         n_fb, nf = self.n_fb, self.n_feeder
@@ -1005,8 +1004,10 @@ class GridSimulator:
         """Stacked per-bus complex net consumption in p.u. (N_fb,); ``s_load`` = ``s_load_fb_pu[t]``;
         ``tie_mw`` the tie lines' transfer (:meth:`GridModel._stack_ties`)."""
         m = self.model
-        ctrl = np.concatenate((ev_mw, st_mw, der_f_used, tie_mw if tie_mw is not None else np.zeros(m.n_tie)))
+        ctrl = np.concatenate((ev_mw, st_mw, der_f_used))
         s = m.m_ctrl.dot(ctrl) - 1j * m.m_comp.dot(q_comp)      # .dot: the same BLAS call as @
+        if m.n_tie and tie_mw is not None:
+            s += m.tie_inc.dot(tie_mw)
         s *= m.inv_base_fb
         if s_load is None:
             s_load = self.s_load_fb_pu[t]

@@ -161,3 +161,26 @@ def test_env_moves_the_tie_line_power_within_its_limit(grid) -> None:
         assert d_head[1] == pytest.approx(-moved + d_loss[1], abs=1e-6)       # DS2 receives it
         assert d_head.sum() == pytest.approx(d_loss.sum(), abs=1e-6)
         assert abs(d_loss.sum()) < 0.05 * abs(moved)
+
+
+def test_reactive_inputs_see_the_tie_transfer(grid) -> None:
+    """The controller's reactive SOCP inputs put the tie's transfer on the same buses as the env."""
+    from controller.reactive_inputs import ReactiveScenarioBuilder
+    from env.simulator import GridModel, GridSimulator
+    from policies.heuristic import HeuristicPolicy
+    from scenarios.day import sample_day
+
+    model = GridModel(grid)
+    sim = GridSimulator(grid, sample_day(grid, "cloudy", 3), model=model)
+    obs = sim.observe()
+    d = HeuristicPolicy(grid).act(obs)
+    builder = ReactiveScenarioBuilder(model, source="nowcast")
+    p = {}
+    for tie in (0.0, 0.5):
+        applied = sim.project(d.replace(tie_p_mw=np.array([tie])))
+        p[tie] = builder.build(obs, applied, np.random.default_rng(0)).per_feeder
+    t = grid.tie_lines[0]
+    d0 = p[0.5][0][0] - p[0.0][0][0]
+    d1 = p[0.5][1][0] - p[0.0][1][0]
+    assert d0[0, t.from_bus] == pytest.approx(0.5) and np.count_nonzero(d0) == 1
+    assert d1[0, t.to_bus] == pytest.approx(-0.5) and np.count_nonzero(d1) == 1
