@@ -170,6 +170,7 @@ class FlexCoordinatedPolicy(MPCPolicy):
         every = max(1, int(round(self.flex.replan_every_h / obs.dt_h)))
         if 0 < k < min(every, self._plan.K if self._plan is not None else 0):
             w, dispatch = self._plan, self._recourse(self._plan, obs, k)
+            self.ev_forecaster.replica(obs, forecast)      # keep the EV replay's chain of delivered powers
             self.ev_forecaster.record_setpoint(obs.step, dispatch.ev_p_mw * 1e3)
         else:
             n_fallbacks = len(self.fallback_log)

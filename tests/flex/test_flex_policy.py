@@ -104,6 +104,7 @@ def test_replans_exactly_at_the_interval_and_plays_the_plan_between() -> None:
     assert played[0][0].dt_h == 0.25
     assert policy.replan_steps == [0, 4, 8]
     assert policy.statuses == ["optimal"] * 3 and policy.fallback_log == []
+    assert policy.ev_forecaster.replay_failures == 0      # the EV replay follows the steps played in between
     assert len(policy.shortfall_mw) == 9
     g = e.unwrapped.grid.transmission.gen
     for o, d in played:                         # the recourse stays inside the units' limits and the cleared band
