@@ -19,9 +19,12 @@ renewables' output (curtailed by the env's balancing within the step). Shortfall
 ``C_T + C_D + ((1 - eps) / eps) C_F``. The CVaR part of ``C_F`` (errors beyond the interval)
 does not depend on the dispatch at a fixed ``beta``: it is reported, not optimized.
 
-Recourse per step: the window is re-solved at every step on the intraday forecast (the
-MPC's re-plan); inside the step the env's balancing deploys the cleared thermal and EV
-reserves. ``flex_balance=False`` (registry ``flex_coordinated_ed``) drops the balance and
+Re-planning and recourse: the window is re-solved on the intraday forecast every
+``FlexSettings.replan_every_h`` (default hourly; ``replan_steps`` lists the steps); in between
+the stored plan's step is played with the per-step recourse (:meth:`FlexCoordinatedPolicy._recourse`:
+thermal moved by the observed net-load deviation within the cleared reserves), and inside the
+step the env's balancing deploys the cleared thermal and EV reserves. The DS1-DS2 tie line is a
+planned transfer (``tie_p_mw``) the env plays. ``flex_balance=False`` (registry ``flex_coordinated_ed``) drops the balance and
 clears no reserve: economic dispatch only.
 """
 
