@@ -180,6 +180,7 @@ class RollingController:
             "imbalance_mw": out.imbalance_mw,
             "boundary_violation_mw": float(np.abs(out.boundary_violation_mw).sum()),
             "max_line_loading": float(out.line_loading.max()) if self.base.model.any_rated else float("nan"),
+            **({"tie_p_mw": float(out.setpoints["tie_p_mw"].sum())} if self.base.model.n_tie else {}),
             **{f"viol_{k}": v for k, v in out.violations.items()},
         }
         m = self.base.model

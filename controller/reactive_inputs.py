@@ -82,7 +82,7 @@ class ReactiveScenarioBuilder:
                                np.broadcast_to(applied.storage_p_mw, (n, applied.storage_p_mw.shape[0])),
                                der_used], axis=1)
         lf = load_p[:, :m.n_load_f]
-        p_fb = lf @ m.m_load.T + ctrl @ m.m_ctrl.T
+        p_fb = lf @ m.m_load.T + ctrl @ m.m_ctrl.T + applied.tie_or_zeros(m.n_tie) @ m.tie_inc.T
         q_fb = (lf * self._q_ratio) @ m.m_load.T
         return ReactiveInputs(tuple((p_fb[:, sl], q_fb[:, sl], prob) for sl in m.feeder_bus_slices),
                               step_prices(m, obs))

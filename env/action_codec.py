@@ -24,7 +24,7 @@ __all__ = ["FIELDS", "ActionCodec", "DispatchSizes"]
 #: Field names in array-layout order.
 FIELDS: tuple[str, ...] = (
     "ev_p_mw", "storage_p_mw", "der_curtail_frac", "thermal_p_mw", "thermal_r_up_mw",
-    "thermal_r_dn_mw", "ev_r_up_mw", "ev_r_dn_mw", "q_comp_mvar",
+    "thermal_r_dn_mw", "ev_r_up_mw", "ev_r_dn_mw", "tie_p_mw", "q_comp_mvar",
 )
 # fields whose action maps decreasingly (a = -1 -> the upper end of the range)
 _DECREASING = frozenset({"der_curtail_frac"})
@@ -42,6 +42,7 @@ class DispatchSizes:
         n_ev_reserve: stations offering boundary reserve (= n_evcs on T-D cases, else 0).
         n_comp: compensators (all feeders).
         reactive: whether ``q_comp_mvar`` is part of the action.
+        n_tie: tie lines between feeders (``Grid.tie_lines``).
     """
 
     n_evcs: int
@@ -51,6 +52,7 @@ class DispatchSizes:
     n_ev_reserve: int
     n_comp: int
     reactive: bool = False
+    n_tie: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -80,6 +82,7 @@ class DispatchSizes:
             n_ev_reserve=n_evcs if t is not None else 0,
             n_comp=sum(len(f.compensator) for f in feeders),
             reactive=reactive,
+            n_tie=len(grid.tie_lines),
         )
 
     @property
@@ -145,7 +148,7 @@ class ActionCodec:
         z = self.sizes
         return {"ev_p_mw": z.n_evcs, "storage_p_mw": z.n_storage, "der_curtail_frac": z.n_der,
                 "thermal_p_mw": z.n_gen, "thermal_r_up_mw": z.n_gen, "thermal_r_dn_mw": z.n_gen,
-                "ev_r_up_mw": z.n_ev_reserve, "ev_r_dn_mw": z.n_ev_reserve,
+                "ev_r_up_mw": z.n_ev_reserve, "ev_r_dn_mw": z.n_ev_reserve, "tie_p_mw": z.n_tie,
                 "q_comp_mvar": z.n_comp if z.reactive else 0}[name]
 
     def field_size(self, name: str) -> int:

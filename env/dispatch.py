@@ -15,12 +15,16 @@ field                  size         meaning                                     
 ``thermal_r_dn_mw``    n_gen        cleared down-reserve                             0 .. ramp dt
 ``ev_r_up_mw``         n_evcs*      station up-regulation (charge less) offered      0 .. p_max - p_min now
 ``ev_r_dn_mw``         n_evcs*      station down-regulation (charge more) offered    0 .. p_max - p_min now
+``tie_p_mw``           n_tie***     feeder tie-line transfer, + = from_feeder's bus  -p_max .. +p_max
+                                    to to_feeder's bus (``Grid.tie_lines``)
 ``q_comp_mvar``        n_comp**     compensator setpoints, + = injecting             q_min .. q_max
 =====================  ===========  ==============================================  =====================
 
 ``*`` zero-length on single-feeder cases (no boundary to offer reserve to), like the
 thermal fields. ``**`` present only when the reactive setpoints are part of the action
-(``reactive="action"``); otherwise ``q_comp_mvar`` is ``None``.
+(``reactive="action"``); otherwise ``q_comp_mvar`` is ``None``. ``***`` zero-length on grids
+without tie lines; a :class:`Dispatch` built without it (``tie_p_mw=None``) moves nothing over
+the ties (the field is then empty and the simulator plays 0 MW).
 
 Each action entry ``a`` in ``[-1, 1]`` maps linearly onto the field's range at this step,
 ``x = x(-1) + (a + 1) / 2 * (x(+1) - x(-1))`` (the ranges come from
@@ -191,6 +195,7 @@ class Dispatch:
     ev_r_up_mw: np.ndarray
     ev_r_dn_mw: np.ndarray
     q_comp_mvar: np.ndarray | None = None
+    tie_p_mw: np.ndarray | None = None
     flat: np.ndarray | None = field(init=False, repr=False, compare=False)
     sizes: DispatchSizes | None = field(init=False, repr=False, compare=False)
 
@@ -201,6 +206,8 @@ class Dispatch:
             value = getattr(self, name)
             if value is None and name == "q_comp_mvar":
                 continue
+            if value is None and name == "tie_p_mw":     # no transfer over the tie lines
+                value = np.zeros(0)
             arr = real_array(value, f"Dispatch.{name}")
             if arr.ndim != 1:
                 raise ValueError(f"Dispatch.{name}: expected a 1-D array, got shape {arr.shape}")
@@ -272,15 +279,21 @@ class Dispatch:
         return _sizes(grid_or_sizes, reactive).layout()
 
     # ------------------------------------------------------------------ views
-    def to_flat(self) -> np.ndarray:
-        """Physical values concatenated in the layout order."""
-        parts = [getattr(self, n) for n in FIELDS if getattr(self, n) is not None]
+    def to_flat(self, sizes: DispatchSizes | None = None) -> np.ndarray:
+        """Physical values concatenated in the layout order; with ``sizes``, an empty ``tie_p_mw``
+        (built without it) is laid out as zeros (no transfer)."""
+        parts = [self.tie_or_zeros(sizes.n_tie) if n == "tie_p_mw" and sizes is not None else getattr(self, n)
+                 for n in FIELDS if getattr(self, n) is not None]
         return np.concatenate(parts)
+
+    def tie_or_zeros(self, n_tie: int) -> np.ndarray:
+        """``tie_p_mw``, or ``n_tie`` zeros when the dispatch was built without it."""
+        return self.tie_p_mw if self.tie_p_mw.shape[0] or not n_tie else np.zeros(n_tie)
 
     def to_array(self, limits: ActionLimits) -> np.ndarray:
         """Encode as a float32 action in [-1, 1] (inverse of :meth:`from_array` within range)."""
         self.check_sizes(limits.sizes)
-        return limits.encode(self.to_flat()).astype(np.float32)
+        return limits.encode(self.to_flat(limits.sizes)).astype(np.float32)
 
     def check_sizes(self, sizes: DispatchSizes) -> None:
         """Raise ValueError naming the first field whose length does not match ``sizes``."""
@@ -292,6 +305,8 @@ class Dispatch:
                 want = sizes.n_comp
             else:
                 want = sizes.field_size(name)
+                if name == "tie_p_mw" and value.shape == (0,):
+                    continue                             # built without it: no transfer
             if value.shape != (want,):
                 raise ValueError(f"Dispatch.{name}: expected shape ({want},) for this grid, got {value.shape}")
 
@@ -321,4 +336,4 @@ def neutral_dispatch(obs: Any, sizes: DispatchSizes) -> Dispatch:
     return Dispatch(ev_p_mw=ev, storage_p_mw=np.zeros(sizes.n_storage), der_curtail_frac=np.zeros(sizes.n_der),
                     thermal_p_mw=np.asarray(obs.thermal_p_last_mw, dtype=float), thermal_r_up_mw=zero_gen,
                     thermal_r_dn_mw=zero_gen, ev_r_up_mw=zero_res, ev_r_dn_mw=zero_res,
-                    q_comp_mvar=np.zeros(sizes.n_comp) if sizes.reactive else None)
+                    q_comp_mvar=np.zeros(sizes.n_comp) if sizes.reactive else None, tie_p_mw=np.zeros(sizes.n_tie))

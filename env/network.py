@@ -117,7 +117,9 @@ class GenTable(_Table):
     below the oil-free minimum ``P_b = p_no_oil_min_mw`` the oil cost ``k2 (P_b - P)``, down to
     ``P_c = p_min_mw`` (see :func:`env.thermal_cost.deep_peak_cost_per_h`). Defaults
     (``P_a = P_b = p_min_mw``, zero coefficients) leave the plain quadratic cost. The cost
-    must stay convex, ``k1 >= hs ks``, so the planners can price it as an LP.
+    must stay convex, ``k1 >= hs ks``, so the planners can price it as an LP. A run-of-river
+    hydro unit with a river inflow ``water_inflow_mw`` (>= p_max_mw; 0 = none) spills what it
+    does not turn, at ``cost_spill_per_mwh`` (:mod:`env.hydro`).
     """
 
     bus: np.ndarray
@@ -134,12 +136,15 @@ class GenTable(_Table):
     cost_deep_oil_per_mwh: np.ndarray | None = None
     deep_subsidy_coeff: np.ndarray | None = None
     deep_subsidy_per_mwh: np.ndarray | None = None
+    water_inflow_mw: np.ndarray | None = None
+    cost_spill_per_mwh: np.ndarray | None = None
     _strs = ("kind",)
 
     def __post_init__(self) -> None:
         n = len(np.asarray(self.bus).reshape(-1))
         for name in ("kind", "p_normal_min_mw", "p_no_oil_min_mw", "cost_deep_loss_per_mwh",
-                     "cost_deep_oil_per_mwh", "deep_subsidy_coeff", "deep_subsidy_per_mwh"):
+                     "cost_deep_oil_per_mwh", "deep_subsidy_coeff", "deep_subsidy_per_mwh",
+                     "water_inflow_mw", "cost_spill_per_mwh"):
             if getattr(self, name) is None:
                 default = (np.full(n, "thermal") if name == "kind" else
                            np.array(self.p_min_mw, dtype=float) if name in _DEEP_PEAK_DEFAULTS else np.zeros(n))
@@ -158,6 +163,10 @@ class GenTable(_Table):
             self._require(getattr(self, name) >= 0, f"{name} must be >= 0")
         self._require(self.cost_deep_loss_per_mwh >= self.deep_subsidy_coeff * self.deep_subsidy_per_mwh,
                       "deep peak shaving: need k1 >= hs ks (a convex cost)")
+        self._require((self.water_inflow_mw >= 0) & (self.cost_spill_per_mwh >= 0),
+                      "water_inflow_mw and cost_spill_per_mwh must be >= 0")
+        self._require((self.water_inflow_mw == 0) | ((self.kind == "hydro") & (self.water_inflow_mw >= self.p_max_mw)),
+                      "water_inflow_mw: only hydro units have one, and it is >= p_max_mw (run of river, no reservoir)")
 
 
 @dataclass(frozen=True)

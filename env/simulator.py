@@ -56,13 +56,14 @@ from env.observation import Observation, ObservationSpec
 from env.physics.dc import DCModel
 from env.physics.sweep import V_COLLAPSE_PU, PowerFlowError, RadialSweep, fixed_point
 from env.settings import StrictKwargs
+from env.hydro import spill_cost_per_h
 from env.thermal_cost import deep_peak_extra_per_h
 
 __all__ = ["COST_KEYS", "GridModel", "GridSimulator", "SimulatorSettings", "StepOutcome", "VIOLATION_KEYS"]
 
 #: Cost breakdown keys (``total`` sums all but ``boundary_energy``; reward = -total).
 COST_KEYS: tuple[str, ...] = (
-    "energy_bought", "energy_sold", "thermal_fuel", "reserves", "ev_revenue", "ev_subsidy",
+    "energy_bought", "energy_sold", "thermal_fuel", "water_spillage", "reserves", "ev_revenue", "ev_subsidy",
     "renewable_generation", "storage_degradation", "curtailment", "load_shed", "ev_unmet",
     "voltage_violation", "boundary_violation", "unit_limit", "total", "boundary_energy",
 )
@@ -210,6 +211,7 @@ class GridModel:
         if sum(len(f.evcs) for f in feeders) == 0:
             raise ValueError(f"GridModel: grid {grid.name} has no EV station (at least one is required)")
         self._stack_feeder_items(feeders)
+        self._stack_ties(grid)
         self._build_groups(feeders)
         self._build_transmission(grid)
         self._build_costs(grid)
@@ -232,6 +234,20 @@ class GridModel:
         bus = [self.fb_offset[k] + getattr(f, table).bus for k, f in enumerate(feeders)]
         owner = [np.full(len(getattr(f, table)), k) for k, f in enumerate(feeders)]
         return np.concatenate(bus).astype(np.intp), np.concatenate(owner).astype(np.intp)
+
+    def _stack_ties(self, grid: Grid) -> None:
+        """Tie lines between feeders (docs/flexibility.md §6): a controllable, lossless transfer
+        ``p`` (+ = from ``from_feeder``'s bus to ``to_feeder``'s bus) is a consumption at the sending
+        bus and an injection at the receiving one, so each feeder stays radial for its sweep:
+        ``tie_inc`` (N_fb, n_tie) maps the transfer onto the stacked feeder buses (consumption > 0)."""
+        ties = grid.tie_lines
+        self.n_tie = len(ties)
+        self.tie_p_max = np.array([t.p_max_mw for t in ties], dtype=float)
+        col = np.zeros((self.n_fb, self.n_tie))
+        for j, t in enumerate(ties):
+            col[self.fb_offset[t.from_feeder] + t.from_bus, j] += 1.0
+            col[self.fb_offset[t.to_feeder] + t.to_bus, j] -= 1.0
+        self.tie_inc = col                              # (N_fb, n_tie): +1 sending bus, -1 receiving bus
 
     def _stack_feeder_items(self, feeders: tuple[Network, ...]) -> None:
         n_fb, nf = self.n_fb, self.n_feeder
@@ -314,6 +330,8 @@ class GridModel:
         # deep peak shaving (env.thermal_cost): priced only when some unit has the extra term
         self.g_deep_peak = bool(np.any(g.p_normal_min_mw > g.p_min_mw)
                                 and np.any((g.cost_deep_loss_per_mwh > 0) | (g.cost_deep_oil_per_mwh > 0)))
+        # hydro water spillage (env.hydro): priced only when some unit has an inflow and a price
+        self.g_spill = bool(np.any((g.water_inflow_mw > 0) & (g.cost_spill_per_mwh > 0)))
 
     def _build_costs(self, grid: Grid) -> None:
         tar = grid.tariff
@@ -537,6 +555,8 @@ class GridSimulator:
               z(sz.n_ev_reserve), z(sz.n_ev_reserve)]
         hi = [z(sz.n_evcs), m.st_p_max, np.ones(sz.n_der), m.g_p_max if m.is_td else z(0), ramp, ramp,
               z(sz.n_ev_reserve), z(sz.n_ev_reserve)]
+        lo.append(-m.tie_p_max)
+        hi.append(m.tie_p_max)
         if sz.reactive:
             lo.append(m.q_min)
             hi.append(m.q_max)
@@ -587,6 +607,7 @@ class GridSimulator:
         lohi[0], lohi[1] = -np.inf, np.inf
         lohi[:, lay_q["der_curtail_frac"]] = ((0.0,), (1.0,))
         lohi[0, lay_q["q_comp_mvar"]], lohi[1, lay_q["q_comp_mvar"]] = m.q_min, m.q_max
+        lohi[0, lay_q["tie_p_mw"]], lohi[1, lay_q["tie_p_mw"]] = -m.tie_p_max, m.tie_p_max
         self._proj_lohi = lohi
         # fields as (name, slice), or (name, None) for empty ones (shared read-only empties)
         self._lay_q_views = tuple((name, sl if sl.stop > sl.start else None) for name, sl in self._lay_q)
@@ -815,7 +836,8 @@ class GridSimulator:
             flat = None
         q = q_d if q_d is not None else self._q_setpoints(q_comp_mvar)
         if flat is None:
-            return np.concatenate([getattr(dispatch, name) for name, _ in self._lay_q[:-1]] + [q])
+            return np.concatenate([dispatch.tie_or_zeros(m.n_tie) if name == "tie_p_mw" else getattr(dispatch, name)
+                                   for name, _ in self._lay_q[:-1]] + [q])
         if q_d is None:
             return np.concatenate((flat, q))
         return flat
@@ -964,11 +986,14 @@ class GridSimulator:
     # .................................................................. feeders
     def _feeder_injection(self, t: int, ev_mw: np.ndarray, st_mw: np.ndarray, der_f_used: np.ndarray,
                           q_comp: np.ndarray, shed_f: np.ndarray | None = None,
-                          s_load: np.ndarray | None = None) -> np.ndarray:
-        """Stacked per-bus complex net consumption in p.u. (N_fb,); ``s_load`` = ``s_load_fb_pu[t]``."""
+                          s_load: np.ndarray | None = None, tie_mw: np.ndarray | None = None) -> np.ndarray:
+        """Stacked per-bus complex net consumption in p.u. (N_fb,); ``s_load`` = ``s_load_fb_pu[t]``;
+        ``tie_mw`` the tie lines' transfer (:meth:`GridModel._stack_ties`)."""
         m = self.model
         ctrl = np.concatenate((ev_mw, st_mw, der_f_used))
         s = m.m_ctrl.dot(ctrl) - 1j * m.m_comp.dot(q_comp)      # .dot: the same BLAS call as @
+        if m.n_tie and tie_mw is not None:
+            s += m.tie_inc.dot(tie_mw)
         s *= m.inv_base_fb
         if s_load is None:
             s_load = self.s_load_fb_pu[t]
@@ -1126,7 +1151,7 @@ class GridSimulator:
         shed_f = np.zeros(m.n_feeder)
         s_load = self.s_load_fb_pu[t]
         s = self._feeder_injection(t, ev, x["storage_p_mw"], der_used if self._der_all_f else der_used[:m.n_der_f],
-                                   x["q_comp_mvar"], s_load=s_load)
+                                   x["q_comp_mvar"], s_load=s_load, tie_mw=x["tie_p_mw"])
         sol = self._solve_feeders(s, s_load, shed_f)
         return {"fleet": res, "ev": ev, "der_used": der_used, "sol": sol, "shed_f": shed_f, "shed_t": 0.0,
                 "thermal": _EMPTY, "imbalance": 0.0, "residual": 0.0, "tso_delivered": _EMPTY,
@@ -1159,7 +1184,8 @@ class GridSimulator:
         der_used = np.subtract(_ONE, x["der_curtail_frac"])
         der_used *= self.der_avail[t]
         ev1 = x["ev_p_mw"] + dev
-        s = self._feeder_injection(t, ev1, x["storage_p_mw"], der_used[:m.n_der_f], x["q_comp_mvar"])
+        s = self._feeder_injection(t, ev1, x["storage_p_mw"], der_used[:m.n_der_f], x["q_comp_mvar"],
+                                   tie_mw=x["tie_p_mw"])
         shed_f = np.zeros(m.n_feeder)
         sol = self._solve_feeders(s, self.s_load_fb_pu[t], shed_f)
         load_t = self.load_p[t, m.n_load_f:]
@@ -1176,7 +1202,7 @@ class GridSimulator:
         if changed:                     # re-solve the feeders with the balancing's changes
             shed_f[:] = 1.0 - (1.0 - shed_f) * (1.0 - bal["shed_f"])   # on top of any sweep-failure shedding
             s = self._feeder_injection(t, ev, x["storage_p_mw"], der_used[:m.n_der_f], x["q_comp_mvar"],
-                                       shed_f if _count(shed_f) else None)
+                                       shed_f if _count(shed_f) else None, tie_mw=x["tie_p_mw"])
             sol = self._solve_feeders(s, self.s_load_fb_pu[t] * (1.0 - shed_f[m.bus_feeder]), shed_f)
         shed_t = bal["shed_t"]
         thermal_act = bal["thermal"]
@@ -1407,17 +1433,18 @@ class GridSimulator:
             fuel = float(_add_reduce(m.g_c2 * th * th + m.g_c1 * th)) * dt
             if m.g_deep_peak:
                 fuel += float(_add_reduce(deep_peak_extra_per_h(m.gen, th))) * dt
+            spillage = float(spill_cost_per_h(m.gen, th)) * dt if m.g_spill else 0.0
             reserves = (float(m.g_cr.dot(x["thermal_r_up_mw"] + x["thermal_r_dn_mw"]))
                         + self.ev_reserve_price * float(_add_reduce(x["ev_r_up_mw"] + x["ev_r_dn_mw"]))) * dt
             boundary_energy = head_mw * dt * price
         else:
             bought = max(head_mw, 0.0) * dt * price
             sold = -max(-head_mw, 0.0) * dt * self.price_sell
-            fuel = reserves = boundary_energy = 0.0
+            fuel = spillage = reserves = boundary_energy = 0.0
         n_st = p_st.shape[0]
         abs_st = (_fsum(np.abs(p_st)) if n_st >= _SMALL_SUM else _fsum_py_abs(p_st)) if n_st else 0.0
         parts = (                           # the order of _SUMMED
-            bought, sold, fuel, reserves,
+            bought, sold, fuel, spillage, reserves,
             -ev_mwh * tar.ev_charging_price_per_mwh,
             ev_mwh * tar.ev_subsidy_per_mwh,
             float(der_used.dot(m.der_cost)) * dt,

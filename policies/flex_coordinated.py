@@ -19,15 +19,18 @@ renewables' output (curtailed by the env's balancing within the step). Shortfall
 ``C_T + C_D + ((1 - eps) / eps) C_F``. The CVaR part of ``C_F`` (errors beyond the interval)
 does not depend on the dispatch at a fixed ``beta``: it is reported, not optimized.
 
-Recourse per step: the window is re-solved at every step on the intraday forecast (the
-MPC's re-plan); inside the step the env's balancing deploys the cleared thermal and EV
-reserves. ``flex_balance=False`` (registry ``flex_coordinated_ed``) drops the balance and
+Re-planning and recourse: the window is re-solved on the intraday forecast every
+``FlexSettings.replan_every_h`` (default hourly; ``replan_steps`` lists the steps); in between
+the stored plan's step is played with the per-step recourse (:meth:`FlexCoordinatedPolicy._recourse`:
+thermal moved by the observed net-load deviation within the cleared reserves), and inside the
+step the env's balancing deploys the cleared thermal and EV reserves. The DS1-DS2 tie line is a
+planned transfer (``tie_p_mw``) the env plays. ``flex_balance=False`` (registry ``flex_coordinated_ed``) drops the balance and
 clears no reserve: economic dispatch only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cvxpy as cp
@@ -57,6 +60,9 @@ class FlexSettings(StrictKwargs):
             instability; currency per hour at probability 1): the objective adds, per step,
             ``stvs_risk_per_h * dt * (1 - p_stable)`` linearized at the observed operating point
             (the shipped surrogate, docs/stvs.md). 0 = no STVS term.
+        replan_every_h: re-plan interval (h): the window is re-solved on the intraday forecast at
+            the day's first step and every ``round(replan_every_h / dt)`` steps after (at least 1 =
+            every step); in between the stored plan is played with the per-step recourse.
     """
 
     epsilon: float = 0.5
@@ -67,6 +73,7 @@ class FlexSettings(StrictKwargs):
     boundary_p_max_mw: float = 5.0
     flex_balance: bool = True
     stvs_risk_per_h: float = 0.0
+    replan_every_h: float = 1.0
 
     def __post_init__(self) -> None:
         self.check_types()
@@ -77,10 +84,27 @@ class FlexSettings(StrictKwargs):
         self.check_range("n_samples", 40)
         self.check_range("boundary_p_max_mw", 0.0, low_open=True)
         self.check_range("stvs_risk_per_h", 0.0)
+        self.check_range("replan_every_h", 0.0, low_open=True)
 
 
 class _FlexWindow(_Window):
-    """The MPC window with the feeders' storage and curtailable output in the reserve balance."""
+    """The MPC window with the feeders' storage and curtailable output in the reserve balance,
+    and the tie lines between feeders as a planned transfer."""
+
+    def _bus_loads(self, grid: Grid, m: GridModel, K: int, cons: list[cp.Constraint]) -> list[Any]:
+        """The load forecast plus the tie lines' transfer ``x`` (n_tie, K), ``|x| <= p_max``: a
+        consumption at the sending feeder's bus and an injection at the receiving one, as the env
+        plays it (:meth:`env.simulator.GridModel._stack_ties`)."""
+        if not m.n_tie:
+            return self.lp
+        self.tie = cp.Variable((m.n_tie, K), name="tie_p_mw")
+        cons += [self.tie <= m.tie_p_max[:, None], self.tie >= -m.tie_p_max[:, None]]
+        loads = list(self.lp)
+        for k, sl in enumerate(m.feeder_bus_slices):
+            inc = m.tie_inc[sl]                          # the env's tie incidence on feeder k's buses
+            if inc.any():
+                loads[k] = loads[k] + inc @ self.tie
+        return loads
 
     def _feeder_flex(self, m: GridModel, K: int, dt: float, cons: list[cp.Constraint]) -> tuple[Any, Any, Any]:
         self.p_b = cp.Parameter(nonneg=True, name="boundary_p_max")
@@ -144,6 +168,9 @@ class FlexCoordinatedPolicy(MPCPolicy):
         super().reset(seed)
         self.demand_up_mw = self.demand_down_mw = None
         self.shortfall_mw: list[tuple[float, float]] = []
+        self.replan_steps: list[int] = []         # steps at which the window was re-solved
+        self._plan: Any = None                     # the window holding the current plan
+        self._plan_step = 0
         self._seed = 0 if seed is None else int(seed)
 
     def _day_demand(self, forecast: Any, seed: int) -> None:
@@ -161,31 +188,65 @@ class FlexCoordinatedPolicy(MPCPolicy):
             if forecast is None:
                 raise ValueError("flex_coordinated: needs the forecast (day-ahead information) to size the p-box")
             self._day_demand(forecast, self._seed)
-        n_fallbacks = len(self.fallback_log)
-        dispatch = super().act(obs, forecast)
-        if len(self.fallback_log) == n_fallbacks:
-            w = self._windows[(self._window_size(obs.n_steps - obs.step, obs.n_steps), round(obs.dt_h, 9))]
-            up, dn = self._step_supply(w)
-            self.shortfall_mw.append((max(self.demand_up_mw[obs.step] - up, 0.0),
-                                      max(self.demand_down_mw[obs.step] - dn, 0.0)))
+        k = obs.step - self._plan_step if self._plan is not None else -1
+        every = max(1, int(round(self.flex.replan_every_h / obs.dt_h)))
+        if 0 < k < min(every, self._plan.K if self._plan is not None else 0):
+            w, dispatch = self._plan, self._recourse(self._plan, obs, k)
+            self.ev_forecaster.replica(obs, forecast)      # keep the EV replay's chain of delivered powers
+            self.ev_forecaster.record_setpoint(obs.step, dispatch.ev_p_mw * 1e3)
+        else:
+            n_fallbacks = len(self.fallback_log)
+            dispatch = super().act(obs, forecast)
+            self.replan_steps.append(obs.step)
+            if len(self.fallback_log) > n_fallbacks:      # recorded by the MPC; re-plan at the next step
+                self._plan = None
+                return dispatch
+            w, k = self._windows[(self._window_size(obs.n_steps - obs.step, obs.n_steps), round(obs.dt_h, 9))], 0
+            self._plan, self._plan_step = w, obs.step
+        up, dn = self._step_supply(w, k)
+        self.shortfall_mw.append((max(self.demand_up_mw[obs.step] - up, 0.0),
+                                  max(self.demand_down_mw[obs.step] - dn, 0.0)))
         return dispatch
 
-    def _step_supply(self, w: Any) -> tuple[float, float]:
-        """Flexibility the plan holds at its first step (MW): cleared thermal reserves, net of what the
+    def _recourse(self, w: Any, obs: Any, k: int) -> Any:
+        """Step ``k`` of the stored plan, re-dispatched within the flexibility it cleared: the
+        renewables follow the plan's output (curtailment against the availability observed now),
+        and the thermal units take the deviation of the observed net load from the plan's,
+        ``delta = (L_obs - L_plan) - (used_obs - used_plan)``, within their cleared reserves
+        (pro rata, ``-r_dn <= dP <= r_up``), the reserves shrinking by what they moved; the env's
+        balancing covers the rest."""
+        d = self._first_step(w, obs, col=k)
+        m = self.model
+        plan_load = float(w.load_t.value[k]) + sum(float(lp.value[:, k].sum()) for lp in w.lp)
+        used_plan = np.asarray(w.used.value, dtype=float)[:, k] if self.sizes.n_der else np.zeros(0)
+        used_now = np.minimum(used_plan, np.asarray(obs.der_avail_mw, dtype=float))
+        delta = float(np.sum(obs.load_p_mw) - plan_load) - float(used_now.sum() - used_plan.sum())
+        r_up, r_dn = d.thermal_r_up_mw, d.thermal_r_dn_mw
+        if delta > 0 and r_up.sum() > 0:
+            move = r_up * min(delta / r_up.sum(), 1.0)
+        elif delta < 0 and r_dn.sum() > 0:
+            move = -r_dn * min(-delta / r_dn.sum(), 1.0)
+        else:
+            move = np.zeros(m.n_gen)
+        return replace(d, thermal_p_mw=d.thermal_p_mw + move, thermal_r_up_mw=r_up - np.maximum(move, 0.0),
+                       thermal_r_dn_mw=r_dn - np.maximum(-move, 0.0))
+
+    def _step_supply(self, w: Any, col: int = 0) -> tuple[float, float]:
+        """Flexibility the plan holds at its step ``col`` (MW): cleared thermal reserves, net of what the
         EV reserve calls can take, plus the feeders' storage headroom and curtailable output within the
         interface limit, plus (down) the transmission renewables' output (the balance's left side)."""
         m, f = self.model, self.flex
         val = lambda x: np.asarray(x.value, dtype=float)  # noqa: E731
-        head = np.array([float(h.value[0]) for h in w.net.head_mw])
-        used = val(w.used)[:, 0] if self.sizes.n_der else np.zeros(0)
+        head = np.array([float(h.value[col]) for h in w.net.head_mw])
+        used = val(w.used)[:, col] if self.sizes.n_der else np.zeros(0)
         f_up, f_dn = np.zeros(m.n_feeder), m.f_der @ used[:m.n_der_f] if m.n_der_f else np.zeros(m.n_feeder)
         if m.st_p_max.size:
-            net_st = val(w.st.p_charge_mw)[:, 0] - val(w.st.p_discharge_mw)[:, 0]
+            net_st = val(w.st.p_charge_mw)[:, col] - val(w.st.p_discharge_mw)[:, col]
             f_up, f_dn = m.f_st @ (net_st + m.st_p_max), f_dn + m.f_st @ (m.st_p_max - net_st)
         f_up = np.minimum(f_up, np.maximum(f.boundary_p_max_mw + head, 0.0))
         f_dn = np.minimum(f_dn, np.maximum(f.boundary_p_max_mw - head, 0.0))
-        up = val(w.th.r_up_mw)[:, 0].sum() + f_up.sum() - val(w.ev_rd)[:, 0].sum()
-        dn = val(w.th.r_dn_mw)[:, 0].sum() + f_dn.sum() + used[m.n_der_f:].sum() - val(w.ev_ru)[:, 0].sum()
+        up = val(w.th.r_up_mw)[:, col].sum() + f_up.sum() - val(w.ev_rd)[:, col].sum()
+        dn = val(w.th.r_dn_mw)[:, col].sum() + f_dn.sum() + used[m.n_der_f:].sum() - val(w.ev_ru)[:, col].sum()
         return float(up), float(dn)
 
     def day_stats(self) -> dict[str, float]:

@@ -56,6 +56,7 @@ import numpy as np
 
 from env.dispatch import Dispatch, DispatchSizes
 from env.evcs import EVFleet, horizon_bounds
+from env.hydro import spill_cost_per_h
 from env.formulations.dispatch_model import (
     GridIndex,
     der_block,
@@ -421,7 +422,8 @@ class _Window:
         if nc:
             cons += [q >= m.q_min[:, None], q <= m.q_max[:, None]]
         form = "lin_compact" if settings.formulation == "lin" else "soc"
-        net = network_block(ix, form, K, self.lp, self.lq, ev.p_mw, st.net_mw, used, q)
+        self.tie = None                                # tie-line transfer (n_tie, K), where a subclass plans one
+        net = network_block(ix, form, K, self._bus_loads(grid, m, K, cons), self.lq, ev.p_mw, st.net_mw, used, q)
         cons += net.constraints
         head = cp.Variable(K, name="head_mw")          # a variable: prices (Parameters) multiply it (DPP)
         cons.append(head == cp.sum(cp.vstack(net.head_mw), axis=0))
@@ -498,6 +500,8 @@ class _Window:
             cons += [d_a >= g.p_normal_min_mw[:, None] - th.p_mw, d_b >= g.p_no_oil_min_mw[:, None] - th.p_mw]
             net_loss = g.cost_deep_loss_per_mwh - g.deep_subsidy_coeff * g.deep_subsidy_per_mwh
             fuel = fuel + dt * (cp.sum(net_loss @ d_a) + cp.sum(g.cost_deep_oil_per_mwh @ d_b))
+        if m.g_spill:            # env.hydro: the env's water spillage cost, on the planned outputs
+            fuel = fuel + dt * cp.sum(spill_cost_per_h(m.gen, th.p_mw, cp.pos))
         return (fuel + f_cost
                 + dt * (cp.sum(m.g_cr @ (th.r_up_mw + th.r_dn_mw)) + ev_price * cp.sum(self.ev_ru + self.ev_rd))
                 + tar.penalty_load_shed_per_mwh * dt * cp.sum(shed)
@@ -505,6 +509,11 @@ class _Window:
                 + dt * (self.price_short_up * cp.sum(s_up) + self.price_short_dn * cp.sum(s_dn))
                 + pb * cp.sum(cp.abs(self.req - deliv))
                 + pb * settings.tso_hedge * cp.sum(h_up + h_dn))
+
+    def _bus_loads(self, grid: Grid, m: GridModel, K: int, cons: list[cp.Constraint]) -> list[Any]:
+        """Per feeder, the (n_bus, K) bus consumption the network block sees: the load forecast
+        (a subclass adds the tie lines' transfer)."""
+        return self.lp
 
     def _feeder_flex(self, m: GridModel, K: int, dt: float, cons: list[cp.Constraint]
                      ) -> tuple[Any, Any, Any]:
@@ -730,27 +739,30 @@ class MPCPolicy:
         w.hedge_up.value, w.hedge_dn.value = up, dn
 
     # ------------------------------------------------------------------ the answer
-    def _first_step(self, w: _Window, obs: Observation) -> Dispatch:
+    def _first_step(self, w: _Window, obs: Observation, col: int = 0) -> Dispatch:
+        """The window's step ``col`` (0 = the step solved for) as a dispatch, curtailment against the
+        availability observed now."""
         m = self.model
         val = lambda x: np.zeros(x.shape) if isinstance(x, np.ndarray) else np.asarray(x.value, dtype=float)  # noqa: E731
-        used = val(w.used)[:, 0] if self.sizes.n_der else np.zeros(0)
+        used = val(w.used)[:, col] if self.sizes.n_der else np.zeros(0)
         avail = np.asarray(obs.der_avail_mw, dtype=float)
         frac = np.divide(avail - used, avail, out=np.zeros_like(avail), where=avail > 1e-9)
         st = w.st
-        storage = (val(st.p_charge_mw) - val(st.p_discharge_mw))[:, 0] if self.sizes.n_storage else np.zeros(0)
-        ev = val(w.ev.p_mw)[:, 0]
+        storage = (val(st.p_charge_mw) - val(st.p_discharge_mw))[:, col] if self.sizes.n_storage else np.zeros(0)
+        ev = val(w.ev.p_mw)[:, col]
         if w.th is not None:
-            th_p, th_ru, th_rd = (val(x)[:, 0] for x in (w.th.p_mw, w.th.r_up_mw, w.th.r_dn_mw))
-            ev_ru, ev_rd = np.maximum(val(w.ev_ru)[:, 0], 0.0), np.maximum(val(w.ev_rd)[:, 0], 0.0)
+            th_p, th_ru, th_rd = (val(x)[:, col] for x in (w.th.p_mw, w.th.r_up_mw, w.th.r_dn_mw))
+            ev_ru, ev_rd = np.maximum(val(w.ev_ru)[:, col], 0.0), np.maximum(val(w.ev_rd)[:, col], 0.0)
         else:
             th_p = th_ru = th_rd = ev_ru = ev_rd = np.zeros(0)
         q = None
         if self.settings.return_reactive:
-            q = np.clip(val(w.q)[:, 0], m.q_min, m.q_max) if self.sizes.n_comp else np.zeros(0)
+            q = np.clip(val(w.q)[:, col], m.q_min, m.q_max) if self.sizes.n_comp else np.zeros(0)
+        tie = None if w.tie is None else np.clip(val(w.tie)[:, col], -self.model.tie_p_max, self.model.tie_p_max)
         return Dispatch(ev_p_mw=ev, storage_p_mw=storage, der_curtail_frac=np.clip(frac, 0.0, 1.0),
                         thermal_p_mw=th_p, thermal_r_up_mw=np.maximum(th_ru, 0.0),
                         thermal_r_dn_mw=np.maximum(th_rd, 0.0), ev_r_up_mw=ev_ru, ev_r_dn_mw=ev_rd,
-                        q_comp_mvar=q)
+                        q_comp_mvar=q, tie_p_mw=tie)
 
     # ------------------------------------------------------------------ reporting
     def day_stats(self) -> dict[str, float]:

@@ -103,6 +103,7 @@ from env.formulations.dispatch_model import (
     voltage_penalty,
 )
 from env.formulations.distflow import radial_topology
+from env.hydro import spill_cost_per_h
 from env.network import Grid
 from env.observation import Observation
 from env.settings import StrictKwargs
@@ -115,7 +116,7 @@ _V_FLOOR_PU = 0.3  # the env's sweep rejects |V| below this (collapse) and sheds
 
 #: Cost pieces of the model; ``"energy"`` is the env's ``energy_bought + energy_sold``.
 PI_TERMS: tuple[str, ...] = (
-    "energy", "thermal_fuel", "reserves", "ev_revenue", "ev_subsidy", "renewable_generation",
+    "energy", "thermal_fuel", "water_spillage", "reserves", "ev_revenue", "ev_subsidy", "renewable_generation",
     "storage_degradation", "curtailment", "load_shed", "ev_unmet", "voltage_violation", "boundary_violation",
 )
 
@@ -386,7 +387,8 @@ class PerfectInformation:
             sigma = cp.sum(cp.multiply(load_f, s_f), axis=0)                   # shed MW (T,)
             terms["energy"] = self._energy_term(cp.sum(head, axis=0), sigma, price, avail, evb.rated_kw,
                                                 lp_bus, dt, float(sim.price_sell))
-            terms["thermal_fuel"] = terms["reserves"] = terms["boundary_violation"] = cp.Constant(0.0)
+            terms["thermal_fuel"] = terms["water_spillage"] = terms["reserves"] = cp.Constant(0.0)
+            terms["boundary_violation"] = cp.Constant(0.0)
             terms["load_shed"] = tar.penalty_load_shed_per_mwh * shed_mwh
             terms["curtailment"] = tar.penalty_curtailment_per_mwh * curtailed
         else:
@@ -395,6 +397,7 @@ class PerfectInformation:
             cons += c
             terms["energy"] = cp.Constant(0.0)
             terms["thermal_fuel"] = td_terms["thermal_fuel"]
+            terms["water_spillage"] = td_terms["water_spillage"]
             terms["reserves"] = td_terms["reserves"]
             terms["boundary_violation"] = td_terms["boundary_violation"]
             terms["load_shed"] = tar.penalty_load_shed_per_mwh * (shed_mwh + td_terms["shed_t_mwh"])
@@ -508,6 +511,7 @@ class PerfectInformation:
         reserves = dt * (cp.sum(m.g_cr @ (th.r_up_mw + th.r_dn_mw)) + sim.ev_reserve_price * cp.sum(ev_ru + ev_rd))
         td_terms = {
             "thermal_fuel": fuel, "reserves": reserves,
+            "water_spillage": dt * cp.sum(spill_cost_per_h(m.gen, G, cp.pos)) if m.g_spill else cp.Constant(0.0),
             "boundary_violation": tar.penalty_boundary_per_mwh * dt * cp.sum(cp.abs(req - deliv)),
             "shed_t_mwh": dt * (load_t @ s_t),
             "backoff_mwh": dt * cp.sum(back),

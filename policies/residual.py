@@ -62,7 +62,7 @@ def residual_dispatch(base: Dispatch, action: Any, limits: ActionLimits, scale: 
         return base                                     # the base dispatch, untouched
     base.check_sizes(limits.sizes)
     delta = np.clip(a, -1.0, 1.0) * (scale * limits.half_span)
-    return Dispatch.from_flat(base.to_flat() + delta, limits.sizes)
+    return Dispatch.from_flat(base.to_flat(limits.sizes) + delta, limits.sizes)
 
 
 class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):

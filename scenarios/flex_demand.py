@@ -103,20 +103,31 @@ class NetLoadErrors:
                              self.net_load_mw + other.net_load_mw)
 
 
-MODELS = ("pbox", "fixed", "full")
+MODELS = ("pbox", "fixed", "normal", "normal_3sigma", "full")
+#: The conventional reserve rule's coverage: a normal error sized at +/- 3 sigma (99.73 %).
+THREE_SIGMA = 3.0
 
 
 def source_range(samples: np.ndarray, beta: float, model: str = "pbox", n_batches: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Error range per step of one source: ``"pbox"`` the truncated p-box (:func:`fit_pbox`,
     :func:`truncated_range`), ``"fixed"`` the same truncation of the fixed-parameter normal
-    (:func:`fit_fixed`), ``"full"`` the untruncated range where the p-box boundaries meet at
-    cumulative probability 0 and 1, i.e. the sample minimum and maximum (seed §3.1)."""
+    (:func:`fit_fixed`), ``"normal"`` the same truncation of a fixed-parameter normal per step
+    (the step's sample mean and standard deviation, no interval), ``"normal_3sigma"`` that normal
+    sized by the conventional rule ``mu +/- 3 sigma`` (no confidence-level truncation; seed 002's
+    "traditional" fixed-parameter model, docs/flexibility.md §4), ``"full"`` the untruncated range
+    where the p-box boundaries meet at cumulative probability 0 and 1, i.e. the sample minimum
+    and maximum (seed §3.1)."""
     if model == "pbox":
         return truncated_range(fit_pbox(samples, n_batches), beta)
     if model == "fixed":
         return truncated_range(fit_fixed(samples), beta)
+    x = np.asarray(samples, dtype=float)
+    if model in ("normal", "normal_3sigma"):
+        mu, sigma = x.mean(axis=0), x.std(axis=0, ddof=1)
+        if model == "normal":
+            return truncated_range(PBox(mu, mu, sigma, sigma), beta)
+        return mu - THREE_SIGMA * sigma, mu + THREE_SIGMA * sigma
     if model == "full":
-        x = np.asarray(samples, dtype=float)
         return x.min(axis=0), x.max(axis=0)
     raise ValueError(f"unknown error model {model!r}; known: {MODELS}")
 

@@ -34,10 +34,11 @@ _TD_OPTIONAL = ("thermal", "wind", "pv", "tie_lines", "feeder_overrides")
 _GEN_COLUMNS = ("bus", "p_min_mw", "p_max_mw", "ramp_mw_per_h", "cost_c1_per_mwh", "cost_c2_per_mw2h",
                 "cost_reserve_per_mwh")
 _GEN_SCHEMA = {c: INTEGER if c == "bus" else NUMBER for c in _GEN_COLUMNS}
-# optional per unit (GenTable defaults when absent): kind and the deep-peak-shaving data
+# optional per unit (GenTable defaults when absent): kind, the deep-peak-shaving data, hydro's inflow and spill price
 _GEN_OPTIONAL = {"kind": STRING, "p_normal_min_mw": NUMBER, "p_no_oil_min_mw": NUMBER,
                  "cost_deep_loss_per_mwh": NUMBER, "cost_deep_oil_per_mwh": NUMBER,
-                 "deep_subsidy_coeff": NUMBER, "deep_subsidy_per_mwh": NUMBER}
+                 "deep_subsidy_coeff": NUMBER, "deep_subsidy_per_mwh": NUMBER,
+                 "water_inflow_mw": NUMBER, "cost_spill_per_mwh": NUMBER}
 _WIND_SCHEMA = {"name": STRING, "bus": INTEGER, "p_max_mw": NUMBER}
 _TIE_SCHEMA = {"from_feeder": INTEGER, "from_bus": INTEGER, "to_feeder": INTEGER, "to_bus": INTEGER,
                "p_max_mw": NUMBER}

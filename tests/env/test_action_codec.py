@@ -20,7 +20,7 @@ def test_layout_of_a_td_case_known_counts() -> None:
     codec = sizes.codec
     assert [name for name, _ in codec.layout] == list(FIELDS)
     counts = [sl.stop - sl.start for _, sl in codec.layout]
-    assert counts == [3, 1, 4, 2, 2, 2, 3, 3, 2]
+    assert counts == [3, 1, 4, 2, 2, 2, 3, 3, 0, 2]                      # no tie lines
     assert codec.n_action == 22 and sizes.n_action == 22
     assert codec.field_slice("der_curtail_frac") == slice(4, 8)
     assert codec.sign.tolist() == [1.0] * 4 + [-1.0] * 4 + [1.0] * 14
@@ -30,7 +30,7 @@ def test_layout_of_a_td_case_known_counts() -> None:
 
 def test_without_reactive_q_is_absent() -> None:
     codec = DispatchSizes(n_evcs=2, n_storage=0, n_der=1, n_gen=0, n_ev_reserve=0, n_comp=5).codec
-    assert [name for name, _ in codec.layout][-1] == "ev_r_dn_mw"
+    assert [name for name, _ in codec.layout][-1] == "tie_p_mw"
     assert codec.n_action == 3
     with pytest.raises(ValueError, match="absent field 'q_comp_mvar'"):
         codec.field_slice("q_comp_mvar")

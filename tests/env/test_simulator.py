@@ -436,7 +436,7 @@ def test_dispatch_array_round_trip_and_layout(t30d2):
     np.testing.assert_array_equal(back[point], 0.0)
     layout = Dispatch.layout(t30d2[0])
     assert [f for f, _ in layout] == ["ev_p_mw", "storage_p_mw", "der_curtail_frac", "thermal_p_mw",
-                                      "thermal_r_up_mw", "thermal_r_dn_mw", "ev_r_up_mw", "ev_r_dn_mw"]
+                                      "thermal_r_up_mw", "thermal_r_dn_mw", "ev_r_up_mw", "ev_r_dn_mw", "tie_p_mw"]
     assert layout[-1][1].stop == lim.sizes.n_action == 22 + 0 + 9 + 3 * 3 + 2 * 22
     # a = -1 is all curtailed, +1 none; ev spans [p_min, p_max] of the step
     lo = Dispatch.from_array(-np.ones(lim.sizes.n_action), lim)

@@ -86,3 +86,101 @@ def test_env_fuel_cost_includes_deep_peak_shaving(grid) -> None:
         deep += int(np.any(p < grid.transmission.gen.p_normal_min_mw - 1e-9))
         assert out.violations["load_shed_mwh"] == 0.0
     assert deep > 0          # the night valley drives a unit into deep peak shaving
+
+
+def test_hydro_spill_is_the_inflow_not_turned() -> None:
+    """env.hydro: spill = (W - P)+ per unit with an inflow, priced c_S per MWh; none without one."""
+    from env.hydro import spill_cost_per_h, spill_mw
+
+    gen = GenTable(bus=[0, 1], p_min_mw=[0.0, 10.0], p_max_mw=[80.0, 50.0], ramp_mw_per_h=[40.0, 20.0],
+                   cost_c1_per_mwh=[5.0, 20.0], cost_c2_per_mw2h=[0.0, 0.0], cost_reserve_per_mwh=[0.0, 0.0],
+                   kind=["hydro", "thermal"], water_inflow_mw=[90.0, 0.0], cost_spill_per_mwh=[20.0, 0.0])
+    p = np.array([30.0, 40.0])
+    assert spill_mw(gen, p).tolist() == [60.0, 0.0]
+    assert spill_cost_per_h(gen, p) == pytest.approx(20.0 * 60.0)
+    cols = np.array([[0.0, 80.0], [10.0, 50.0]])                  # (n_gen, K), as the planners pass it
+    assert spill_cost_per_h(gen, cols).tolist() == [20.0 * 90.0, 20.0 * 10.0]
+    with pytest.raises(ValueError, match="water_inflow_mw"):
+        _unit(kind=["hydro"], water_inflow_mw=[60.0], cost_spill_per_mwh=[1.0])   # below p_max: needs a reservoir
+    with pytest.raises(ValueError, match="water_inflow_mw"):
+        _unit(water_inflow_mw=[200.0])                                             # a thermal unit has no river
+
+
+def test_env_charges_hydro_spillage_and_the_plan_prices_it(grid) -> None:
+    """t14d2's hydro spills what it does not turn: the env's ``water_spillage`` cost equals
+    c_S (W - P)+ dt at the unit's actual output (the planners call the same env.hydro function)."""
+    from env.simulator import GridModel, GridSimulator
+    from policies.heuristic import HeuristicPolicy
+    from scenarios.day import sample_day
+
+    g = grid.transmission.gen
+    hydro = np.flatnonzero(g.kind == "hydro")[0]
+    assert g.water_inflow_mw[hydro] == 100.0 and g.cost_spill_per_mwh[hydro] == 20.0
+    model = GridModel(grid)
+    assert model.g_spill
+    sim = GridSimulator(grid, sample_day(grid, "cloudy", 3), model=model)
+    policy = HeuristicPolicy(grid)
+    total = 0.0
+    for _ in range(24):
+        out = sim.step(policy.act(sim.observe()))
+        expected = 20.0 * max(100.0 - out.thermal_p_mw[hydro], 0.0) * out.dt_h
+        assert out.cost["water_spillage"] == pytest.approx(expected, rel=1e-12, abs=1e-9)
+        total += out.cost["water_spillage"]
+        assert out.cost["total"] == pytest.approx(sum(v for k, v in out.cost.items()
+                                                      if k not in ("total", "boundary_energy")))
+    assert total > 0                                   # the night valley backs hydro down
+
+
+def test_env_moves_the_tie_line_power_within_its_limit(grid) -> None:
+    """The DS1-DS2 tie (1 MW): the env takes the transfer out of DS1's node and puts it into DS2's,
+    so DS1's head import rises and DS2's falls by the transfer (up to the loss change); the sum of
+    the heads changes by the loss change only (a lossless transfer); a request beyond 1 MW is
+    projected onto the limit and reported; a dispatch without the field moves nothing."""
+    from env.simulator import GridModel, GridSimulator
+    from policies.heuristic import HeuristicPolicy
+    from scenarios.day import sample_day
+
+    model = GridModel(grid)
+    assert model.n_tie == 1 and model.sizes.n_tie == 1
+    outs = {}
+    for tie in (None, 0.6, -0.6, 5.0):
+        sim = GridSimulator(grid, sample_day(grid, "cloudy", 3), model=model)
+        d = HeuristicPolicy(grid).act(sim.observe())
+        assert d.tie_p_mw.shape == (0,) or tie is not None
+        outs[tie] = sim.step(d if tie is None else d.replace(tie_p_mw=np.array([tie])))
+    base = outs[None]
+    assert base.setpoints["tie_p_mw"].tolist() == [0.0]
+    for tie in (0.6, -0.6, 5.0):
+        o = outs[tie]
+        moved = min(tie, 1.0)
+        assert o.setpoints["tie_p_mw"][0] == pytest.approx(moved)
+        assert o.projection["tie_p_mw"][0] == pytest.approx(moved - tie)
+        d_head = o.head_p_mw - base.head_p_mw
+        d_loss = o.loss_mw - base.loss_mw
+        assert d_head[0] == pytest.approx(moved + d_loss[0], abs=1e-6)        # DS1 exports over the tie
+        assert d_head[1] == pytest.approx(-moved + d_loss[1], abs=1e-6)       # DS2 receives it
+        assert d_head.sum() == pytest.approx(d_loss.sum(), abs=1e-6)
+        assert abs(d_loss.sum()) < 0.05 * abs(moved)
+
+
+def test_reactive_inputs_see_the_tie_transfer(grid) -> None:
+    """The controller's reactive SOCP inputs put the tie's transfer on the same buses as the env."""
+    from controller.reactive_inputs import ReactiveScenarioBuilder
+    from env.simulator import GridModel, GridSimulator
+    from policies.heuristic import HeuristicPolicy
+    from scenarios.day import sample_day
+
+    model = GridModel(grid)
+    sim = GridSimulator(grid, sample_day(grid, "cloudy", 3), model=model)
+    obs = sim.observe()
+    d = HeuristicPolicy(grid).act(obs)
+    builder = ReactiveScenarioBuilder(model, source="nowcast")
+    p = {}
+    for tie in (0.0, 0.5):
+        applied = sim.project(d.replace(tie_p_mw=np.array([tie])))
+        p[tie] = builder.build(obs, applied, np.random.default_rng(0)).per_feeder
+    t = grid.tie_lines[0]
+    d0 = p[0.5][0][0] - p[0.0][0][0]
+    d1 = p[0.5][1][0] - p[0.0][1][0]
+    assert d0[0, t.from_bus] == pytest.approx(0.5) and np.count_nonzero(d0) == 1
+    assert d1[0, t.to_bus] == pytest.approx(-0.5) and np.count_nonzero(d1) == 1

@@ -122,3 +122,20 @@ def test_over_estimation_is_zero_for_a_perfect_estimate() -> None:
     out = over_estimation(wide, pn, err)
     assert out["over_up_mw"] == pytest.approx(1.0 + 0.0) and out["over_down_mw"] == pytest.approx(0.0 + 1.0)
     assert out["coverage"] == 1.0
+
+
+def test_fixed_parameter_normals_and_the_pbox_ordering(samples) -> None:  # noqa: ANN001
+    """``normal`` is the per-step point-estimate normal truncated at beta, ``normal_3sigma`` the
+    conventional mu +/- 3 sigma; the p-box bound is the extreme over its members, so at the same
+    beta it is never narrower than the point-estimate normal (it over-estimates more), while
+    against the 3-sigma rule it is narrower (docs/flexibility.md §4)."""
+    from scenarios.flex_demand import source_range
+
+    mu, sd = samples.mean(axis=0), samples.std(axis=0, ddof=1)
+    lo3, hi3 = source_range(samples, 0.95, model="normal_3sigma")
+    assert lo3 == pytest.approx(mu - 3 * sd) and hi3 == pytest.approx(mu + 3 * sd)
+    lo_n, hi_n = source_range(samples, 0.95, model="normal")
+    assert hi_n == pytest.approx(mu + sd * norm.ppf(0.975)) and lo_n == pytest.approx(mu + sd * norm.ppf(0.025))
+    lo_p, hi_p = source_range(samples, 0.95, model="pbox")
+    assert np.all(hi_p >= hi_n) and np.all(lo_p <= lo_n)
+    assert np.all(hi_p < hi3) and np.all(lo_p > lo3)
