@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         for day in range(args.days):
             seed = args.seed + day
             result = controller.run_day(seed, on_step=lambda t, n: bar.update(1))
-            steps.append(result.steps.assign(day=day, seed=seed))
+            steps.append(result.steps.assign(case=args.case, policy=policy.name, regime=args.regime,
+                                             day=day, seed=seed))
             row = {"case": args.case, "policy": policy.name, "regime": args.regime, "day": day,
                    "seed": seed, **result.summary}
             row.update(bound_columns(policy, f"{policy.name}/{args.regime}/day{day}", row["total_cost"]))
