@@ -36,7 +36,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from env.cases import case_names, load_case
+from env.cases import case_names, is_grid_file, load_case
 from env.dispatch import ActionLimits, Dispatch, neutral_dispatch, real_array
 from env.observation import Observation, ObservationEncoder
 from env.render import DayHistory
@@ -78,7 +78,7 @@ class TDGridEnv(gym.Env):
     """One day of a T-D grid (or a single feeder) under stochastic load, renewables and EVs.
 
     Args:
-        case: grid case name (``env.case_names()``).
+        case: grid case name (``env.case_names()``) or a grid file (docs/data.md).
         regime: weather/demand regime of the sampled days (``scenarios.regimes.regime_names()``).
         dt_minutes: step length, one of 5, 15, 60 (``1440 / dt_minutes`` steps per day).
         reactive: ``"none"``: compensators are set by ``set_reactive`` (else 0);
@@ -106,7 +106,7 @@ class TDGridEnv(gym.Env):
         if unknown:
             raise ValueError(f"TDGridEnv: unknown keyword arguments {unknown}; valid: "
                              f"{list(_ENV_KWARGS) + valid_settings}")
-        if not isinstance(case, str) or case not in case_names():
+        if not isinstance(case, str) or (case not in case_names() and not is_grid_file(case)):
             raise ValueError(f"TDGridEnv: unknown case {case!r}; valid cases: {list(case_names())}")
         regimes = _regime_names()
         if not isinstance(regime, str) or regime not in regimes:
