@@ -82,6 +82,8 @@ class SweepConfig:
         agents: ``(name, folder)`` of the trained agents among ``policies`` (docs/rl.md): the
             name is :func:`policies.sb3.agent_label` of the folder (it hashes the agent's files,
             so a retrained agent is a new policy, never a resumed one).
+        profiles, profile_date: measured days (docs/data.md): day ``k`` is the date
+            ``profile_date + k`` of the profile file, with the forecast errors of seed ``seed + k``.
     """
 
     case: str
@@ -94,6 +96,8 @@ class SweepConfig:
     n_scenarios: int = 10
     solver: str = "ECOS"
     agents: tuple[tuple[str, str], ...] = ()
+    profiles: str | None = None
+    profile_date: str | None = None
 
     def __post_init__(self) -> None:
         """Check the fields by type (:func:`env.settings.check_field_types`) and the names,
@@ -121,6 +125,8 @@ class SweepConfig:
             raise ValueError(f"SweepConfig: seed must be an int >= 0, got {self.seed!r}")
         if self.n_scenarios < 1:
             raise ValueError(f"SweepConfig: n_scenarios must be >= 1, got {self.n_scenarios}")
+        if (self.profiles is None) != (self.profile_date is None):
+            raise ValueError("SweepConfig: profiles and profile_date go together")
         stray = [name for name, _ in self.agents if name not in self.policies]
         if stray:
             raise ValueError(f"SweepConfig: agents {stray} are not among the policies")
@@ -128,7 +134,8 @@ class SweepConfig:
     def identity(self) -> dict[str, Any]:
         """The fields every run in one ``out`` folder must share (stored in ``config.json``)."""
         return {"case": self.case, "seed": self.seed, "dt_minutes": self.dt_minutes, "reactive": self.reactive,
-                "n_scenarios": self.n_scenarios, "solver": self.solver}
+                "n_scenarios": self.n_scenarios, "solver": self.solver,
+                **({"profiles": self.profiles, "profile_date": self.profile_date} if self.profiles else {})}
 
     def specs(self) -> list[RunSpec]:
         """Every run, ordered by (policy, regime, day) so a worker reuses its env and policy."""
@@ -147,7 +154,10 @@ class SweepConfig:
         from scenarios.regimes import regime_names
 
         agents = dict(self.agents)
-        for kind, names, known in (("case", (self.case,), case_names()), ("regime", self.regimes, regime_names()),
+        from env.cases import is_grid_file
+
+        cases = () if is_grid_file(self.case) else (self.case,)     # a grid file is checked by loading it
+        for kind, names, known in (("case", cases, case_names()), ("regime", self.regimes, regime_names()),
                                    ("policy", [p for p in self.policies if p not in agents], policy_names())):
             unknown = [n for n in names if n not in known]
             if unknown:
@@ -213,7 +223,10 @@ class _Runner:
         from controller.loop import LoopSettings, RollingController
         from controller.reactive import ReactiveSettings
 
-        self.env = gym.make("gridroll/TDGrid-v0", case=config.case, regime=regime, dt_minutes=config.dt_minutes)
+        measured = ({"profiles": config.profiles, "profile_date": config.profile_date,
+                     "profile_first_seed": config.seed} if config.profiles else {})
+        self.env = gym.make("gridroll/TDGrid-v0", case=config.case, regime=regime, dt_minutes=config.dt_minutes,
+                            **measured)
         self.policy = factory(policy, self.env.unwrapped.grid)
         settings = LoopSettings(reactive=config.reactive, n_scenarios=config.n_scenarios,
                                 n_samples=max(30, config.n_scenarios),
