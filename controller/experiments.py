@@ -386,8 +386,11 @@ class _RayWorker:
 
 def _ray(specs: Sequence[RunSpec], config: SweepConfig, factory: PolicyFactory | None, workers: int,
          address: str | None) -> Iterator[tuple[RunSpec, RunOutput]]:
-    """Runs on ``workers`` Ray actors (a local Ray started with ``num_cpus=workers``
-    unless Ray is already initialized or ``address`` names a cluster)."""
+    """Runs on ``workers`` Ray actors: on a local Ray started with ``num_cpus=workers``, unless
+    Ray is already initialized or a cluster is named (``address``, else the ``RAY_ADDRESS``
+    environment variable that ``ray job submit`` sets). A cluster gets no resource arguments
+    and the code in a ``runtime_env`` (:func:`ray_runtime_env`), so its nodes need Ray and
+    gridroll's dependencies but not gridroll itself."""
     try:
         import ray
         from ray.util import ActorPool
@@ -395,11 +398,12 @@ def _ray(specs: Sequence[RunSpec], config: SweepConfig, factory: PolicyFactory |
         raise ValueError("backend 'ray' needs Ray: pip install -e '.[ray]'") from exc
     started = not ray.is_initialized()
     if started:
-        blas = {"env_vars": {var: "1" for var in _BLAS_ENV}}
+        address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
-            ray.init(address=address, runtime_env=blas, log_to_driver=False)
+            ray.init(address=address, runtime_env=ray_runtime_env(ship_code=True), log_to_driver=False)
         else:
-            ray.init(num_cpus=workers, runtime_env=blas, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=workers, runtime_env=ray_runtime_env(ship_code=False), include_dashboard=False,
+                     log_to_driver=False)
     try:
         actor = ray.remote(num_cpus=1)(_RayWorker)
         pool = ActorPool([actor.remote(config, factory) for _ in range(workers)])
@@ -410,6 +414,18 @@ def _ray(specs: Sequence[RunSpec], config: SweepConfig, factory: PolicyFactory |
     finally:
         if started:
             ray.shutdown()
+
+
+def ray_runtime_env(ship_code: bool) -> dict[str, Any]:
+    """The Ray ``runtime_env`` of a sweep: BLAS pinned to one thread and, for a cluster, gridroll's
+    packages (``env``, ``scenarios``, ``policies``, ``controller``, with the case data) as
+    ``py_modules``, uploaded from this checkout."""
+    runtime: dict[str, Any] = {"env_vars": {var: "1" for var in _BLAS_ENV}}
+    if ship_code:
+        root = Path(__file__).resolve().parent.parent
+        runtime["py_modules"] = [str(root / name) for name in ("env", "scenarios", "policies", "controller")]
+        runtime["excludes"] = ["__pycache__", "*.pyc"]
+    return runtime
 
 
 # --------------------------------------------------------------------------- files
