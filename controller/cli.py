@@ -43,9 +43,28 @@ def _cmd_cases(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows every option's default and keeps the descriptions' line breaks."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose ``--help`` lists the default of every option, also of options
+    declared without a help text."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        if not kwargs.get("help") and args and args[0].startswith("--"):
+            kwargs["help"] = args[0].removeprefix("--").replace("-", " ")
+        return super().add_argument(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gridroll", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="gridroll", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser,
+                                title="commands (`gridroll COMMAND --help` for each)")
     p = sub.add_parser("cases", help="list the named grid cases")
     p.set_defaults(func=_cmd_cases)
     for register in _registrars():

@@ -52,6 +52,9 @@ def _add_arguments(p: argparse.ArgumentParser, regimes: tuple[str, ...], out: st
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the paired intervals")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from controller.cli_run import add_profile_arguments
+
+    add_profile_arguments(p)
 
 
 def _policies(text: str | None, case: str) -> tuple[str, ...]:
@@ -112,7 +115,7 @@ def compare(args: argparse.Namespace) -> int:
     config = SweepConfig(case=args.case, policies=policies,
                          regimes=_names(args.regimes, "--regimes"), days=args.days, seed=args.seed,
                          dt_minutes=args.dt_minutes, reactive=not args.no_reactive, n_scenarios=args.scenarios,
-                         solver=args.solver, agents=agents)
+                         solver=args.solver, agents=agents, profiles=args.profiles, profile_date=args.date)
     result = run_sweep(config, args.out, workers=args.workers, backend=args.backend, progress=not args.no_progress,
                        ray_address=args.ray_address)
     out = result.out

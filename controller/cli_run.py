@@ -52,7 +52,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenarios", type=int, default=10, help="SOCP scenarios S after reduction")
     p.add_argument("--solver", default="ECOS", choices=("ECOS", "CLARABEL"), help="SOCP solver")
     p.add_argument("--no-plots", action="store_true")
+    add_profile_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_profile_arguments(p: argparse.ArgumentParser) -> None:
+    """``--profiles FILE --date D``: measured days instead of sampled ones (docs/data.md)."""
+    p.add_argument("--profiles", default=None,
+                   help="CSV or parquet of load / pv / wind per-unit profiles with a timestamp: day k is the "
+                        "measured date D + k, forecasts carry the regime's errors (drawn from seed + k)")
+    p.add_argument("--date", default=None, help="first day's date (YYYY-MM-DD) in --profiles")
+
+
+def profile_env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The env keywords of ``--profiles`` / ``--date`` (none without them).
+
+    Raises:
+        ValueError: one of the two without the other.
+    """
+    if (args.profiles is None) != (args.date is None):
+        raise ValueError("--profiles and --date go together")
+    if args.profiles is None:
+        return {}
+    return {"profiles": args.profiles, "profile_date": args.date, "profile_first_seed": args.seed}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--scenarios must be >= 1, got {args.scenarios}")
     identity = run_identity(args)
     out = prepare_out(Path(args.out), identity, overwrite=args.overwrite)
-    environment = gym.make("gridroll/TDGrid-v0", case=args.case, regime=args.regime, dt_minutes=args.dt_minutes)
+    environment = gym.make("gridroll/TDGrid-v0", case=args.case, regime=args.regime, dt_minutes=args.dt_minutes,
+                           **profile_env_kwargs(args))
     policy = make_policy(args.policy, environment.unwrapped.grid, compensators=not args.no_reactive)
     settings = LoopSettings(reactive=not args.no_reactive, n_scenarios=args.scenarios,
                             n_samples=max(30, args.scenarios), socp=ReactiveSettings(solver=args.solver,
@@ -87,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         for day in range(args.days):
             seed = args.seed + day
             result = controller.run_day(seed, on_step=lambda t, n: bar.update(1))
-            steps.append(result.steps.assign(day=day, seed=seed))
+            steps.append(result.steps.assign(case=args.case, policy=policy.name, regime=args.regime,
+                                             day=day, seed=seed))
             row = {"case": args.case, "policy": policy.name, "regime": args.regime, "day": day,
                    "seed": seed, **result.summary}
             row.update(bound_columns(policy, f"{policy.name}/{args.regime}/day{day}", row["total_cost"]))
@@ -113,7 +137,7 @@ def run_identity(args: argparse.Namespace) -> dict[str, Any]:
     """The arguments that determine a run's results (stored in ``run.json``)."""
     return {"case": args.case, "policy": args.policy, "regime": args.regime, "seed": args.seed, "days": args.days,
             "dt_minutes": args.dt_minutes, "reactive": not args.no_reactive, "scenarios": args.scenarios,
-            "solver": args.solver}
+            "solver": args.solver, **({"profiles": args.profiles, "date": args.date} if args.profiles else {})}
 
 
 def prepare_out(out: Path, identity: dict[str, Any], *, overwrite: bool) -> Path:

@@ -21,13 +21,28 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _currency(frame: pd.DataFrame) -> str:
+    """The currency of the costs in ``frame`` (its ``currency`` column), or ``""``."""
+    if "currency" not in frame or not len(frame):
+        return ""
+    return " / ".join(str(c) for c in _ordered(frame["currency"].dropna()))
+
+
+def _label(kpi: str, currency: str) -> str:
+    """An axis label: cost columns carry their currency."""
+    is_cost = kpi in ("total_cost", "executed_cost", "regret") or kpi.startswith(("cost", "diff_vs_"))
+    return f"{kpi} ({currency})" if is_cost and currency else kpi
+
+
 def _ordered(values: pd.Series) -> list[str]:
     return list(dict.fromkeys(values.tolist()))
 
 
-def plot_cost_distributions(summary: pd.DataFrame, path: Path, value: str = "total_cost") -> Path:
+def plot_cost_distributions(summary: pd.DataFrame, path: Path, value: str = "total_cost",
+                            currency: str | None = None) -> Path:
     """Daily cost of each policy, one panel per regime: box plot with the days as points,
     each day's points joined by a thin line (the days are paired across policies)."""
+    currency = _currency(summary) if currency is None else currency
     regimes, policies = _ordered(summary.regime), _ordered(summary.policy)
     fig = Figure(figsize=(max(4.5, 1.2 * len(policies)) * len(regimes), 4.2))
     for i, regime in enumerate(regimes):
@@ -40,13 +55,13 @@ def plot_cost_distributions(summary: pd.DataFrame, path: Path, value: str = "tot
         for k, p in enumerate(block):
             ax.scatter(np.full(len(block), x[k]), block[p], s=12, alpha=0.8, zorder=3)
         ax.set_xticks(x, list(block), rotation=25, ha="right", fontsize=8)
-        ax.set(title=regime, ylabel=value if i == 0 else None)
+        ax.set(title=f"{value} per day: {regime}", ylabel=_label(value, currency) if i == 0 else None)
         ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
 
 def plot_paired_differences(table: pd.DataFrame, path: Path, baseline: str = "heuristic",
-                            bound_policy: str | None = None) -> Path:
+                            bound_policy: str | None = None, currency: str = "") -> Path:
     """Mean paired cost difference vs the baseline (and regret vs the bound) with their CIs.
 
     The baseline (and the bound policy) are left out of their own panels (0 by construction).
@@ -68,12 +83,13 @@ def plot_paired_differences(table: pd.DataFrame, path: Path, baseline: str = "he
             ax.axvline(0.0, color="k", lw=0.8)
             ax.set_yticks(y, rows.policy, fontsize=8)
             ax.set_ylim(-0.6, len(rows) - 0.4)
-            ax.set(xlabel=label, title=regime if r == 0 else None)
+            ax.set(xlabel=f"{label} ({currency})" if currency else label,
+                   title=f"mean paired difference: {regime}" if r == 0 else None)
             ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)
 
 
-def plot_kpi_bars(table: pd.DataFrame, path: Path, kpis: Sequence[str] = _BAR_KPIS) -> Path:
+def plot_kpi_bars(table: pd.DataFrame, path: Path, kpis: Sequence[str] = _BAR_KPIS, currency: str = "") -> Path:
     """Mean KPIs per regime and policy as grouped bars; worst days as markers when present."""
     kpis = [k for k in kpis if k in table]
     regimes, policies = _ordered(table.regime), _ordered(table.policy)
@@ -92,7 +108,7 @@ def plot_kpi_bars(table: pd.DataFrame, path: Path, kpis: Sequence[str] = _BAR_KP
                 ax.scatter(pos, rows[f"worst_{kpi}"], marker="_", s=120, color="k", zorder=3,
                            label="worst day" if j == 0 else None)
         ax.set_xticks(x, regimes, fontsize=8)
-        ax.set_title(kpi, fontsize=9)
+        ax.set_title(f"mean {_label(kpi, currency)}", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
         if i == 0:
             ax.legend(fontsize=7)
@@ -104,9 +120,10 @@ def write_comparison_plots(summary: pd.DataFrame, table: pd.DataFrame, out: Path
     """The comparison's PNGs in ``out``: cost distributions, paired differences, KPI bars."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = [plot_cost_distributions(summary, out / "cost_distributions.png")]
+    currency = _currency(summary)
+    written = [plot_cost_distributions(summary, out / "cost_distributions.png", currency=currency)]
     if any(c in table and table[c].notna().any() for c in (f"diff_vs_{baseline}", "regret")):
         written.append(plot_paired_differences(table, out / "paired_differences.png", baseline,
-                                               bound_policy))
-    written.append(plot_kpi_bars(table, out / "kpis.png"))
+                                               bound_policy, currency))
+    written.append(plot_kpi_bars(table, out / "kpis.png", currency=currency))
     return written

@@ -82,6 +82,8 @@ class SweepConfig:
         agents: ``(name, folder)`` of the trained agents among ``policies`` (docs/rl.md): the
             name is :func:`policies.sb3.agent_label` of the folder (it hashes the agent's files,
             so a retrained agent is a new policy, never a resumed one).
+        profiles, profile_date: measured days (docs/data.md): day ``k`` is the date
+            ``profile_date + k`` of the profile file, with the forecast errors of seed ``seed + k``.
     """
 
     case: str
@@ -94,6 +96,8 @@ class SweepConfig:
     n_scenarios: int = 10
     solver: str = "ECOS"
     agents: tuple[tuple[str, str], ...] = ()
+    profiles: str | None = None
+    profile_date: str | None = None
 
     def __post_init__(self) -> None:
         """Check the fields by type (:func:`env.settings.check_field_types`) and the names,
@@ -121,6 +125,8 @@ class SweepConfig:
             raise ValueError(f"SweepConfig: seed must be an int >= 0, got {self.seed!r}")
         if self.n_scenarios < 1:
             raise ValueError(f"SweepConfig: n_scenarios must be >= 1, got {self.n_scenarios}")
+        if (self.profiles is None) != (self.profile_date is None):
+            raise ValueError("SweepConfig: profiles and profile_date go together")
         stray = [name for name, _ in self.agents if name not in self.policies]
         if stray:
             raise ValueError(f"SweepConfig: agents {stray} are not among the policies")
@@ -128,7 +134,8 @@ class SweepConfig:
     def identity(self) -> dict[str, Any]:
         """The fields every run in one ``out`` folder must share (stored in ``config.json``)."""
         return {"case": self.case, "seed": self.seed, "dt_minutes": self.dt_minutes, "reactive": self.reactive,
-                "n_scenarios": self.n_scenarios, "solver": self.solver}
+                "n_scenarios": self.n_scenarios, "solver": self.solver,
+                **({"profiles": self.profiles, "profile_date": self.profile_date} if self.profiles else {})}
 
     def specs(self) -> list[RunSpec]:
         """Every run, ordered by (policy, regime, day) so a worker reuses its env and policy."""
@@ -147,7 +154,10 @@ class SweepConfig:
         from scenarios.regimes import regime_names
 
         agents = dict(self.agents)
-        for kind, names, known in (("case", (self.case,), case_names()), ("regime", self.regimes, regime_names()),
+        from env.cases import is_grid_file
+
+        cases = () if is_grid_file(self.case) else (self.case,)     # a grid file is checked by loading it
+        for kind, names, known in (("case", cases, case_names()), ("regime", self.regimes, regime_names()),
                                    ("policy", [p for p in self.policies if p not in agents], policy_names())):
             unknown = [n for n in names if n not in known]
             if unknown:
@@ -213,7 +223,10 @@ class _Runner:
         from controller.loop import LoopSettings, RollingController
         from controller.reactive import ReactiveSettings
 
-        self.env = gym.make("gridroll/TDGrid-v0", case=config.case, regime=regime, dt_minutes=config.dt_minutes)
+        measured = ({"profiles": config.profiles, "profile_date": config.profile_date,
+                     "profile_first_seed": config.seed} if config.profiles else {})
+        self.env = gym.make("gridroll/TDGrid-v0", case=config.case, regime=regime, dt_minutes=config.dt_minutes,
+                            **measured)
         self.policy = factory(policy, self.env.unwrapped.grid)
         settings = LoopSettings(reactive=config.reactive, n_scenarios=config.n_scenarios,
                                 n_samples=max(30, config.n_scenarios),
@@ -373,8 +386,11 @@ class _RayWorker:
 
 def _ray(specs: Sequence[RunSpec], config: SweepConfig, factory: PolicyFactory | None, workers: int,
          address: str | None) -> Iterator[tuple[RunSpec, RunOutput]]:
-    """Runs on ``workers`` Ray actors (a local Ray started with ``num_cpus=workers``
-    unless Ray is already initialized or ``address`` names a cluster)."""
+    """Runs on ``workers`` Ray actors: on a local Ray started with ``num_cpus=workers``, unless
+    Ray is already initialized or a cluster is named (``address``, else the ``RAY_ADDRESS``
+    environment variable that ``ray job submit`` sets). A cluster gets no resource arguments
+    and the code in a ``runtime_env`` (:func:`ray_runtime_env`), so its nodes need Ray and
+    gridroll's dependencies but not gridroll itself."""
     try:
         import ray
         from ray.util import ActorPool
@@ -382,11 +398,12 @@ def _ray(specs: Sequence[RunSpec], config: SweepConfig, factory: PolicyFactory |
         raise ValueError("backend 'ray' needs Ray: pip install -e '.[ray]'") from exc
     started = not ray.is_initialized()
     if started:
-        blas = {"env_vars": {var: "1" for var in _BLAS_ENV}}
+        address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
-            ray.init(address=address, runtime_env=blas, log_to_driver=False)
+            ray.init(address=address, runtime_env=ray_runtime_env(ship_code=True), log_to_driver=False)
         else:
-            ray.init(num_cpus=workers, runtime_env=blas, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=workers, runtime_env=ray_runtime_env(ship_code=False), include_dashboard=False,
+                     log_to_driver=False)
     try:
         actor = ray.remote(num_cpus=1)(_RayWorker)
         pool = ActorPool([actor.remote(config, factory) for _ in range(workers)])
@@ -397,6 +414,18 @@ def _ray(specs: Sequence[RunSpec], config: SweepConfig, factory: PolicyFactory |
     finally:
         if started:
             ray.shutdown()
+
+
+def ray_runtime_env(ship_code: bool) -> dict[str, Any]:
+    """The Ray ``runtime_env`` of a sweep: BLAS pinned to one thread and, for a cluster, gridroll's
+    packages (``env``, ``scenarios``, ``policies``, ``controller``, with the case data) as
+    ``py_modules``, uploaded from this checkout."""
+    runtime: dict[str, Any] = {"env_vars": {var: "1" for var in _BLAS_ENV}}
+    if ship_code:
+        root = Path(__file__).resolve().parent.parent
+        runtime["py_modules"] = [str(root / name) for name in ("env", "scenarios", "policies", "controller")]
+        runtime["excludes"] = ["__pycache__", "*.pyc"]
+    return runtime
 
 
 # --------------------------------------------------------------------------- files

@@ -34,9 +34,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 from gymnasium import spaces
 
-from env.cases import case_names, load_case
+from env.cases import case_names, is_grid_file, load_case
 from env.dispatch import ActionLimits, Dispatch, neutral_dispatch, real_array
 from env.observation import Observation, ObservationEncoder
 from env.render import DayHistory
@@ -46,7 +47,8 @@ __all__ = ["RENDER_MODES", "TDGridEnv", "VALID_DT_MINUTES", "VALID_REACTIVE"]
 
 VALID_DT_MINUTES: tuple[int, ...] = (5, 15, 60)
 VALID_REACTIVE: tuple[str, ...] = ("none", "action")
-_ENV_KWARGS: tuple[str, ...] = ("case", "regime", "dt_minutes", "reactive", "reward_scale", "render_mode")
+_ENV_KWARGS: tuple[str, ...] = ("case", "regime", "dt_minutes", "reactive", "reward_scale", "render_mode",
+                                "profiles", "profile_date", "profile_first_seed")
 RENDER_MODES: tuple[str, ...] = ("rgb_array",)
 _RESET_OPTIONS: tuple[str, ...] = ("scenario_seed",)
 _SEED_HIGH = 2**31 - 1
@@ -78,7 +80,7 @@ class TDGridEnv(gym.Env):
     """One day of a T-D grid (or a single feeder) under stochastic load, renewables and EVs.
 
     Args:
-        case: grid case name (``env.case_names()``).
+        case: grid case name (``env.case_names()``) or a grid file (docs/data.md).
         regime: weather/demand regime of the sampled days (``scenarios.regimes.regime_names()``).
         dt_minutes: step length, one of 5, 15, 60 (``1440 / dt_minutes`` steps per day).
         reactive: ``"none"``: compensators are set by ``set_reactive`` (else 0);
@@ -86,6 +88,10 @@ class TDGridEnv(gym.Env):
         reward_scale: the reward is ``-reward_scale * total cost`` (> 0; 1 = the cost in the
             tariff's currency). ``info["cost"]`` stays unscaled.
         render_mode: ``None`` or ``"rgb_array"`` (:meth:`render` returns the day so far).
+        profiles: measured load / PV / wind profiles (a CSV / parquet path or a DataFrame;
+            :mod:`scenarios.measured`, docs/data.md): day seed ``s`` then plays the date
+            ``profile_date + (s - profile_first_seed)`` days, with the regime's forecast errors
+            (drawn from ``s``) on top and the synthetic EVs / TSO calls of ``s``.
         **settings: :class:`env.simulator.SimulatorSettings` fields (e.g. ``v2g``,
             ``forecast_obs``, ``ev_reserve_price_per_mwh``).
 
@@ -99,6 +105,7 @@ class TDGridEnv(gym.Env):
 
     def __init__(self, case: str = "d33", regime: str = "cloudy", dt_minutes: int = 15,
                  reactive: str = "none", reward_scale: float = 1.0, render_mode: str | None = None,
+                 profiles: Any = None, profile_date: str | None = None, profile_first_seed: int = 0,
                  **settings: Any) -> None:
         super().__init__()
         valid_settings = [f.name for f in fields(SimulatorSettings)]
@@ -106,7 +113,7 @@ class TDGridEnv(gym.Env):
         if unknown:
             raise ValueError(f"TDGridEnv: unknown keyword arguments {unknown}; valid: "
                              f"{list(_ENV_KWARGS) + valid_settings}")
-        if not isinstance(case, str) or case not in case_names():
+        if not isinstance(case, str) or (case not in case_names() and not is_grid_file(case)):
             raise ValueError(f"TDGridEnv: unknown case {case!r}; valid cases: {list(case_names())}")
         regimes = _regime_names()
         if not isinstance(regime, str) or regime not in regimes:
@@ -127,6 +134,14 @@ class TDGridEnv(gym.Env):
         self._history: DayHistory | None = None
         self.settings = SimulatorSettings.from_kwargs(**settings)
         self.grid = load_case(case)
+        self._profiles = None                 # a measured day per seed (scenarios.measured)
+        if profiles is not None:
+            from scenarios.measured import read_profiles
+
+            if profile_date is None:
+                raise ValueError("TDGridEnv: profiles need a profile_date (the first day's date)")
+            self._profiles = profiles if isinstance(profiles, pd.DataFrame) else read_profiles(profiles)
+            self._profile_date, self._profile_first_seed = pd.Timestamp(profile_date), int(profile_first_seed)
         self.model = GridModel(self.grid, reactive=reactive == "action")
         self.n_steps = 1440 // self.dt_minutes
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.model.sizes.n_action,), dtype=np.float32)
@@ -157,7 +172,13 @@ class TDGridEnv(gym.Env):
             raise ValueError(f"TDGridEnv.reset: options['scenario_seed'] must be an int >= 0, got {day_seed!r}")
         from scenarios.day import sample_day
 
-        scenario = sample_day(self.grid, self.regime, int(day_seed), self.dt_minutes)
+        if self._profiles is None:
+            scenario = sample_day(self.grid, self.regime, int(day_seed), self.dt_minutes)
+        else:                                 # day seed s plays date + (s - first seed)
+            from scenarios.measured import profile_day
+
+            date = self._profile_date + pd.Timedelta(days=int(day_seed) - self._profile_first_seed)
+            scenario = profile_day(self.grid, self._profiles, date, self.regime, int(day_seed), self.dt_minutes)
         self.simulator = GridSimulator(self.grid, scenario, self.settings, model=self.model)
         self.scenario_seed = int(day_seed)
         self.last_outcome = None

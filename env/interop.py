@@ -39,6 +39,78 @@ def feeder_to_pandapower(net: Network, p_mw: np.ndarray | None = None, q_mvar: n
     for k in np.flatnonzero((p_mw != 0) | (q_mvar != 0)):
         if k != net.slack_bus:
             pp.create_load(pnet, bus=int(k), p_mw=float(p_mw[k]), q_mvar=float(q_mvar[k]))
+    add_devices(pnet, net)
+    return pnet
+
+
+def add_devices(pnet: Any, net: Network) -> None:
+    """Add ``net``'s DER, EV stations, storage and compensators to pandapower net ``pnet`` at 0 MW
+    (ratings in the pandapower columns, so a power flow of ``pnet`` stays the base point):
+    DER as static generators of type ``PV`` / ``WP`` (``max_p_mw`` = capacity), EV stations as
+    loads of type ``evcs`` (``n_ports``), batteries as ``storage`` (``max_e_mwh``, ``sn_mva`` =
+    power rating, ``soc_percent``, efficiencies), compensators as static generators of type
+    ``SVC`` (``min_q_mvar`` .. ``max_q_mvar``). :mod:`env.importers` reads these back.
+    """
+    import pandapower as pp
+
+    for name, bus, kind, p_max in zip(net.der.name, net.der.bus, net.der.kind, net.der.p_max_mw):
+        pp.create_sgen(pnet, bus=int(bus), p_mw=0.0, q_mvar=0.0, name=str(name), type="PV" if kind == "pv" else "WP",
+                       max_p_mw=float(p_max), min_p_mw=0.0)
+    for name, bus, ports in zip(net.evcs.name, net.evcs.bus, net.evcs.n_ports):
+        pp.create_load(pnet, bus=int(bus), p_mw=0.0, q_mvar=0.0, name=str(name), type="evcs", n_ports=int(ports))
+    st = net.storage
+    for k in range(len(st)):
+        pp.create_storage(pnet, bus=int(st.bus[k]), p_mw=0.0, max_e_mwh=float(st.e_max_mwh[k]),
+                          sn_mva=float(st.p_max_mw[k]), soc_percent=100.0 * float(st.e_init_mwh[k] / st.e_max_mwh[k]),
+                          eta_charge=float(st.eta_charge[k]), eta_discharge=float(st.eta_discharge[k]))
+    comp = net.compensator
+    for k in range(len(comp)):
+        pp.create_sgen(pnet, bus=int(comp.bus[k]), p_mw=0.0, q_mvar=0.0, type="SVC", name=f"svc{k}",
+                       min_q_mvar=float(comp.q_min_mvar[k]), max_q_mvar=float(comp.q_max_mvar[k]))
+
+
+def grid_to_pandapower_nets(grid: Grid) -> dict[str, Any]:
+    """Every network of ``grid`` as its own pandapower net with all its devices, by network name:
+    each feeder (:func:`feeder_to_pandapower`) and, for a T-D case, the transmission network
+    (its branches, base loads and generators with their costs; the feeders' boundary buses are
+    ``grid.boundary_bus``). :func:`env.importers.from_pandapower` builds the grid back."""
+    nets = {f.name: feeder_to_pandapower(f) for f in grid.feeders}
+    if grid.transmission is not None:
+        t = grid.transmission
+        # a T-bus's load is the feeder's peak plus the lumped rest (what the case loaders subtract)
+        p = np.bincount(t.load.bus, weights=t.load.p_mw, minlength=t.n_bus)
+        q = np.bincount(t.load.bus, weights=t.load.q_mvar, minlength=t.n_bus)
+        for b, f in zip(grid.boundary_bus, grid.feeders):
+            peak = float(f.load.p_mw.sum())
+            q[b] = q[b] * (p[b] + peak) / p[b] if p[b] > 0 else 0.0
+            p[b] += peak
+        nets[t.name] = transmission_with_units(t, p, q)
+    return nets
+
+
+def transmission_with_units(net: Network, load_p_mw: np.ndarray | None = None,
+                            load_q_mvar: np.ndarray | None = None) -> Any:
+    """Transmission ``net`` in pandapower with its loads (default: the load table), generators (the slack's units on
+    the ext_grid, the others as ``gen``) with polynomial costs, and DER as static generators."""
+    import pandapower as pp
+
+    p_inj = np.zeros(net.n_bus)
+    pnet = transmission_to_pandapower(net, p_inj)
+    if load_p_mw is None or load_q_mvar is None:
+        load_p_mw, load_q_mvar = base_injection(net)
+    for bus in np.flatnonzero(load_p_mw > 0):
+        pp.create_load(pnet, bus=int(bus), p_mw=float(load_p_mw[bus]), q_mvar=float(load_q_mvar[bus]))
+    g = net.gen
+    for k in range(len(g)):
+        common = dict(max_p_mw=float(g.p_max_mw[k]), min_p_mw=float(g.p_min_mw[k]))
+        if g.bus[k] == net.slack_bus and not (g.bus[:k] == net.slack_bus).any():
+            et, idx = "ext_grid", int(pnet.ext_grid.index[0])
+            pnet.ext_grid.loc[idx, ["max_p_mw", "min_p_mw"]] = [common["max_p_mw"], common["min_p_mw"]]
+        else:
+            et, idx = "gen", pp.create_gen(pnet, bus=int(g.bus[k]), p_mw=0.0, vm_pu=1.0, **common)
+        pp.create_poly_cost(pnet, idx, et, cp1_eur_per_mw=float(g.cost_c1_per_mwh[k]),
+                            cp2_eur_per_mw2=float(g.cost_c2_per_mw2h[k]))
+    add_devices(pnet, net)
     return pnet
 
 

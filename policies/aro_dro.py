@@ -79,6 +79,7 @@ from policies.planning import (
     solve_centralized,
 )
 from policies.planning.calibration import CalibrationSettings, beyond_cleared_reserves, calibrate
+from policies.solver_quiet import quiet_highs
 from env.dispatch import Dispatch, DispatchSizes
 from env.formulations.dc import DCNetwork, incidence
 from env.formulations.dispatch_model import (
@@ -457,6 +458,7 @@ class RecourseLP:
 
     def solve(self) -> str:
         """Solve with HiGHS; returns ``""`` on success, else the failure reason."""
+        quiet_highs()
         opts = {"warm_start": False} if self.settings.solver == "HIGHS" else {}
         try:
             with warnings.catch_warnings():

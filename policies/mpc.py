@@ -73,6 +73,7 @@ from env.observation import Observation
 from env.settings import StrictKwargs
 from env.simulator import GridModel, SimulatorSettings
 from policies.heuristic import HeuristicPolicy
+from policies.solver_quiet import quiet_highs
 from scenarios.ev_arrivals import component_rates_per_port_h, rates_on_steps
 
 __all__ = ["EVForecaster", "MPCPolicy", "MPCSettings"]
@@ -639,6 +640,7 @@ class MPCPolicy:
         # K = 96 and more than 20 GB on t30d2, so it is canonicalized per solve with the
         # Parameters taken as constants (0.2-0.5 s, ~0.3 GB).
         dpp = {"enforce_dpp": True} if self.settings.formulation == "lin" else {"ignore_dpp": True}
+        quiet_highs()
         for solver in self.settings.solvers:
             kw = {"warm_start": False} if solver == "HIGHS" else {}
             try:

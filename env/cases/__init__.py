@@ -45,16 +45,35 @@ def case_names() -> tuple[str, ...]:
     return tuple(_CASES)
 
 
-@lru_cache(maxsize=None)
+GRID_FILE_SUFFIXES = (".toml", ".m", ".mat", ".json")
+
+
+def is_grid_file(case: str) -> bool:
+    """Whether ``case`` names a user's grid file (a coupling spec or a MATPOWER / pandapower file)."""
+    return isinstance(case, str) and case.lower().endswith(GRID_FILE_SUFFIXES)
+
+
 def load_case(name: str) -> Grid:
-    """Load a named case (offline; the result is immutable and cached).
+    """Load a named case (offline; the result is immutable and cached), or a user's grid file:
+    a coupling spec ``path/to/spec.toml`` or a radial feeder ``.m`` / ``.mat`` / ``.json``
+    (:func:`env.importers.load_grid_file`, docs/data.md; read anew on every call).
 
     Raises:
         ValueError: for an unknown name; the message lists the known names.
     """
+    if is_grid_file(name) and name not in _CASES:
+        from env.importers import load_grid_file
+
+        return load_grid_file(name)
+    return _named_case(name)
+
+
+@lru_cache(maxsize=None)
+def _named_case(name: str) -> Grid:
     if name not in _CASES:
-        raise ValueError(f"unknown case {name!r}; known cases: {', '.join(_CASES)}")
+        raise ValueError(f"unknown case {name!r}; known cases: {', '.join(_CASES)}, or a grid file "
+                         f"({', '.join(GRID_FILE_SUFFIXES)})")
     return _CASES[name](name)
 
 
-__all__ = ["CASE_VERSION", "bare_feeder", "case_names", "load_case"]
+__all__ = ["CASE_VERSION", "GRID_FILE_SUFFIXES", "bare_feeder", "case_names", "is_grid_file", "load_case"]

@@ -24,7 +24,7 @@ from env.cases.feeders import (
     load_tariff,
     read_toml,
 )
-from env.cases.transmission import transmission_arrays
+from env.cases.transmission import TransmissionArrays, transmission_arrays
 from env.network import BranchTable, BusTable, DERTable, GenTable, Grid, LoadTable, Network, TieLine
 
 _TD_SCHEMA = {"description": STRING, "base_network": STRING, "tariff": STRING, "feeder": STRING,
@@ -103,7 +103,6 @@ def _td_case(file: str, name: str) -> Grid:
     check_unique(data["boundary_buses"], f"{file}: top level: key 'boundary_buses'")
     net = _pandapower_case(data["base_network"])
     arr = transmission_arrays(net)
-    n = len(arr.bus_label)
     label_to_index = {int(lab): i for i, lab in enumerate(arr.bus_label)}
 
     def index(labels: list[int], where: str) -> np.ndarray:
@@ -118,14 +117,6 @@ def _td_case(file: str, name: str) -> Grid:
         raise ValueError(f"{file}: top level: key 'feeder_overrides' needs one table per boundary bus "
                          f"({len(boundary)}), got {len(overrides)}")
     feeders = tuple(feeder_from_file(data["feeder"], f"{name}/f{k}", overrides[k]) for k in range(len(boundary)))
-    p_load, q_load = _bus_loads(net, n)
-    for k, b in enumerate(boundary):  # lumped load = max(0, original - feeder peak)
-        peak = feeders[k].load.p_mw.sum()
-        scale = max(0.0, p_load[b] - peak) / p_load[b] if p_load[b] > 0 else 0.0
-        p_load[b] *= scale
-        q_load[b] *= scale
-    loaded = np.flatnonzero(p_load > 0)
-
     if "thermal" in data:
         gens = _unit_records(data["thermal"], f"{file}: thermal")
         gens["bus"] = index(gens["bus"], "thermal").tolist()
@@ -141,17 +132,35 @@ def _td_case(file: str, name: str) -> Grid:
     tie_lines = tuple(TieLine(from_feeder=f, from_bus=fb - 1, to_feeder=t, to_bus=tb - 1, p_max_mw=p)
                       for f, fb, t, tb, p in zip(ties["from_feeder"], ties["from_bus"], ties["to_feeder"],
                                                  ties["to_bus"], ties["p_max_mw"]))
-    transmission = Network(
-        name=f"{name}/t", kind="transmission", base_mva=arr.base_mva,
+    transmission = coupled_transmission(net, arr, f"{name}/t", boundary, feeders, gens, der)
+    return Grid(name=name, feeders=feeders, transmission=transmission, boundary_bus=tuple(boundary.tolist()),
+                tariff=load_tariff(data["tariff"]), description=data["description"], tie_lines=tie_lines)
+
+
+def coupled_transmission(net: Any, arr: TransmissionArrays, name: str, boundary: np.ndarray,
+                         feeders: tuple[Network, ...], gens: dict[str, list[Any]] | None = None,
+                         der: DERTable | None = None) -> Network:
+    """The DC transmission :class:`Network` of pandapower net ``net`` (branch arrays ``arr``) with
+    feeder ``k`` at bus index ``boundary[k]``: a T-bus keeps max(0, its load - the feeder's
+    peak) as a lumped load. ``gens`` default to the net's generators and their costs."""
+    n = len(arr.bus_label)
+    p_load, q_load = _bus_loads(net, n)
+    for k, b in enumerate(boundary):  # lumped load = max(0, original - feeder peak)
+        peak = feeders[k].load.p_mw.sum()
+        scale = max(0.0, p_load[b] - peak) / p_load[b] if p_load[b] > 0 else 0.0
+        p_load[b] *= scale
+        q_load[b] *= scale
+    loaded = np.flatnonzero(p_load > 0)
+    return Network(
+        name=name, kind="transmission", base_mva=arr.base_mva,
         base_kv=float(net.bus.vn_kv.iloc[0]), slack_bus=arr.slack_bus,
         bus=BusTable(label=arr.bus_label, vmin_pu=np.full(n, 0.94), vmax_pu=np.full(n, 1.06)),
         branch=BranchTable(from_bus=arr.from_bus, to_bus=arr.to_bus, r_pu=arr.r_pu, x_pu=arr.x_pu,
                            rate_mva=arr.rate_mva, tap=arr.tap, shift_rad=arr.shift_rad),
         load=LoadTable(bus=loaded, p_mw=p_load[loaded], q_mvar=q_load[loaded]),
-        gen=GenTable(**gens), der=der,
+        gen=GenTable(**(gens if gens is not None else _case_generators(net))),
+        der=der if der is not None else DERTable(name=[], bus=[], kind=[], p_max_mw=[]),
     )
-    return Grid(name=name, feeders=feeders, transmission=transmission, boundary_bus=tuple(boundary.tolist()),
-                tariff=load_tariff(data["tariff"]), description=data["description"], tie_lines=tie_lines)
 
 
 def _unit_records(rows: Any, where: str) -> dict[str, list[Any]]:

@@ -230,6 +230,9 @@ def solve_problem(problem: cp.Problem, solver: str, record: SolveRecord) -> floa
     """
     import time
 
+    from policies.solver_quiet import quiet_highs
+
+    quiet_highs()
     opts: dict[str, Any] = {"warm_start": False} if solver.upper() == "HIGHS" else {}
     t0 = time.perf_counter()
     try:
