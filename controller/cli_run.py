@@ -51,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-reactive", action="store_true", help="keep the compensators at 0 (no SOCP)")
     p.add_argument("--scenarios", type=int, default=10, help="SOCP scenarios S after reduction")
     p.add_argument("--solver", default="ECOS", choices=("ECOS", "CLARABEL"), help="SOCP solver")
+    p.add_argument("--reactive-method", default="socp", choices=("socp", "fast"),
+                   help="reactive control: the scenario SOCP, or the same objective on the AC flow by "
+                        "sequential QPs (5-10x faster per step)")
     p.add_argument("--no-plots", action="store_true")
     add_profile_arguments(p)
     p.set_defaults(func=run)
@@ -101,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
                            **profile_env_kwargs(args))
     policy = make_policy(args.policy, environment.unwrapped.grid, compensators=not args.no_reactive)
     settings = LoopSettings(reactive=not args.no_reactive, n_scenarios=args.scenarios,
-                            n_samples=max(30, args.scenarios), socp=ReactiveSettings(solver=args.solver,
-                                                                                   n_scenarios=args.scenarios))
+                            n_samples=max(30, args.scenarios), reactive_method=args.reactive_method,
+                            socp=ReactiveSettings(solver=args.solver, n_scenarios=args.scenarios))
     controller = RollingController(environment, policy, settings=settings)
     n_steps = environment.unwrapped.n_steps
     steps, summaries = [], []
@@ -137,7 +140,9 @@ def run_identity(args: argparse.Namespace) -> dict[str, Any]:
     """The arguments that determine a run's results (stored in ``run.json``)."""
     return {"case": args.case, "policy": args.policy, "regime": args.regime, "seed": args.seed, "days": args.days,
             "dt_minutes": args.dt_minutes, "reactive": not args.no_reactive, "scenarios": args.scenarios,
-            "solver": args.solver, **({"profiles": args.profiles, "date": args.date} if args.profiles else {})}
+            "solver": args.solver,
+            **({"reactive_method": args.reactive_method} if args.reactive_method != "socp" else {}),
+            **({"profiles": args.profiles, "date": args.date} if args.profiles else {})}
 
 
 def prepare_out(out: Path, identity: dict[str, Any], *, overwrite: bool) -> Path:

@@ -79,6 +79,8 @@ class SweepConfig:
         reactive: run the reactive SOCP each step (else compensators stay at 0).
         n_scenarios: SOCP scenarios after reduction.
         solver: SOCP solver.
+        reactive_method: ``"socp"`` (the scenario SOCP) or ``"fast"`` (the same objective on the
+            AC flow by sequential QPs, ``controller/reactive_fast.py``).
         agents: ``(name, folder)`` of the trained agents among ``policies`` (docs/rl.md): the
             name is :func:`policies.sb3.agent_label` of the folder (it hashes the agent's files,
             so a retrained agent is a new policy, never a resumed one).
@@ -95,6 +97,7 @@ class SweepConfig:
     reactive: bool = True
     n_scenarios: int = 10
     solver: str = "ECOS"
+    reactive_method: str = "socp"
     agents: tuple[tuple[str, str], ...] = ()
     profiles: str | None = None
     profile_date: str | None = None
@@ -127,6 +130,8 @@ class SweepConfig:
             raise ValueError(f"SweepConfig: n_scenarios must be >= 1, got {self.n_scenarios}")
         if (self.profiles is None) != (self.profile_date is None):
             raise ValueError("SweepConfig: profiles and profile_date go together")
+        if self.reactive_method not in ("socp", "fast"):
+            raise ValueError(f"SweepConfig: reactive_method must be 'socp' or 'fast', got {self.reactive_method!r}")
         stray = [name for name, _ in self.agents if name not in self.policies]
         if stray:
             raise ValueError(f"SweepConfig: agents {stray} are not among the policies")
@@ -135,6 +140,7 @@ class SweepConfig:
         """The fields every run in one ``out`` folder must share (stored in ``config.json``)."""
         return {"case": self.case, "seed": self.seed, "dt_minutes": self.dt_minutes, "reactive": self.reactive,
                 "n_scenarios": self.n_scenarios, "solver": self.solver,
+                **({"reactive_method": self.reactive_method} if self.reactive_method != "socp" else {}),
                 **({"profiles": self.profiles, "profile_date": self.profile_date} if self.profiles else {})}
 
     def specs(self) -> list[RunSpec]:
@@ -229,7 +235,7 @@ class _Runner:
                             **measured)
         self.policy = factory(policy, self.env.unwrapped.grid)
         settings = LoopSettings(reactive=config.reactive, n_scenarios=config.n_scenarios,
-                                n_samples=max(30, config.n_scenarios),
+                                n_samples=max(30, config.n_scenarios), reactive_method=config.reactive_method,
                                 socp=ReactiveSettings(solver=config.solver, n_scenarios=config.n_scenarios))
         self.controller = RollingController(self.env, self.policy, settings=settings)
 

@@ -68,3 +68,15 @@ def test_highs_banner_is_kept_out_of_stdout() -> None:
             "highspy.Highs(); print('done')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == "done\n"
+
+
+def test_run_with_the_fast_reactive_method(tmp_path: Path) -> None:
+    """``--reactive-method fast`` plays the day with the fast controller (its solver shows in the
+    feeder rows) and records the choice in run.json; the default stays the SOCP."""
+    out = tmp_path / "fast"
+    assert main(["run", "--case", "d33", "--policy", "heuristic", "--regime", "cloudy", "--seed", "8330",
+                 "--dt-minutes", "60", "--scenarios", "3", "--reactive-method", "fast", "--no-plots",
+                 "--out", str(out)]) == 0
+    feeder = pd.read_parquet(out / "steps.parquet").query("area == 'f0'")
+    assert set(feeder.socp_solver) <= {"fast_ac", "CLARABEL"} and "fast_ac" in set(feeder.socp_solver)
+    assert '"reactive_method": "fast"' in (out / "run.json").read_text()
