@@ -1,0 +1,136 @@
+"""The record of one simulated step and the keys of its cost and violation breakdowns.
+
+:class:`StepOutcome` is what :meth:`env.simulator.GridSimulator.step` returns: the projected
+setpoints, the physics (voltages, flows, losses, EV and storage results) and the step's cost
+in the tariff's currency by :data:`COST_KEYS` (``reward = -cost["total"]``; docs/design.md,
+"Physics truth", item 8).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from env.dispatch import Dispatch
+from env.evcs import EVStepResult
+
+__all__ = ["COST_KEYS", "VIOLATION_KEYS", "StepOutcome"]
+
+#: Cost breakdown keys (``total`` sums all but ``boundary_energy``; reward = -total).
+COST_KEYS: tuple[str, ...] = (
+    "energy_bought", "energy_sold", "thermal_fuel", "water_spillage", "reserves", "ev_revenue", "ev_subsidy",
+    "renewable_generation", "storage_degradation", "curtailment", "load_shed", "ev_unmet",
+    "voltage_violation", "boundary_violation", "unit_limit", "total", "boundary_energy",
+)
+
+#: Violation keys of :attr:`StepOutcome.violations`.
+VIOLATION_KEYS: tuple[str, ...] = (
+    "voltage_puh", "voltage_worst_pu", "voltage_buses", "load_shed_mwh", "curtailment_mwh",
+    "ev_unmet_kwh", "boundary_violation_mwh", "line_overload_max", "unbalanced_mw", "ref_unit_limit_mw",
+)
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """Everything that happened in one step (arrays in dispatch / layout order, MW unless named).
+
+    Attributes:
+        step, time_h, dt_h: the step played.
+        cost: breakdown, keys :data:`COST_KEYS` (tariff currency); ``reward = -cost["total"]``.
+        violations: keys :data:`VIOLATION_KEYS`.
+        projection: per dispatch field, applied setpoint minus requested (0 where feasible).
+        setpoints: per dispatch field, the setpoint after projection (before reserve deployment);
+            :attr:`applied` gives them as a :class:`Dispatch` (``q_comp_mvar`` included).
+        ev: the EV fleet's result (kW / kWh per station).
+        load_p_mw: (n_load,) realized demand, ``Layout`` order (feeder loads, then T loads).
+        load_served_mw: (n_load,) after shedding.
+        der_avail_mw, der_used_mw: (n_der,) available and used renewable output.
+        storage_p_mw: (n_storage,) applied (+ charge); storage_e_mwh: energy after the step.
+        ev_p_mw: (n_evcs,) delivered station power; ev_deployed_mw: delivered minus setpoint.
+        thermal_p_mw: (n_gen,) actual output (setpoint + deployment + residual at the reference unit).
+        thermal_deployed_mw: (n_gen,) actual minus setpoint.
+        head_p_mw, head_q_mvar, loss_mw: (n_feeder,) feeder head power and series losses.
+        v_pu: (N_fb,) bus voltage magnitudes, feeders stacked; v_min_pu, v_max_pu per feeder.
+        line_p_mw, line_loading: (n_line,) transmission flows and |flow| / rating (0 on an
+            unrated line); ``info()["line_loading_max"]`` is absent when no line is rated
+            (feeders, t118d10): there is no loading to report (not 0; NaN in tables).
+        imbalance_mw: real-time imbalance D before balancing (after the TSO calls; 0 single-feeder).
+        tso_requirement_mw, tso_delivered_mw, boundary_violation_mw: (n_boundary,).
+        residual_mw: mismatch closed by the reference unit (feeder loss changes).
+        import_mw: single feeder: head P (+ buys); T-D: sum of feeder heads.
+        info_scalars: (losses MW, EV unmet kWh, max line loading) of :meth:`info` when the
+            simulator computed them anyway; None to compute them from the fields.
+    """
+
+    step: int
+    time_h: float
+    dt_h: float
+    cost: dict[str, float]
+    violations: dict[str, float]
+    projection: dict[str, np.ndarray]
+    setpoints: dict[str, np.ndarray]
+    ev: EVStepResult
+    load_p_mw: np.ndarray
+    load_served_mw: np.ndarray
+    der_avail_mw: np.ndarray
+    der_used_mw: np.ndarray
+    storage_p_mw: np.ndarray
+    storage_e_mwh: np.ndarray
+    ev_p_mw: np.ndarray
+    ev_deployed_mw: np.ndarray
+    thermal_p_mw: np.ndarray
+    thermal_deployed_mw: np.ndarray
+    head_p_mw: np.ndarray
+    head_q_mvar: np.ndarray
+    loss_mw: np.ndarray
+    v_pu: np.ndarray
+    v_min_pu: np.ndarray
+    v_max_pu: np.ndarray
+    line_p_mw: np.ndarray
+    line_loading: np.ndarray
+    imbalance_mw: float
+    tso_requirement_mw: np.ndarray
+    tso_delivered_mw: np.ndarray
+    boundary_violation_mw: np.ndarray
+    residual_mw: float
+    import_mw: float
+    info_scalars: tuple[float, float, float] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        missing = set(COST_KEYS) - set(self.cost)
+        if missing:
+            raise ValueError(f"StepOutcome.cost: missing keys {sorted(missing)}")
+        if not np.isfinite(self.cost["total"]):
+            raise ValueError(f"StepOutcome.cost: total is {self.cost['total']}")
+
+    @property
+    def applied(self) -> Dispatch:
+        """The projected dispatch (built on each access from ``setpoints``)."""
+        return Dispatch(**self.setpoints)
+
+    @property
+    def reward(self) -> float:
+        """Minus the step's total cost."""
+        return -self.cost["total"]
+
+    def info(self) -> dict[str, Any]:
+        """The gym ``info`` dict of this step (plain floats and small arrays; ``line_loading_max``
+        only when the grid has rated lines)."""
+        d = self.__dict__   # a plain read of the fields, no write
+        scalars = self.info_scalars
+        if scalars is None:
+            scalars = (float(self.loss_mw.sum()), float(self.ev.unmet_kwh.sum()),
+                       float(self.line_loading.max()) if self.line_loading.size else math.nan)
+        return {
+            "step": d["step"], "time_h": d["time_h"], "cost": d["cost"], "violations": d["violations"],
+            "projection": d["projection"], "v_min_pu": d["v_min_pu"], "v_max_pu": d["v_max_pu"],
+            "losses_mw": scalars[0], "import_mw": d["import_mw"],
+            "head_p_mw": d["head_p_mw"], "imbalance_mw": d["imbalance_mw"], "residual_mw": d["residual_mw"],
+            "ev_p_mw": d["ev_p_mw"], "ev_unmet_kwh": scalars[1],
+            "thermal_p_mw": d["thermal_p_mw"], "tso_requirement_mw": d["tso_requirement_mw"],
+            "tso_delivered_mw": d["tso_delivered_mw"],
+            **({} if math.isnan(scalars[2]) else {"line_loading_max": scalars[2]}),
+        }
