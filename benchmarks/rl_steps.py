@@ -43,6 +43,19 @@ def _rate(step, n: int) -> float:  # noqa: ANN001
     return done / (time.perf_counter() - t0)
 
 
+def _random_steps(e, rng: np.random.Generator, seed: int):  # noqa: ANN001, ANN202
+    """A ``run(n)`` that plays ``n`` uniformly random actions in ``e`` from ``reset(seed)``,
+    resetting at day ends; returns ``n`` (for :func:`_rate`)."""
+    def run(n: int) -> int:
+        e.reset(seed=seed)
+        for _ in range(n):
+            _, _, term, trunc, _ = e.step(rng.uniform(-1, 1, e.action_space.shape).astype(np.float32))
+            if term or trunc:
+                e.reset()
+        return n
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", default="d33")
@@ -67,14 +80,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
 
     def single(e):  # noqa: ANN001, ANN202
-        def run(n: int) -> int:
-            e.reset(seed=1)
-            for _ in range(n):
-                _, _, term, trunc, _ = e.step(rng.uniform(-1, 1, e.action_space.shape).astype(np.float32))
-                if term or trunc:
-                    e.reset()
-            return n
-        return run
+        return _random_steps(e, rng, seed=1)
 
     def vec(v):  # noqa: ANN001, ANN202
         def run(n: int) -> int:
@@ -119,16 +125,7 @@ def _reactive(case: str, steps: int, repeats: int) -> None:
     rng = np.random.default_rng(0)
 
     def random_steps(method: str) -> float:
-        e = make(method)
-
-        def run(n: int) -> int:
-            e.reset(seed=8300)
-            for _ in range(n):
-                _, _, term, trunc, _ = e.step(rng.uniform(-1, 1, e.action_space.shape).astype(np.float32))
-                if term or trunc:
-                    e.reset()
-            return n
-        return _rate(run, steps)
+        return _rate(_random_steps(make(method), rng, seed=8300), steps)
 
     def ppo_steps(method: str) -> float:
         model = PPO("MultiInputPolicy", make(method), n_steps=256, batch_size=64, n_epochs=2, seed=8300,
