@@ -48,6 +48,7 @@ import scipy.sparse as sp
 from controller.reactive import (FAST_SOLVER, ReactiveResult, ReactiveSettings, stored_result,
                                  validate_scenarios)
 from controller.reactive_cost import env_cost_weights
+from policies.solver_quiet import quiet_highs
 from env.network import Network
 from env.physics.sweep import PowerFlowError, RadialSweep
 from env.pricing import StepPrices
@@ -100,6 +101,7 @@ class FastFeederReactive:
         self._vmax = np.asarray(net.bus.vmax_pu, dtype=float)[self._ns]
         r_common = self._sweep.dlf.real[np.ix_(self._bus, self._bus)]
         self._loss_hess = 2.0 * r_common / net.base_mva      # MW per MVAr^2, d^2 losses / dq^2
+        quiet_highs()                       # the process's first Highs object prints a banner
         self._highs = highspy.Highs()
         self._highs.setOptionValue("output_flag", False)
         self._last_good_mvar: np.ndarray | None = None

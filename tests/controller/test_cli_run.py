@@ -70,6 +70,17 @@ def test_highs_banner_is_kept_out_of_stdout() -> None:
     assert out == "done\n"
 
 
+def test_fast_reactive_controller_prints_no_banner() -> None:
+    """The fast reactive controller builds its own Highs object: no banner reaches stdout."""
+    import subprocess
+    import sys
+
+    code = ("import env; from controller.reactive import ReactiveCompensator; "
+            "ReactiveCompensator(env.load_case('d33'), method='fast'); print('done')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "done\n"
+
+
 def test_run_with_the_fast_reactive_method(tmp_path: Path) -> None:
     """``--reactive-method fast`` plays the day with the fast controller (its solver shows in the
     feeder rows) and records the choice in run.json; the default stays the SOCP."""
