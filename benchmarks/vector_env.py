@@ -3,13 +3,15 @@ Grid2Op + lightsim2grid as the outside yardstick when it is importable (this scr
 nothing).
 
 Run: ``python benchmarks/vector_env.py [--cases d33,t30d2,t118d10] [--steps 2000] [--repeats 3]
-[--num-envs 1,16]``. Every figure is the median of ``repeats`` runs, the variants alternated
-within each repeat so machine load hits them alike. Actions are random (``action_space.sample``,
-seeded); "with resets" counts the time of the resets at day ends (a day is 96 steps).
+[--num-envs 1,16,256,1024] [--sync-envs 16]``. Every figure is the median of ``repeats`` runs,
+the variants alternated within each repeat so machine load hits them alike. Actions are random
+(``action_space.sample``, seeded); "with resets" counts the time of the resets at day ends (a
+day is 96 steps).
 
-gridroll has no native batched vector env yet (issue 13): ``gym.make_vec(..., vectorization_mode=
-"sync")`` steps N copies one after another, so its aggregate rate is the single env's at best;
-the line is printed so the day a batched one lands, the gain shows against it.
+The native vector env (``gym.make_vec(id, num_envs=N)``, :mod:`env.vector_env`) steps N days in
+one batched call; its aggregate rate (env steps/s, resets at day ends included: at least one
+full day is played) is printed next to Gymnasium's ``SyncVectorEnv`` of single envs
+(``vectorization_mode="sync"``), which steps the copies one after another.
 """
 
 from __future__ import annotations
@@ -47,11 +49,11 @@ def _single_rate(env_id: str, steps: int, with_resets: bool) -> float:
     return done_steps / elapsed
 
 
-def _vector_rate(env_id: str, steps: int, num_envs: int) -> float:
-    v = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+def _vector_rate(env_id: str, steps: int, num_envs: int, mode: str = "sync") -> float:
+    v = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
     v.action_space.seed(8005)
     v.reset(seed=8005)
-    n_calls = max(1, steps // num_envs)
+    n_calls = max(97 if mode != "sync" else 1, steps // num_envs)   # native: a whole day and its reset
     t0 = time.perf_counter()
     for _ in range(n_calls):
         v.step(v.action_space.sample())       # autoreset at day ends (Gymnasium 1.x next-step mode)
@@ -86,16 +88,19 @@ def main() -> None:
     ap.add_argument("--cases", default="d33,t30d2,t118d10")
     ap.add_argument("--steps", type=int, default=2000, help="env steps per measurement")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--num-envs", default="1,16")
+    ap.add_argument("--num-envs", default="1,16,256,1024", help="native vector env sizes")
+    ap.add_argument("--sync-envs", default="16", help="SyncVectorEnv sizes (empty: none)")
     args = ap.parse_args()
-    num_envs = [int(n) for n in args.num_envs.split(",")]
+    num_envs = [int(n) for n in args.num_envs.split(",") if n]
+    sync_envs = [int(n) for n in args.sync_envs.split(",") if n]
     rates: dict[str, list[float]] = {}
     rows: list[tuple[str, str]] = [("grid2op", "Grid2Op + lightsim2grid GymEnv case14, do-nothing")]
     for case in args.cases.split(","):
         env_id = case_env_id(case)
         rows += [(f"{case}/single", f"{env_id} single env, no resets"),
                  (f"{case}/single+reset", f"{env_id} single env, with resets")]
-        rows += [(f"{case}/sync{n}", f"{env_id} sync vector env N={n} (aggregate)") for n in num_envs]
+        rows += [(f"{case}/sync{n}", f"{env_id} SyncVectorEnv N={n} (aggregate)") for n in sync_envs]
+        rows += [(f"{case}/native{n}", f"{env_id} native vector env N={n} (aggregate)") for n in num_envs]
     for _ in range(args.repeats):
         g2o = _grid2op_rate(args.steps)
         if g2o is not None:
@@ -104,8 +109,11 @@ def main() -> None:
             env_id = case_env_id(case)
             rates.setdefault(f"{case}/single", []).append(_single_rate(env_id, args.steps, False))
             rates.setdefault(f"{case}/single+reset", []).append(_single_rate(env_id, args.steps, True))
-            for n in num_envs:
+            for n in sync_envs:
                 rates.setdefault(f"{case}/sync{n}", []).append(_vector_rate(env_id, args.steps, n))
+            for n in num_envs:
+                rates.setdefault(f"{case}/native{n}", []).append(
+                    _vector_rate(env_id, args.steps, n, "vector_entry_point"))
     ref = statistics.median(rates["grid2op"]) if "grid2op" in rates else None
     print(f"{'variant':<62s} {'steps/s':>10s} {'x Grid2Op':>10s}   (median of {args.repeats})")
     for key, label in rows:

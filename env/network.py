@@ -412,6 +412,7 @@ class Grid:
     tariff: Tariff | None = None
     description: str = ""
     tie_lines: tuple[TieLine, ...] = ()
+    _layout: Layout | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feeders", tuple(self.feeders))
@@ -439,6 +440,7 @@ class Grid:
                 raise ValueError(f"grid {self.name}: boundary bus outside 0..{n - 1}")
         if self.tariff is None:
             raise ValueError(f"grid {self.name}: a tariff is required")
+        object.__setattr__(self, "_layout", grid_layout(self))     # derived once (every reset reads it)
 
     @property
     def is_td(self) -> bool:
@@ -446,8 +448,9 @@ class Grid:
 
     @property
     def layout(self) -> Layout:
-        """The grid's uncertain sources, named for the scenario layer."""
-        return grid_layout(self)
+        """The grid's uncertain sources, named for the scenario layer (built once, at construction)."""
+        assert self._layout is not None
+        return self._layout
 
 
 def _feeder_prefix(grid: Grid, k: int) -> str:

@@ -301,18 +301,48 @@ class ObservationEncoder:
         buf = flat.astype(np.float32)
         return {k: buf[sl] if shape is None else buf[sl].reshape(shape) for k, sl, shape in self._out_slices}
 
+    def _time_and_price(self, time_h: float, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``"time"`` and ``"price"`` values of a step (cached)."""
+        time_key = (time_h, step)
+        fixed = self._time_cache.get(time_key)
+        if fixed is None:
+            angle = 2.0 * np.pi * time_h / 24.0
+            fixed = (np.array((np.sin(angle), np.cos(angle), step / self.spec.n_steps)),
+                     self._price_from_hour[int(np.floor(time_h + 1e-9)) % 24])
+            if len(self._time_cache) < 4096:
+                self._time_cache[time_key] = fixed
+        return fixed
+
+    def encode_batch(self, time_h: float, step: int, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`encode` of ``B`` observations of one step at once (the batched simulator's):
+        ``parts`` maps every key but ``"time"`` and ``"price"`` to its raw values (batch axis
+        first; ``"ev"`` as the four column blocks ``p_min, p_max, n_connected, need``); the
+        same shift, scale and clipping, so each row equals :meth:`encode` of that day."""
+        fixed = self._time_and_price(time_h, step)
+        n = next(iter(parts.values())).shape[0]
+        cols = []
+        for k in self.keys:
+            if k == "time":
+                cols.append(np.broadcast_to(fixed[0], (n, 3)))
+            elif k == "price":
+                cols.append(np.broadcast_to(fixed[1], (n, 24)))
+            else:
+                cols.append(parts[k].reshape(n, -1))
+        raw = np.concatenate(cols, axis=1, dtype=float)
+        raw -= self._shift
+        raw *= self._scale
+        if self._perm is not None:
+            raw = raw[:, self._perm]
+        np.minimum(raw, self._flat_hi, out=raw)
+        np.maximum(raw, self._flat_lo, out=raw)
+        buf = raw.astype(np.float32)
+        return {k: buf[:, sl] if shape is None else buf[:, sl].reshape((n,) + shape)
+                for k, sl, shape in self._out_slices}
+
     def _raw(self, obs: Observation) -> np.ndarray | None:
         """The normalized values in the flat layout (as :meth:`_fill`, before clipping), or None
         when ``obs`` does not have the spec's sizes."""
-        time_key = (obs.time_h, obs.step)
-        fixed = self._time_cache.get(time_key)
-        if fixed is None:
-            spec = self.spec
-            angle = 2.0 * np.pi * obs.time_h / 24.0
-            fixed = (np.array((np.sin(angle), np.cos(angle), obs.step / spec.n_steps)),
-                     self._price_from_hour[int(np.floor(obs.time_h + 1e-9)) % 24])
-            if len(self._time_cache) < 4096:
-                self._time_cache[time_key] = fixed
+        fixed = self._time_and_price(obs.time_h, obs.step)
         parts: list[np.ndarray] = []
         add = parts.append
         for k in self.keys:

@@ -19,6 +19,11 @@ loader was removed in 1.0). Use the module-qualified id, which makes ``gym.make`
 ``max_episode_steps`` is the number of steps of a day at the default 15-minute step (96);
 with another ``dt_minutes`` pass ``max_episode_steps=1440 // dt_minutes`` to ``gymnasium.make``
 (the env itself terminates at the day's end either way).
+
+Every id also has a ``vector_entry_point``: ``gym.make_vec(id, num_envs=N)`` (or with
+``vectorization_mode="vector_entry_point"``) returns the native batched
+:class:`env.vector_env.TDGridVectorEnv`; ``vectorization_mode="sync"`` / ``"async"`` give
+Gymnasium's vector envs of single envs.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import gymnasium as gym
 __all__ = ["ENV_IDS", "case_env_id", "make_case", "register_envs"]
 
 _ENTRY_POINT = "env.gym_env:TDGridEnv"
+_VECTOR_ENTRY_POINT = "env.vector_env:TDGridVectorEnv"
 _STEPS_PER_DAY = 1440 // 15
 
 
@@ -68,6 +74,8 @@ def register_envs() -> None:
             continue
         if "case" in kwargs:
             gym.register(id=env_id, entry_point="env.registration:make_case",
+                         vector_entry_point="env.vector_env:make_case_vector",
                          kwargs={"_case": kwargs["case"]}, max_episode_steps=_STEPS_PER_DAY)
         else:
-            gym.register(id=env_id, entry_point=_ENTRY_POINT, kwargs={}, max_episode_steps=_STEPS_PER_DAY)
+            gym.register(id=env_id, entry_point=_ENTRY_POINT, vector_entry_point=_VECTOR_ENTRY_POINT,
+                         kwargs={}, max_episode_steps=_STEPS_PER_DAY)

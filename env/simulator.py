@@ -59,12 +59,10 @@ from env.hydro import spill_cost_per_h
 from env.thermal_cost import deep_peak_extra_per_h
 
 from env.grid_model import GridModel, _FeederSolution, _SweepGroup
-from env.step_outcome import COST_KEYS, VIOLATION_KEYS, StepOutcome
+from env.step_outcome import COST_KEYS, VIOLATION_KEYS, StepOutcome, cost_breakdown
 
 __all__ = ["COST_KEYS", "GridModel", "GridSimulator", "SimulatorSettings", "StepOutcome", "VIOLATION_KEYS"]
 
-_SUMMED = tuple(k for k in COST_KEYS if k not in ("total", "boundary_energy"))
-assert COST_KEYS[-2:] == ("total", "boundary_energy")  # _costs builds the dict in this order
 
 _TOL_MW = 1e-9
 _SHED_BISECTIONS = 14  # shed share resolution 2^-14 ~ 6e-5
@@ -138,13 +136,20 @@ class GridSimulator:
         self.scenario = scenario
         self._load_day(scenario)
         m = self.model
-        self.fleet = EVFleet(scenario.ev, max(len(m.evcs_ports), 1), self.dt_h, self.n_steps,
-                             v2g=self.settings.v2g, enforce_must_run=self.settings.enforce_must_run)
+        self._fleet: EVFleet | None = None       # built on first use (env.batched never needs it)
         self.ev_reserve_price = (m.ev_reserve_price_default if self.settings.ev_reserve_price_per_mwh is None
                                  else float(self.settings.ev_reserve_price_per_mwh))
         self.price_sell = float(grid.tariff.price_sell_per_mwh)
         self._precompute()
         self._init_state()
+
+    @property
+    def fleet(self) -> EVFleet:
+        """The day's EVs (:class:`env.evcs.EVFleet`), built on first use."""
+        if self._fleet is None:
+            self._fleet = EVFleet(self.scenario.ev, max(len(self.model.evcs_ports), 1), self.dt_h, self.n_steps,
+                                  v2g=self.settings.v2g, enforce_must_run=self.settings.enforce_must_run)
+        return self._fleet
 
     # ------------------------------------------------------------------ setup
     def _load_day(self, sc: Any) -> None:
@@ -1083,23 +1088,9 @@ class GridSimulator:
             fuel = spillage = reserves = boundary_energy = 0.0
         n_st = p_st.shape[0]
         abs_st = (_fsum(np.abs(p_st)) if n_st >= _SMALL_SUM else _fsum_py_abs(p_st)) if n_st else 0.0
-        parts = (                           # the order of _SUMMED
-            bought, sold, fuel, spillage, reserves,
-            -ev_mwh * tar.ev_charging_price_per_mwh,
-            ev_mwh * tar.ev_subsidy_per_mwh,
-            float(der_used.dot(m.der_cost)) * dt,
-            abs_st * dt * tar.storage_cost_per_mwh,
-            curt_mwh * tar.penalty_curtailment_per_mwh,
-            shed_mwh * tar.penalty_load_shed_per_mwh,
-            unmet_kwh * 1e-3 * tar.penalty_ev_unmet_per_mwh,
-            v_puh * tar.penalty_voltage_per_puh,
-            bviol_mwh * tar.penalty_boundary_per_mwh,
-            r["ref_limit"] * dt * tar.penalty_load_shed_per_mwh,
-        )
-        cost = dict(zip(_SUMMED, parts))
-        cost["total"] = sum(parts)
-        cost["boundary_energy"] = boundary_energy
-        return cost
+        return cost_breakdown(tar, dt, bought, sold, fuel, spillage, reserves, boundary_energy, ev_mwh,
+                              float(der_used.dot(m.der_cost)), abs_st, curt_mwh, shed_mwh, unmet_kwh, v_puh,
+                              bviol_mwh, r["ref_limit"])
 
     def _advance(self, x: dict[str, np.ndarray], e_new: np.ndarray, req: np.ndarray, loading: np.ndarray,
                  sol: _FeederSolution, v_minmax: np.ndarray) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from env.dispatch import Dispatch
 from env.evcs import EVStepResult
 
-__all__ = ["COST_KEYS", "VIOLATION_KEYS", "StepOutcome"]
+__all__ = ["COST_KEYS", "VIOLATION_KEYS", "StepOutcome", "cost_breakdown"]
 
 #: Cost breakdown keys (``total`` sums all but ``boundary_energy``; reward = -total).
 COST_KEYS: tuple[str, ...] = (
@@ -31,6 +31,45 @@ VIOLATION_KEYS: tuple[str, ...] = (
     "voltage_puh", "voltage_worst_pu", "voltage_buses", "load_shed_mwh", "curtailment_mwh",
     "ev_unmet_kwh", "boundary_violation_mwh", "line_overload_max", "unbalanced_mw", "ref_unit_limit_mw",
 )
+
+
+_SUMMED = COST_KEYS[:-2]
+assert COST_KEYS[-2:] == ("total", "boundary_energy")
+
+
+def cost_breakdown(tariff: Any, dt_h: float, bought: Any, sold: Any, fuel: Any, spillage: Any, reserves: Any,
+                   boundary_energy: Any, ev_mwh: Any, der_cost_per_h: Any, storage_abs_mw: Any,
+                   curtailment_mwh: Any, shed_mwh: Any, unmet_kwh: Any, voltage_puh: Any,
+                   boundary_violation_mwh: Any, ref_limit_mw: Any) -> dict[str, Any]:
+    """The step's cost by :data:`COST_KEYS` (the one home of the tariff's accounting;
+    docs/design.md "Physics truth"): the energy terms as given, then
+
+    ``ev_revenue = -E_ev c_ev``, ``ev_subsidy = E_ev s_ev``, ``renewable_generation = C_der dt``,
+    ``storage_degradation = sum|P_st| dt c_st``, ``curtailment = E_curt pi_curt``,
+    ``load_shed = E_shed VOLL``, ``ev_unmet = 1e-3 E_unmet,kWh pi_ev``,
+    ``voltage_violation = V_puh pi_V``, ``boundary_violation = E_b pi_b``,
+    ``unit_limit = P_lim dt VOLL``; ``total`` sums them all in this order (``boundary_energy``,
+    the T-D boundary purchase, is reported, not summed). Elementwise only: Python floats (one
+    step, :class:`env.simulator.GridSimulator`) and ``(B,)`` arrays (:mod:`env.batched`) give
+    the same numbers."""
+    tar = tariff
+    parts = (
+        bought, sold, fuel, spillage, reserves,
+        -ev_mwh * tar.ev_charging_price_per_mwh,
+        ev_mwh * tar.ev_subsidy_per_mwh,
+        der_cost_per_h * dt_h,
+        storage_abs_mw * dt_h * tar.storage_cost_per_mwh,
+        curtailment_mwh * tar.penalty_curtailment_per_mwh,
+        shed_mwh * tar.penalty_load_shed_per_mwh,
+        unmet_kwh * 1e-3 * tar.penalty_ev_unmet_per_mwh,
+        voltage_puh * tar.penalty_voltage_per_puh,
+        boundary_violation_mwh * tar.penalty_boundary_per_mwh,
+        ref_limit_mw * dt_h * tar.penalty_load_shed_per_mwh,
+    )
+    cost = dict(zip(_SUMMED, parts))
+    cost["total"] = sum(parts)
+    cost["boundary_energy"] = boundary_energy
+    return cost
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ Time conventions: a day has ``T = 1440 / dt_minutes`` steps; step ``k`` covers
 from __future__ import annotations
 
 import numpy as np
+from scipy.signal import lfilter
+
+_ONE_TAP = (1.0,)   # ar1_filter's numerator: the innovations are scaled beforehand
 
 VALID_DT_MINUTES: tuple[int, ...] = (5, 15, 60)
 MINUTES_PER_DAY: int = 1440
@@ -126,8 +129,10 @@ def ar1_filter(innovations: np.ndarray, phi: float, x0: np.ndarray | None = None
         out[0] = e[0]
     else:
         out[0] += phi * np.asarray(x0, dtype=float)
-    for k in range(1, e.shape[0]):
-        out[k] += phi * out[k - 1]
+    if e.shape[0] > 1:
+        # out[k] += phi out[k-1] for k >= 1, as one IIR filter y_k = x_k + phi y_{k-1} started
+        # at phi out[0]: the same multiply and add per step, in C (bit for bit the loop's result)
+        out[1:] = lfilter(_ONE_TAP, (1.0, -phi), out[1:], axis=0, zi=(phi * out[0])[None])[0]
     return np.ascontiguousarray(np.moveaxis(out, 0, -2))
 
 

@@ -427,6 +427,17 @@ def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def _update(dlf_dot: Any, v0: Any, s_conj: np.ndarray, v: np.ndarray, v_new: np.ndarray, i_bus: np.ndarray,
+            d: np.ndarray) -> None:
+    """One sweep iteration into preallocated arrays: ``I = conj(S) / conj(V)``,
+    ``V_new = V0 - DLF I``, ``d = V_new - V``."""
+    np.conjugate(v, i_bus)
+    np.divide(s_conj, i_bus, i_bus)
+    dlf_dot(i_bus, v_new)
+    np.subtract(v0, v_new, v_new)
+    np.subtract(v_new, v, d)
+
+
 def fixed_point(dlf_dot: Any, v0: Any, s_conj: np.ndarray, v: np.ndarray, tol: float, max_iter: int,
                 name: str = "feeder") -> tuple[np.ndarray, np.ndarray, int]:
     """The backward/forward sweep, ``V <- V0 - DLF conj(S / V)`` (docs/math.md section 1).
@@ -456,13 +467,9 @@ def fixed_point(dlf_dot: Any, v0: Any, s_conj: np.ndarray, v: np.ndarray, tol: f
     d = np.empty_like(v)
     d_flat = d.reshape(-1).view(float)
     tol2 = tol * tol
-    conj, div, sub, d_dot = np.conjugate, np.divide, np.subtract, d_flat.dot
+    d_dot = d_flat.dot
     for iteration in range(1, max_iter + 1):
-        conj(v, i_bus)
-        div(s_conj, i_bus, i_bus)           # I = conj(S) / conj(V)
-        dlf_dot(i_bus, v_new)
-        sub(v0, v_new, v_new)               # V0 - DLF I
-        sub(v_new, v, d)
+        _update(dlf_dot, v0, s_conj, v, v_new, i_bus, d)
         v, v_new = v_new, v
         step2 = d_dot(d_flat)
         if step2 < tol2:
@@ -475,6 +482,52 @@ def fixed_point(dlf_dot: Any, v0: Any, s_conj: np.ndarray, v: np.ndarray, tol: f
         worst = int(np.argmax(per_point))
         raise PowerFlowError(name, worst, f"no convergence within {max_iter} iterations "
                              f"(last voltage update {np.sqrt(per_point[worst]):.3g} p.u.)")
-    conj(v, i_bus)
-    div(s_conj, i_bus, i_bus)
+    np.conjugate(v, i_bus)
+    np.divide(s_conj, i_bus, i_bus)
     return v, i_bus, iteration
+
+
+def fixed_point_blocks(dlf_dot: Any, v0: Any, s_conj: np.ndarray, v: np.ndarray, tol: float, max_iter: int,
+                       block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`fixed_point` on ``G`` independent blocks of ``block`` columns each (the batched
+    simulator's days), each block stopping on its own rule ``||V_new - V||_2 < tol`` over its
+    columns: a block's returned ``V`` is the iterate at which it converged, as if it had been
+    iterated alone (the same update ``V <- V0 - DLF conj(S / V)``; docs/math.md section 1).
+
+    Args:
+        dlf_dot, v0, s_conj, tol, max_iter: as :func:`fixed_point` (``v`` is (n, G block)).
+        v: start voltages, (n, G block), block-major columns; overwritten.
+        block: columns per block.
+
+    Returns:
+        ``(V, I_bus at V, ok)`` with ``ok`` (G,) False for a block that produced non-finite
+        voltages or did not converge within ``max_iter`` (its columns hold the last iterate);
+        nothing raises, the caller sheds load on the failed blocks.
+    """
+    v = np.ascontiguousarray(v)
+    n, k_all = v.shape
+    n_block = k_all // block
+    out, v_new, i_bus, d = (np.empty(v.shape, dtype=v.dtype) for _ in range(4))
+    tol2 = tol * tol
+    settled = np.zeros(n_block, dtype=bool)      # converged or failed: out holds its final columns
+    ok = np.zeros(n_block, dtype=bool)
+    with np.errstate(all="ignore"):
+        for _ in range(max_iter):
+            _update(dlf_dot, v0, s_conj, v, v_new, i_bus, d)
+            v, v_new = v_new, v
+            step2 = _abs_sq(d).reshape(n, n_block, block).sum(axis=(0, 2))
+            conv = step2 < tol2
+            new = ~settled & (conv | ~(step2 < np.inf))
+            if new.any():
+                cols = np.repeat(new, block)
+                out[:, cols] = v[:, cols]
+                ok |= new & conv
+                settled |= new
+                if settled.all():
+                    break
+        if not settled.all():
+            cols = np.repeat(~settled, block)
+            out[:, cols] = v[:, cols]
+        np.conjugate(out, i_bus)
+        np.divide(s_conj, i_bus, i_bus)
+    return out, i_bus, ok
