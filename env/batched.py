@@ -12,13 +12,14 @@ single simulator's step (:mod:`env.simulator`, docs/design.md "Physics truth") o
 3. the AC sweeps of all days' feeders at once, each day stopping on its own rule
    (:func:`env.physics.sweep.fixed_point_blocks`); a day whose sweep fails sheds load as the
    single simulator does;
-4. T-D: the TSO call, the balancing, the reference unit and the DC flows of every day;
+4. T-D: the TSO call, the balancing and the reference unit (:mod:`env.balancing`, the
+   single simulator's code) and the DC flows of every day;
 5. the accounting of :data:`env.step_outcome.COST_KEYS` per day.
 
 Each day's results equal a :class:`env.simulator.GridSimulator` stepped alone with the same
 action, to floating-point rounding (BLAS may sum in another order for a wider matrix;
 ``tests/env/test_batched.py`` checks every field on random actions, every case). The per-day
-data, the initial state, the balancing and the load shedding of a failed sweep come from one
+data, the initial state and the load shedding of a failed sweep come from one
 ``GridSimulator`` per day (built at construction), so they are written once.
 """
 
@@ -30,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from env.balancing import TOL_MW, balance, settle_reference, tso_call
 from env.evcs import EVFleet
 from env.fastpath import unchecked
 from env.grid_model import GridModel
@@ -43,7 +45,6 @@ from scenarios import EVSessions
 
 __all__ = ["BatchedSimulator", "BatchedStepOutcome", "merge_sessions"]
 
-_TOL_MW = 1e-9          # as env.simulator
 
 
 @dataclass(frozen=True)
@@ -310,23 +311,10 @@ class BatchedSimulator:
                 "line_p": np.zeros((B, 0)), "ref_limit": z}
 
     # .................................................................. T-D
-    def _tso_call(self, x: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`GridSimulator._tso_call` of every day: the call clipped to the cleared EV
-        reserve, spread over the stations pro rata to their reserve."""
-        m = self.model
-        r_up, r_dn = x["ev_r_up_mw"], x["ev_r_dn_mw"]
-        cap_up, cap_dn = r_up @ m.f_ev.T, r_dn @ m.f_ev.T
-        call = np.minimum(np.maximum(self.tso[self.t], -cap_dn), cap_up)
-        up = np.divide(call, cap_up, out=np.zeros_like(call), where=cap_up > 0)
-        dn = np.divide(-call, cap_dn, out=np.zeros_like(call), where=cap_dn > 0)
-        f = m.ev_feeder
-        dev = np.where(call[:, f] > 0, -r_up * up[:, f], r_dn * np.maximum(dn[:, f], 0.0))
-        return call, dev
-
     def _step_td(self, x: dict[str, np.ndarray]) -> dict[str, Any]:
         m, t, B = self.model, self.t, self.n_batch
         nd_f, nl_f = m.n_der_f, m.n_load_f
-        call, dev = self._tso_call(x)
+        call, dev = tso_call(m, self.tso[t], x["ev_r_up_mw"], x["ev_r_dn_mw"])
         der_used = (1.0 - x["der_curtail_frac"]) * self.der_avail[t]
         ev1 = x["ev_p_mw"] + dev
         shed_f = np.zeros((B, m.n_feeder))
@@ -336,16 +324,10 @@ class BatchedSimulator:
         load_t_mw = load_t.sum(axis=1)
         load_f_mw = self.load_p[t][:, :nl_f].sum(axis=1)
         imbalance = load_t_mw + sol["hp"].sum(axis=1) - x["thermal_p_mw"].sum(axis=1) - der_used[:, nd_f:].sum(axis=1)
-        thermal = x["thermal_p_mw"].copy()
-        dev2, shed_t, shed_fb = dev.copy(), np.zeros(B), np.zeros(B)
-        changed, backoff, unbalanced = np.zeros(B, dtype=bool), np.zeros(B), np.zeros(B)
-        for b in range(B):                       # the balancing of each day (env.simulator)
-            xb = {k: v[b] for k, v in x.items()}
-            bal = self.days[b]._balance(float(imbalance[b]), xb, dev[b], der_used[b], float(load_t_mw[b]),
-                                        float(load_f_mw[b]))
-            thermal[b], dev2[b], der_used[b] = bal["thermal"], bal["dev"], bal["der_used"]
-            shed_t[b], shed_fb[b], changed[b] = bal["shed_t"], bal["shed_f"], bal["feeder_changed"]
-            backoff[b], unbalanced[b] = bal["backoff"], bal["unbalanced"]
+        bal = balance(m, imbalance, x, dev, der_used, load_t_mw, load_f_mw)
+        thermal, dev2, der_used = bal["thermal"], bal["dev"], bal["der_used"]
+        shed_t, shed_fb, changed = bal["shed_t"], bal["shed_f"], bal["feeder_changed"]
+        backoff, unbalanced = bal["backoff"], bal["unbalanced"]
         ev_set = x["ev_p_mw"] + dev2
         res = self.fleet.step(t, (ev_set * 1e3).reshape(-1))
         ev = res.p_kw.reshape(B, -1) * 1e-3
@@ -362,9 +344,9 @@ class BatchedSimulator:
         k = m.ref_unit
         thermal[:, k] += residual
         ref_limit = np.zeros(B)
-        outside = ~((m.g_p_min[k] - _TOL_MW <= thermal[:, k]) & (thermal[:, k] <= m.g_p_max[k] + _TOL_MW))
+        outside = ~((m.g_p_min[k] - TOL_MW <= thermal[:, k]) & (thermal[:, k] <= m.g_p_max[k] + TOL_MW))
         for b in np.flatnonzero(outside):
-            shed_t[b], ref_limit[b] = self.days[b]._settle_reference(thermal[b], der_used[b], load_t[b], shed_t[b])
+            shed_t[b], ref_limit[b] = settle_reference(m, thermal[b], der_used[b], load_t[b], float(shed_t[b]))
             served_t[b] = load_t[b] * (1.0 - shed_t[b])
         inj = np.concatenate((thermal, der_used[:, nd_f:], served_t, sol["hp"]), axis=1) @ m.m_inj_t.T
         line_p = m.dc.flows_pu((inj / m.base_mva_t).T).T * m.base_mva_t

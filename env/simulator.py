@@ -27,12 +27,12 @@ One step (docs/design.md "Physics truth"):
    **T-D**: the TSO's call on boundary ``b`` is clipped to the feeder's cleared EV
    reserves and delivered by its stations (pro rata to their ``r_up`` / ``r_dn``); then the
    real-time imbalance ``D = T loads + sum head P - (thermal setpoints + T wind used)`` is
-   covered (see :meth:`GridSimulator._balance`); feeders touched by the balancing are
+   covered (see :func:`env.balancing.balance`); feeders touched by the balancing are
    re-solved; the reference unit closes the residual (feeder loss changes), within its
    limits: an excess goes to the other units, then to spilling transmission wind or shedding
    transmission loads, and only what is left stays outside its limits, recorded as
    ``violations["ref_unit_limit_mw"]`` and priced (``cost["unit_limit"]``, load-shed penalty;
-   see :meth:`GridSimulator._settle_reference`); DC flows by PTDF.
+   see :func:`env.balancing.settle_reference`); DC flows by PTDF.
 5. **Costs** (tariff currency; energy = MW x dt): see :data:`COST_KEYS`.
 
 Energy balance holds per feeder (``head P + DER used = load served + losses + storage +
@@ -48,6 +48,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from env.balancing import TOL_MW as _TOL_MW
+from env.balancing import balance, settle_reference, tso_call
 from env.dispatch import ActionLimits, Dispatch
 from env.fastpath import unchecked
 from env.evcs import EVCSBounds, EVFleet, EVStepResult
@@ -64,7 +66,6 @@ from env.step_outcome import COST_KEYS, VIOLATION_KEYS, StepOutcome, cost_breakd
 __all__ = ["COST_KEYS", "GridModel", "GridSimulator", "SimulatorSettings", "StepOutcome", "VIOLATION_KEYS"]
 
 
-_TOL_MW = 1e-9
 _SHED_BISECTIONS = 14  # shed share resolution 2^-14 ~ 6e-5
 
 
@@ -803,29 +804,11 @@ class GridSimulator:
                 "backoff": 0.0, "unbalanced": 0.0, "line_p": _EMPTY, "ref_limit": 0.0}
 
     # .................................................................. T-D
-    def _tso_call(self, t: int, x: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Clip the TSO's call on each boundary to the feeder's cleared EV reserve and spread it
-        over its stations pro rata to their reserve; returns (call per boundary, EV deviation)."""
-        m = self.model
-        r_up, r_dn = x["ev_r_up_mw"], x["ev_r_dn_mw"]
-        cap_up, cap_dn = m.f_ev.dot(r_up), m.f_ev.dot(r_dn)
-        # per boundary (few): call = clip(tso, -cap_dn, cap_up), up = call / cap_up where cap_up > 0
-        # (else 0), dn = -call / cap_dn where cap_dn > 0 (else 0); the arithmetic of the array form
-        calls, ups, dns = [], [], []
-        for req, cu, cd in zip(self.tso[t].tolist(), cap_up.tolist(), cap_dn.tolist()):
-            c = min(max(req, -cd), cu)
-            calls.append(c)
-            ups.append(c / cu if cu > 0 else 0.0)
-            dns.append(-c / cd if cd > 0 else 0.0)
-        call, up, dn = np.array(calls), np.array(ups), np.array(dns)
-        f = m.ev_feeder
-        dev = np.where(call[f] > 0, -r_up * up[f], r_dn * np.maximum(dn[f], _ZERO))
-        return call, dev
-
     def _step_td(self, x: dict[str, np.ndarray]) -> dict[str, Any]:
         m, st = self.model, self._state
         t = st.t
-        call, dev = self._tso_call(t, x)
+        call, dev = tso_call(m, self.tso[t][None], x["ev_r_up_mw"][None], x["ev_r_dn_mw"][None])
+        call, dev = call[0], dev[0]
         der_used = np.subtract(_ONE, x["der_curtail_frac"])
         der_used *= self.der_avail[t]
         ev1 = x["ev_p_mw"] + dev
@@ -837,7 +820,9 @@ class GridSimulator:
         thermal = x["thermal_p_mw"]
         load_t_mw = _add_reduce(load_t)
         imbalance = load_t_mw + _add_reduce(sol.head_p_mw) - _add_reduce(thermal) - _add_reduce(der_used[m.n_der_f:])
-        bal = self._balance(imbalance, x, dev, der_used, load_t_mw, float(_add_reduce(self.load_p[t, :m.n_load_f])))
+        bal = balance(m, np.array((imbalance,)), {k: v[None] for k, v in x.items()}, dev[None], der_used[None],
+                      np.array((load_t_mw,)), np.array((_add_reduce(self.load_p[t, :m.n_load_f]),)))
+        bal = {k: (v[0] if v.ndim > 1 else v[0].item()) for k, v in bal.items()}   # day 0; scalars as Python
         ev_set = x["ev_p_mw"] + bal["dev"]
         res = self.fleet.step(t, ev_set * 1e3)
         ev = res.p_kw * 1e-3
@@ -857,7 +842,7 @@ class GridSimulator:
         thermal_act[m.ref_unit] += residual
         ref_limit = 0.0
         if not m.g_p_min[m.ref_unit] - _TOL_MW <= thermal_act[m.ref_unit] <= m.g_p_max[m.ref_unit] + _TOL_MW:
-            shed_t, ref_limit = self._settle_reference(thermal_act, der_used, load_t, shed_t)
+            shed_t, ref_limit = settle_reference(m, thermal_act, der_used, load_t, shed_t)
             served_t = load_t * (1.0 - shed_t)
         inj = m.m_inj_t.dot(np.concatenate((thermal_act, der_used[m.n_der_f:], served_t, sol.head_p_mw)))
         line_p = m.dc.flows_pu(inj / m.base_mva_t) * m.base_mva_t
@@ -867,109 +852,6 @@ class GridSimulator:
                 "thermal": thermal_act, "imbalance": float(imbalance), "residual": float(residual),
                 "tso_delivered": call - miss, "backoff": bal["backoff"], "unbalanced": bal["unbalanced"],
                 "line_p": line_p, "ref_limit": ref_limit}
-
-    def _settle_reference(self, thermal: np.ndarray, der_used: np.ndarray, load_t: np.ndarray,
-                          shed_t: float) -> tuple[float, float]:
-        """Bring the reference unit back within ``[p_min, p_max]`` after it took the residual.
-
-        The residual (feeder loss changes after the balancing, and any ``unbalanced``
-        remainder of :meth:`_balance`) can push the reference unit past its limits. The excess
-        goes, in order, to the other thermal units pro rata to their room within
-        ``[p_min, p_max]`` (ramps are not applied to the residual), then for a surplus to
-        curtailing transmission wind (counted as curtailment), for a deficit to shedding
-        transmission loads (counted as load shed). What is left stays at the reference unit
-        outside its limits and is returned as the violation ``ref_unit_limit_mw`` (priced at
-        the load-shed penalty, cost key ``unit_limit``). Updates ``thermal`` and ``der_used``
-        in place; returns (transmission shed share, MW left outside the limits).
-        """
-        m = self.model
-        k = m.ref_unit
-        lo, hi = float(m.g_p_min[k]), float(m.g_p_max[k])
-        p = float(thermal[k])
-        others = np.ones(thermal.shape[0], dtype=bool)
-        others[k] = False
-        if p < lo:                              # surplus: others down, then spill T wind
-            need = lo - p
-            thermal[k] = lo
-            room = np.where(others, np.maximum(thermal - m.g_p_min, 0.0), 0.0)
-            total = float(room.sum())
-            take = min(need, total)
-            if take > 0:
-                thermal -= room * (take / total)
-                need -= take
-            if need > _TOL_MW:
-                need = _curtail(der_used, slice(m.n_der_f, None), need)
-            if need > _TOL_MW:
-                thermal[k] = lo - need
-                return shed_t, need
-            return shed_t, 0.0
-        need = p - hi                           # deficit: others up, then shed T loads
-        thermal[k] = hi
-        room = np.where(others, np.maximum(m.g_p_max - thermal, 0.0), 0.0)
-        total = float(room.sum())
-        take = min(need, total)
-        if take > 0:
-            thermal += room * (take / total)
-            need -= take
-        served = float(load_t.sum()) * (1.0 - shed_t)
-        if need > _TOL_MW and served > 0:
-            shed = min(need, served)
-            shed_t = 1.0 - (1.0 - shed_t) * (1.0 - shed / served)
-            need -= shed
-        if need > _TOL_MW:
-            thermal[k] = hi + need
-            return shed_t, need
-        return shed_t, 0.0
-
-    def _balance(self, imbalance: float, x: dict[str, np.ndarray], dev: np.ndarray, der_used: np.ndarray,
-                 load_t_mw: float, load_f_mw: float) -> dict[str, Any]:
-        """Cover the real-time imbalance ``D`` (MW).
-
-        ``D > 0`` (deficit): thermal up-reserves pro rata to the cleared ``r_up``; then EV
-        up-reserves (stations charge less, within ``r_up`` minus what the TSO call used);
-        then shed transmission loads proportionally, then feeder loads.
-        ``D < 0`` (surplus): thermal down-reserves pro rata to ``r_dn``; EV down-reserves
-        (charge more); curtail transmission wind; curtail feeder DER; back thermal units off
-        below ``P - r_dn`` towards ``p_min`` (counted as curtailment); what is left is
-        ``unbalanced`` (signed: + deficit, - surplus; taken by the reference unit).
-        """
-        m = self.model
-        thermal = x["thermal_p_mw"].copy()
-        dev = dev.copy()
-        der_used = der_used.copy()
-        out = {"shed_t": 0.0, "shed_f": 0.0, "feeder_changed": False, "backoff": 0.0, "unbalanced": 0.0}
-        rest = float(imbalance)
-        if rest > _TOL_MW:
-            rest = _pro_rata(thermal, x["thermal_r_up_mw"], rest, +1.0)
-            rest, moved = _pro_rata_dev(dev, np.maximum(x["ev_r_up_mw"] + dev, 0.0), rest, -1.0)
-            out["feeder_changed"] = moved
-            if rest > _TOL_MW and load_t_mw > 0:
-                shed = min(rest, load_t_mw)
-                out["shed_t"] = shed / load_t_mw
-                rest -= shed
-            if rest > _TOL_MW and load_f_mw > 0:
-                out["shed_f"] = min(1.0, rest / load_f_mw)
-                rest = max(rest - load_f_mw, 0.0)
-            out["unbalanced"] = rest
-        elif rest < -_TOL_MW:
-            rest = -rest
-            rest = _pro_rata(thermal, x["thermal_r_dn_mw"], rest, -1.0)
-            rest, moved = _pro_rata_dev(dev, np.maximum(x["ev_r_dn_mw"] - dev, 0.0), rest, +1.0)
-            out["feeder_changed"] = moved
-            rest = _curtail(der_used, slice(m.n_der_f, None), rest)
-            before = rest
-            rest = _curtail(der_used, slice(0, m.n_der_f), rest)
-            out["feeder_changed"] = out["feeder_changed"] or rest < before
-            floor = np.minimum(m.g_p_min, thermal)
-            room = thermal - floor
-            back = min(rest, _add_reduce(room))
-            if back > 0:
-                thermal -= room * (back / _add_reduce(room))
-                out["backoff"] = back
-                rest -= back
-            out["unbalanced"] = -rest
-        out.update(thermal=thermal, dev=dev, der_used=der_used)
-        return out
 
     # .................................................................. accounting
     def _finish(self, x: dict[str, np.ndarray], proj: dict[str, np.ndarray], r: dict[str, Any]) -> StepOutcome:
@@ -1159,33 +1041,6 @@ def _fsum(a: np.ndarray) -> float:
     if a.shape[0] < _SMALL_SUM:
         return _fsum_py(a)
     return float(_add_reduce(a))
-
-
-def _pro_rata(values: np.ndarray, capacity: np.ndarray, need: float, sign: float) -> float:
-    """Move ``values`` by ``sign x capacity x share`` to cover ``need`` (in place); returns what is left."""
-    total = float(_add_reduce(capacity))
-    if need <= 0 or total <= 0:
-        return need
-    used = min(need, total)
-    values += sign * capacity * (used / total)
-    return need - used
-
-
-def _pro_rata_dev(dev: np.ndarray, room: np.ndarray, need: float, sign: float) -> tuple[float, bool]:
-    """Like :func:`_pro_rata` for EV deviations; also says whether anything moved."""
-    left = _pro_rata(dev, room, need, sign)
-    return left, left < need
-
-
-def _curtail(used: np.ndarray, part: slice, need: float) -> float:
-    """Reduce ``used[part]`` pro rata to cover ``need`` (in place); returns what is left."""
-    seg = used[part]
-    total = float(_add_reduce(seg))
-    if need <= 0 or total <= 0:
-        return need
-    cut = min(need, total)
-    seg *= 1.0 - cut / total
-    return need - cut
 
 
 def _forecast_at(scenario: Any, t: int) -> Any:

@@ -208,3 +208,31 @@ def test_vector_env_truncates_at_max_episode_steps_and_takes_reactive_setpoints(
     ve.step(np.zeros(ve.action_space.shape))
     np.testing.assert_allclose(ve.last_outcome.setpoints["q_comp_mvar"], np.clip(q, -1e9, 1e9)
                                .clip(ve._proto.model.q_min, ve._proto.model.q_max))
+
+
+def test_balancing_of_many_days_equals_each_day_alone() -> None:
+    """env.balancing.balance on B random days gives each day what it gives that day alone
+    (deficits, surpluses, reserves too small, shedding, curtailment, back-off)."""
+    from env.balancing import balance
+
+    grid = load_case("t30d2")
+    m = GridModel(grid)
+    rng = np.random.default_rng(8135)
+    n = 64
+    lay = dict(m.sizes_q.layout())
+    x = {name: rng.uniform(0, 5, size=(n, sl.stop - sl.start)) for name, sl in lay.items()}
+    x["thermal_p_mw"] = rng.uniform(m.g_p_min, m.g_p_max, size=(n, m.n_gen))
+    x["thermal_r_up_mw"][::4] = 0.0                        # some days without reserves
+    imbalance = rng.normal(0, 60, size=n)
+    imbalance[::7] = 0.0
+    dev = rng.normal(0, 0.2, size=(n, x["ev_p_mw"].shape[1]))
+    der = rng.uniform(0, 3, size=(n, len(m.der_cost)))
+    load_t, load_f = rng.uniform(0, 50, size=n), rng.uniform(0, 20, size=n)
+    load_t[::5] = 0.0
+    out = balance(m, imbalance, x, dev, der, load_t, load_f)
+    assert out["shed_t"].max() > 0 and out["backoff"].max() > 0 and out["feeder_changed"].any()
+    for b in range(n):
+        one = balance(m, imbalance[b:b + 1], {k: v[b:b + 1] for k, v in x.items()}, dev[b:b + 1], der[b:b + 1],
+                      load_t[b:b + 1], load_f[b:b + 1])
+        for key, value in one.items():
+            np.testing.assert_array_equal(out[key][b], value[0], err_msg=f"day {b} {key}")

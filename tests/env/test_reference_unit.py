@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import env
+from env.balancing import settle_reference
 from env.dispatch import Dispatch
 from env.simulator import GridModel, GridSimulator
 from scenarios.day import sample_day
@@ -55,12 +56,11 @@ def test_an_excess_nobody_can_take_is_recorded_and_priced() -> None:
     p_min by the residual, which is recorded as ``ref_unit_limit_mw`` and priced."""
     grid = env.load_case("t30d2")
     model = GridModel(grid)
-    sim = GridSimulator(grid, sample_day(grid, "cloudy", 11), model=model)
     k = model.ref_unit
     thermal = model.g_p_min.copy() + 0.0
     thermal[k] -= 0.2                                     # the residual took it 0.2 MW below p_min
     der_used = np.zeros(model.n_der_f + 3)
-    shed_t, left = sim._settle_reference(thermal, der_used, np.ones(4), 0.0)
+    shed_t, left = settle_reference(model, thermal, der_used, np.ones(4), 0.0)
     assert left == pytest.approx(0.2) and shed_t == 0.0
     assert thermal[k] == pytest.approx(model.g_p_min[k] - 0.2)
 
@@ -68,14 +68,13 @@ def test_an_excess_nobody_can_take_is_recorded_and_priced() -> None:
 def test_a_surplus_goes_to_the_other_units_then_to_wind() -> None:
     grid = env.load_case("t30d2")
     model = GridModel(grid)
-    sim = GridSimulator(grid, sample_day(grid, "cloudy", 11), model=model)
     k = model.ref_unit
     thermal = model.g_p_min.copy() + 0.1                  # the others have 0.1 MW of room each
     thermal[k] = model.g_p_min[k] - 0.5
     n_t_wind = len(grid.transmission.der)
     der_used = np.concatenate([np.zeros(model.n_der_f), np.full(n_t_wind, 1.0)])
     before = thermal.sum() + der_used.sum()
-    shed_t, left = sim._settle_reference(thermal, der_used, np.ones(4), 0.0)
+    shed_t, left = settle_reference(model, thermal, der_used, np.ones(4), 0.0)
     assert left == 0.0 and shed_t == 0.0
     assert thermal[k] == pytest.approx(model.g_p_min[k])
     assert np.all(thermal >= model.g_p_min - 1e-12)
@@ -88,12 +87,11 @@ def test_a_surplus_goes_to_the_other_units_then_to_wind() -> None:
 def test_a_deficit_goes_to_the_other_units_then_to_shedding() -> None:
     grid = env.load_case("t30d2")
     model = GridModel(grid)
-    sim = GridSimulator(grid, sample_day(grid, "cloudy", 11), model=model)
     k = model.ref_unit
     thermal = model.g_p_max.copy()
     thermal[k] += 0.3                                     # nobody has room
     load_t = np.full(4, 10.0)
-    shed_t, left = sim._settle_reference(thermal, np.zeros(model.n_der_f), load_t, 0.0)
+    shed_t, left = settle_reference(model, thermal, np.zeros(model.n_der_f), load_t, 0.0)
     assert left == 0.0 and thermal[k] == pytest.approx(model.g_p_max[k])
     assert shed_t * load_t.sum() == pytest.approx(0.3)
 
