@@ -6,7 +6,8 @@
 :class:`BatchedStepOutcome` whose every field has the batch axis first. One step is the
 single simulator's step (:mod:`env.simulator`, docs/design.md "Physics truth") on every day:
 
-1. decoding ``(a + 1) span / 2 + x(-1)`` and projection onto each day's feasible set;
+1. decoding ``(a + 1) span / 2 + x(-1)`` and projection onto each day's feasible set
+   (:class:`env.projection.StepProjection`, the single simulator's);
 2. the EV split of all days at once: one :class:`env.evcs.EVFleet` over the ``B x n_station``
    stations of the merged sessions (day ``b``'s station ``s`` is station ``b n_station + s``);
 3. the AC sweeps of all days' feeders at once, each day stopping on its own rule
@@ -19,8 +20,10 @@ single simulator's step (:mod:`env.simulator`, docs/design.md "Physics truth") o
 Each day's results equal a :class:`env.simulator.GridSimulator` stepped alone with the same
 action, to floating-point rounding (BLAS may sum in another order for a wider matrix;
 ``tests/env/test_batched.py`` checks every field on random actions, every case). The per-day
-data, the initial state and the load shedding of a failed sweep come from one
-``GridSimulator`` per day (built at construction), so they are written once.
+data and the initial state come from one ``GridSimulator`` per day (built at construction);
+the balancing (:mod:`env.balancing`), a failed sweep's load shedding and the head power and
+losses (:mod:`env.feeder_flow`) and the accounting (:func:`env.step_outcome.cost_breakdown`)
+are the single simulator's own functions.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 from env.balancing import TOL_MW, balance, settle_reference, tso_call
 from env.evcs import EVFleet
 from env.fastpath import unchecked
+from env.feeder_flow import head_and_losses, shed_group
 from env.grid_model import GridModel
 from env.hydro import spill_cost_per_h
 from env.network import Grid
@@ -132,11 +136,7 @@ class BatchedSimulator:
                              v2g=self.settings.v2g, enforce_must_run=self.settings.enforce_must_run)
         self._d0 = d0
         self._lay = dict(m.sizes_q.layout())
-        sz = m.sizes
-        self._sl_ev = dict(sz.layout())["ev_p_mw"]
-        self._sl_rup = dict(sz.layout())["ev_r_up_mw"] if sz.n_ev_reserve else None
-        self._sl_rdn = dict(sz.layout())["ev_r_dn_mw"] if sz.n_ev_reserve else None
-        self._n_noq, self._n_req = m.sizes_no_q.n_action, m.sizes_q.n_action
+        self._proj = d0._proj                 # env.projection: decoding and projection, batch axis first
         self._init_state()
 
     def _init_state(self) -> None:
@@ -186,60 +186,15 @@ class BatchedSimulator:
         the action carries none (zeros when None), and advance."""
         if self.done:
             raise RuntimeError(f"BatchedSimulator: the day is over (step {self.t} of {self.n_steps})")
-        m, d0, B = self.model, self._d0, self.n_batch
+        m = self.model
         lims = self.ev_limits_mw()
-        ev_lo, ev_hi = lims[0], lims[1]
-        at_minus = np.repeat(d0._lim_at_minus[None, :], B, 0)
-        half = np.repeat(d0._lim_half_span[None, :], B, 0)
-        at_minus[:, self._sl_ev] = ev_lo
-        top = np.maximum(ev_hi, ev_lo)
-        top -= ev_lo
-        half[:, self._sl_ev] = top * 0.5
-        if self._sl_rup is not None:
-            flex = np.maximum(ev_hi - ev_lo, 0.0)
-            flex *= 0.5
-            half[:, self._sl_rup] = flex
-            half[:, self._sl_rdn] = flex
-        if m.sizes.reactive:
-            req = a + 1.0
-            dec = req
-        else:
-            req = np.empty((B, self._n_req))
-            dec = req[:, :self._n_noq]
-            np.add(a, 1.0, out=dec)
-            req[:, self._n_noq:] = 0.0 if q_comp_mvar is None else q_comp_mvar
-        dec *= half
-        dec += at_minus
-        x, proj = self._project(req, lims)
-        r = self._step_td(x) if m.is_td else self._step_feeder(x)
-        return self._finish(x, proj, r)
-
-    def _project(self, req: np.ndarray, lims: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """:meth:`GridSimulator._project` of every day (the same two stages, batch axis first)."""
-        m, d0, lay = self.model, self._d0, self._lay
-        lohi = np.repeat(d0._proj_lohi[:, None, :], self.n_batch, 1)
-        lohi[:, :, lay["ev_p_mw"]] = lims
-        if m.st_p_max.shape[0]:
-            e, sl = self.e_mwh, lay["storage_p_mw"]
-            lohi[1, :, sl] = np.minimum(m.st_p_max, (m.st_e_max - e) * d0._inv_eta_c_dt)
-            lohi[0, :, sl] = -np.minimum(m.st_p_max, e * d0._eta_d_over_dt)
-        if m.is_td:
-            up_lim = np.minimum(m.g_p_max, self.p_last + d0._ramp_dt)
-            dn_lim = np.maximum(m.g_p_min, self.p_last - d0._ramp_dt)
-            lohi[0, :, lay["thermal_p_mw"]] = dn_lim
-            lohi[1, :, lay["thermal_p_mw"]] = np.maximum(up_lim, dn_lim)
-        x = np.maximum(req, lohi[0])
-        np.minimum(x, lohi[1], out=x)
-        if m.is_td:
-            p, ev = x[:, lay["thermal_p_mw"]], x[:, lay["ev_p_mw"]]
-            room = np.concatenate((up_lim - p, p - dn_lim, ev - lims[0], lims[1] - ev), axis=1)
-            np.maximum(room, 0.0, out=room)
-            res = x[:, d0._psl_res]
-            np.maximum(res, 0.0, out=res)
-            np.minimum(res, room, out=res)
+        req = self._proj.decode(a, lims, q_comp_mvar)
+        x = self._proj.project(req, lims, self.e_mwh, self.p_last)
         diff = x - req
+        lay = self._lay
         xs = {name: x[:, sl] for name, sl in lay.items()}
-        return xs, {name: diff[:, sl] for name, sl in lay.items()}
+        r = self._step_td(xs) if m.is_td else self._step_feeder(xs)
+        return self._finish(xs, {name: diff[:, sl] for name, sl in lay.items()}, r)
 
     # .................................................................. feeders
     def _injection(self, rows: Any, ev_mw: np.ndarray, x: dict[str, np.ndarray], der_f: np.ndarray,
@@ -255,7 +210,7 @@ class BatchedSimulator:
         return s + self.s_load_pu[self.t][rows] * (1.0 - shed_f[:, m.bus_feeder])
 
     def _solve(self, s: np.ndarray, rows: np.ndarray, shed_f: np.ndarray) -> dict[str, Any]:
-        """AC sweeps of the days ``rows`` from their last voltages (:meth:`GridSimulator._solve_feeders`):
+        """AC sweeps of the days ``rows`` from their last voltages (:func:`env.feeder_flow.solve_feeders`):
         all their feeders at once; a day whose group fails is solved alone with load shedding
         (``s`` and ``shed_f`` updated in place)."""
         m, cfg = self.model, self.settings
@@ -275,13 +230,13 @@ class BatchedSimulator:
             v3 = v.reshape(n, nb, k)
             ok &= ~((v3.real * v3.real + v3.imag * v3.imag) < V_COLLAPSE_PU ** 2).any(axis=(0, 2))
             for j in np.flatnonzero(~ok):            # shed this day's load (as the single simulator)
-                vj, ij = self.days[rows[j]]._shed_group(g, s[j], load[j], shed_f[j])
+                vj, ij = shed_group(g, s[j], load[j], shed_f[j], cfg.sweep_tol_pu, cfg.sweep_max_iter)
                 v[:, j * k:(j + 1) * k] = vj
                 i_bus[:, j * k:(j + 1) * k] = ij
             v_out.append(v)
             vm[:, g.idx] = abs(g.v0)
             vm[:, g.idx_cov] = np.abs(v).reshape(n, nb, k).transpose(1, 0, 2)
-            s_head, lp_g, lq_g = GridSimulator._head_and_losses(g, i_bus)
+            s_head, lp_g, lq_g = head_and_losses(g, i_bus)
             hp[:, g.feeders] = s_head.real.reshape(nb, k)
             hq[:, g.feeders] = s_head.imag.reshape(nb, k)
             lp[:, g.feeders] = lp_g.reshape(nb, k)

@@ -54,19 +54,19 @@ from env.dispatch import ActionLimits, Dispatch
 from env.fastpath import unchecked
 from env.evcs import EVCSBounds, EVFleet, EVStepResult
 from env.network import Grid
+from env.projection import StepProjection
 from env.observation import Observation, ObservationSpec
-from env.physics.sweep import V_COLLAPSE_PU, PowerFlowError, fixed_point
+from env.feeder_flow import solve_feeders
 from env.settings import StrictKwargs
 from env.hydro import spill_cost_per_h
 from env.thermal_cost import deep_peak_extra_per_h
 
-from env.grid_model import GridModel, _FeederSolution, _SweepGroup
+from env.grid_model import GridModel, _FeederSolution
 from env.step_outcome import COST_KEYS, VIOLATION_KEYS, StepOutcome, cost_breakdown
 
 __all__ = ["COST_KEYS", "GridModel", "GridSimulator", "SimulatorSettings", "StepOutcome", "VIOLATION_KEYS"]
 
 
-_SHED_BISECTIONS = 14  # shed share resolution 2^-14 ~ 6e-5
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class _State:
     """Mutable state of a simulator between steps (private)."""
 
     __slots__ = ("t", "e_mwh", "p_last", "v_ns", "vm", "v_minmax", "line_loading", "tso_last", "bounds",
-                 "limits", "ev_lims", "g_lims", "q_last")
+                 "limits", "ev_lims", "q_last")
 
 
 class GridSimulator:
@@ -195,22 +195,10 @@ class GridSimulator:
     def _precompute(self) -> None:
         """Per-day constants of the limits and the observation (no per-step rebuilding)."""
         m, sz = self.model, self.model.sizes
-        ramp = m.g_ramp * self.dt_h if m.is_td else np.zeros(0)
-        z = np.zeros
-        lo = [z(sz.n_evcs), -m.st_p_max, z(sz.n_der), m.g_p_min if m.is_td else z(0), z(sz.n_gen), z(sz.n_gen),
-              z(sz.n_ev_reserve), z(sz.n_ev_reserve)]
-        hi = [z(sz.n_evcs), m.st_p_max, np.ones(sz.n_der), m.g_p_max if m.is_td else z(0), ramp, ramp,
-              z(sz.n_ev_reserve), z(sz.n_ev_reserve)]
-        lo.append(-m.tie_p_max)
-        hi.append(m.tie_p_max)
-        if sz.reactive:
-            lo.append(m.q_min)
-            hi.append(m.q_max)
-        self._lim_lo, self._lim_hi = np.concatenate(lo), np.concatenate(hi)
+        proj = self._proj = StepProjection(m, self.dt_h)
+        self._lim_lo, self._lim_hi = proj.lim_lo, proj.lim_hi
         lay = dict(sz.layout())
-        self._sl_ev = lay["ev_p_mw"]
-        self._sl_rup = lay["ev_r_up_mw"] if sz.n_ev_reserve else None
-        self._sl_rdn = lay["ev_r_dn_mw"] if sz.n_ev_reserve else None
+        self._sl_ev, self._sl_rup, self._sl_rdn = proj.sl_ev, proj.sl_rup, proj.sl_rdn
         # (T, n_rows, h) net-load forecast rows: step t = nowcast, then the day-ahead forecast
         h = max(1, int(round(self.settings.forecast_horizon_h / self.dt_h)))
         self._h_fc = h
@@ -225,11 +213,6 @@ class GridSimulator:
         self._fc_rows = np.ascontiguousarray(rows.transpose(0, 2, 1))     # (T, n_rows, h)
         self._v_starts = m.fb_offset
         self._precompute_fast(lay)
-        self._inv_eta_c_dt = 1.0 / (m.st_eta_c * self.dt_h)
-        self._eta_d_over_dt = m.st_eta_d / self.dt_h
-        self._inv_eta_c_dt_list = self._inv_eta_c_dt.tolist()
-        self._eta_d_over_dt_list = self._eta_d_over_dt.tolist()
-        self._ramp_dt = m.g_ramp * self.dt_h if m.is_td else _EMPTY
         self.der_avail_sum = self.der_avail.sum(axis=1)
         for arr in (self.load_p, self.load_q, self.der_avail, self.der_avail_sum, self.price_buy,
                     self._fc_rows, self.s_load_fb_pu):
@@ -238,31 +221,17 @@ class GridSimulator:
     def _precompute_fast(self, lay: dict[str, slice]) -> None:
         """Templates and index data of the hot path (limits, projection, accounting)."""
         m, sz = self.model, self.model.sizes
-        sign = sz.codec.sign
-        # the action decoding's x(-1) and signed span: constant but for the EV fields
-        self._lim_at_minus = np.where(sign > 0, self._lim_lo, self._lim_hi)
-        self._lim_span = sign * (self._lim_hi - self._lim_lo)
-        self._lim_half_span = self._lim_span * 0.5
+        proj = self._proj
+        self._lim_at_minus, self._lim_span = proj.lim_at_minus, proj.lim_span
         self._n_ev = sz.n_evcs
-        # projection in the reactive layout (q last): stage 1 clips every field but the reserves
-        lay_q = dict(m.sizes_q.layout())
-        self._lay_q = tuple(m.sizes_q.layout())
-        self._n_noq = m.sizes_no_q.n_action
-        n_q = self._n_req = m.sizes_q.n_action
-        lohi = np.empty((2, n_q))           # rows: low, high
-        lohi[0], lohi[1] = -np.inf, np.inf
-        lohi[:, lay_q["der_curtail_frac"]] = ((0.0,), (1.0,))
-        lohi[0, lay_q["q_comp_mvar"]], lohi[1, lay_q["q_comp_mvar"]] = m.q_min, m.q_max
-        lohi[0, lay_q["tie_p_mw"]], lohi[1, lay_q["tie_p_mw"]] = -m.tie_p_max, m.tie_p_max
-        self._proj_lohi = lohi
+        self._lay_q = proj.layout_q
+        self._n_noq, self._n_req = proj.n_noq, proj.n_req
         # fields as (name, slice), or (name, None) for empty ones (shared read-only empties)
         self._lay_q_views = tuple((name, sl if sl.stop > sl.start else None) for name, sl in self._lay_q)
-        # storage limits in Python floats when there are few units (fewer numpy calls)
+        # storage update in Python floats when there are few units (fewer numpy calls)
         self._st_small = 0 < m.st_p_max.shape[0] <= 8
         self._st_consts = list(zip(m.st_p_max.tolist(), m.st_e_max.tolist(), m.st_eta_c.tolist(),
                                    m.st_eta_d.tolist()))
-        self._psl_ev, self._psl_st, self._psl_th = lay_q["ev_p_mw"], lay_q["storage_p_mw"], lay_q["thermal_p_mw"]
-        self._psl_res = slice(lay_q["thermal_r_up_mw"].start, lay_q["ev_r_dn_mw"].stop)  # the four reserves
         self._tar = self.grid.tariff
         self._price_list = self.price_buy.tolist()
         self._der_avail_sum_list = self.der_avail.sum(axis=1).tolist()
@@ -271,8 +240,6 @@ class GridSimulator:
         self._v_single = m.n_feeder == 1
         self._fc_day_ahead = self.settings.forecast_obs != "intraday"
         self._der_all_f = m.n_der_f == sz.n_der
-        for arr in (self._lim_at_minus, self._lim_span, self._lim_half_span, self._proj_lohi):
-            arr.flags.writeable = False
 
     def _init_state(self) -> None:
         m = self.model
@@ -284,7 +251,7 @@ class GridSimulator:
         st.line_loading = np.zeros(m.n_line)
         st.q_last = np.zeros(m.sizes.n_comp)
         st.q_last.setflags(write=False)
-        st.bounds = st.limits = st.ev_lims = st.g_lims = None
+        st.bounds = st.limits = st.ev_lims = None
         st.v_ns = [np.full(g.idx_cov.shape, g.v0, dtype=complex) for g in m.groups]
         self._state = st
         s = self._feeder_injection(0, np.zeros(m.sizes.n_evcs), np.zeros(m.sizes.n_storage),
@@ -494,18 +461,8 @@ class GridSimulator:
         env), without building the limits and the dispatch. Decodes ``(a + 1) (span / 2) + x(-1)`` like
         :meth:`ActionLimits.decode`."""
         self._require_running()
-        at_minus, half_span = self._decode_vectors()
-        if self.model.sizes.reactive:
-            req = np.add(a, _ONE)
-            dec = req
-        else:                                   # the compensators' setpoints go last
-            req = np.empty(self._n_req)
-            dec = req[:self._n_noq]
-            np.add(a, _ONE, out=dec)
-            req[self._n_noq:] = self._q_setpoints(q_comp_mvar)
-        dec *= half_span
-        dec += at_minus
-        return self._play(req)
+        q = None if q_comp_mvar is None or self.model.sizes.reactive else self._q_setpoints(q_comp_mvar)[None]
+        return self._play(self._proj.decode(a[None], self._ev_limits_block()[:, None, :], q)[0])
 
     def _q_setpoints(self, q_comp_mvar: np.ndarray | None) -> np.ndarray:
         """The compensator setpoints given besides the dispatch (zeros when None), checked."""
@@ -531,68 +488,16 @@ class GridSimulator:
         lim = self._state.limits
         if lim is not None:
             return lim.at_minus, lim.half_span
-        ev_lo, ev_hi = self._ev_limits()
-        sl = self._sl_ev
-        at_minus, half_span = self._lim_at_minus.copy(), self._lim_half_span.copy()
-        at_minus[sl] = ev_lo
-        top = np.maximum(ev_hi, ev_lo)
-        top -= ev_lo                                        # the span of the EV fields
-        np.multiply(top, _HALF, out=half_span[sl])
-        if self._sl_rup is not None:
-            flex = np.subtract(ev_hi, ev_lo)
-            np.maximum(flex, _ZERO, out=flex)
-            flex *= _HALF
-            half_span[self._sl_rup] = flex
-            half_span[self._sl_rdn] = flex
-        return at_minus, half_span
+        at_minus, half_span = self._proj.decode_vectors(self._ev_limits_block()[:, None, :])
+        return at_minus[0], half_span[0]
 
     # .................................................................. projection
     def _project(self, req: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Project onto the step's feasible set; returns (applied values, applied - requested).
-
-        ``req`` is the requested dispatch flat in the reactive layout (``q_comp_mvar`` last).
-        Stage 1 clips every field to its range (EV stations to ``[p_min, p_max]``, storage to
-        its power and energy limits, curtailment to ``[0, 1]``, thermal setpoints to
-        ``[p_min, p_max]`` and the ramp, compensators to ``[q_min, q_max]``); stage 2 the
-        reserves to ``[0, headroom]`` of the stage-1 values. Fields are views of one vector.
-        """
-        m, st = self.model, self._state
-        ev_lims = self._ev_limits_block()
-        lohi = self._proj_lohi.copy()
-        lohi[:, self._psl_ev] = ev_lims
-        ev_lo, ev_hi = ev_lims[0], ev_lims[1]
-        if self._st_small:
-            lohi[:, self._psl_st] = self._storage_limits_py()
-        elif m.st_p_max.shape[0]:
-            e = st.e_mwh
-            sl = self._psl_st
-            st_hi = lohi[1, sl]
-            np.multiply(np.subtract(m.st_e_max, e), self._inv_eta_c_dt, out=st_hi)
-            np.minimum(m.st_p_max, st_hi, out=st_hi)
-            st_lo = lohi[0, sl]
-            np.multiply(e, self._eta_d_over_dt, out=st_lo)
-            np.minimum(m.st_p_max, st_lo, out=st_lo)
-            np.negative(st_lo, out=st_lo)
-        if m.is_td:
-            up_lim, dn_lim, g_hi = self._thermal_limits()
-            sl = self._psl_th
-            lohi[0, sl] = dn_lim
-            lohi[1, sl] = g_hi
-        x = np.maximum(req, lohi[0])
-        np.minimum(x, lohi[1], out=x)
-        if m.is_td:
-            # reserves to [0, headroom]: thermal up / down, EV up / down, laid out in this order
-            p, ev = x[self._psl_th], x[self._psl_ev]
-            n_gen, n_ev = p.shape[0], ev.shape[0]
-            room = np.empty(2 * (n_gen + n_ev))
-            np.subtract(up_lim, p, out=room[:n_gen])
-            np.subtract(p, dn_lim, out=room[n_gen:2 * n_gen])
-            np.subtract(ev, ev_lo, out=room[2 * n_gen:2 * n_gen + n_ev])
-            np.subtract(ev_hi, ev, out=room[2 * n_gen + n_ev:])
-            np.maximum(room, _ZERO, out=room)
-            res = x[self._psl_res]
-            np.maximum(res, _ZERO, out=res)
-            np.minimum(res, room, out=res)
+        """:meth:`env.projection.StepProjection.project` of this step (its two stages; module
+        docstring, stage 1); returns (applied values, applied - requested) per field, views of
+        one vector. ``req`` is the requested dispatch flat in the reactive layout."""
+        st = self._state
+        x = self._proj.project(req[None], self._ev_limits_block()[:, None, :], st.e_mwh[None], st.p_last[None])[0]
         diff = np.subtract(x, req)
         xs: dict[str, np.ndarray] = {}
         proj: dict[str, np.ndarray] = {}
@@ -603,31 +508,6 @@ class GridSimulator:
                 xs[name] = x[sl]
                 proj[name] = diff[sl]
         return xs, proj
-
-    def _storage_limits_py(self) -> list[list[float]]:
-        """[low, high] storage power limits of this step in Python floats (few units):
-        ``-min(p_max, e eta_d / dt)`` and ``min(p_max, (e_max - e) / (eta_c dt))``, the
-        arithmetic of the vectorized form."""
-        dt = self.dt_h
-        lo, hi = [], []
-        for e, (p_max, e_max, eta_c, eta_d), inv_c, eta_d_dt in zip(
-                self._state.e_mwh.tolist(), self._st_consts, self._inv_eta_c_dt_list, self._eta_d_over_dt_list):
-            lo.append(-min(p_max, e * eta_d_dt))
-            hi.append(min(p_max, (e_max - e) * inv_c))
-        return [lo, hi]
-
-    def _thermal_limits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(up, down, setpoint high) limits of the thermal units at this step (ramp from the last
-        setpoint within [p_min, p_max]; cached per step)."""
-        st = self._state
-        g = st.g_lims
-        if g is None:
-            m = self.model
-            ramp = self._ramp_dt
-            up_lim = np.minimum(m.g_p_max, st.p_last + ramp)
-            dn_lim = np.maximum(m.g_p_min, st.p_last - ramp)
-            g = st.g_lims = (up_lim, dn_lim, np.maximum(up_lim, dn_lim))
-        return g
 
     # .................................................................. feeders
     def _feeder_injection(self, t: int, ev_mw: np.ndarray, st_mw: np.ndarray, der_f_used: np.ndarray,
@@ -650,141 +530,10 @@ class GridSimulator:
 
     def _solve_feeders(self, s_pu: np.ndarray, load_pu: np.ndarray | None = None,
                        shed_f: np.ndarray | None = None) -> _FeederSolution:
-        """AC sweeps of all feeders (groups batched, warm-started); sheds load where a sweep fails.
-
-        ``s_pu`` (N_fb,) is modified in place when shedding (``load_pu`` = the load part, and
-        ``shed_f`` (n_feeder,) receives the shed shares). Per group with bus currents ``I``:
-        ``S_head = V0 conj(sum I)``, ``loss = sum_b (r_b + j x_b) |T I|_b^2`` (times S_base).
-        """
-        m, st, cfg = self.model, self._state, self.settings
-        tol = cfg.sweep_tol_pu
-        groups = m.groups
-        if len(groups) == 1 and groups[0].stacked:      # one group, its columns are the stacked vector
-            g = groups[0]
-            try:
-                v_ns, i_bus, vm, minmax = self._sweep_stacked(g, s_pu, st.v_ns[0], tol, cfg.sweep_max_iter)
-            except PowerFlowError:
-                v_ns, i_bus = self._shed_group(g, s_pu, load_pu, shed_f)
-                vm, minmax = np.abs(v_ns.T).ravel(), None
-            s_head, lp, lq = self._head_and_losses(g, i_bus)
-            return _FeederSolution(vm, [v_ns], s_head.real.copy(), s_head.imag.copy(), lp, lq, minmax)
-        vm = np.empty(m.n_fb)
-        hp, hq, lp, lq = (np.empty(m.n_feeder) for _ in range(4))
-        v_ns_all = []
-        for gi, g in enumerate(groups):
-            try:
-                v_ns, i_bus = self._sweep(g, s_pu[g.idx_cov], st.v_ns[gi], tol, cfg.sweep_max_iter)
-            except PowerFlowError:
-                v_ns, i_bus = self._shed_group(g, s_pu, load_pu, shed_f)
-            v_ns_all.append(v_ns)
-            if g.stacked:                       # the group's columns are the stacked vector, in order
-                vm[:] = np.abs(v_ns.T).ravel()
-            else:
-                if g.slack_row < 0:
-                    vm[g.idx] = abs(g.v0)
-                vm[g.idx_cov] = np.abs(v_ns)
-            s_head, lp_g, lq_g = self._head_and_losses(g, i_bus)
-            hp[g.feeders], hq[g.feeders] = s_head.real, s_head.imag
-            lp[g.feeders], lq[g.feeders] = lp_g, lq_g
-        return _FeederSolution(vm, v_ns_all, hp, hq, lp, lq)
-
-    @staticmethod
-    def _head_and_losses(g: _SweepGroup, i_bus: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(complex head power MVA, loss MW, loss MVAr) per column of a group's (n, K) bus currents."""
-        s_head = np.conjugate(_add_reduce(i_bus, 0))
-        s_head *= g.head_scale
-        i_br = g.bibc.dot(i_bus.view(float))                 # real T times complex I, (n_branch, 2K)
-        i_br *= i_br
-        i_sq = np.add(i_br[:, 0::2], i_br[:, 1::2])         # |T I|^2 = re^2 + im^2
-        lp = g.r.dot(i_sq)
-        lp *= g.base0
-        lq = g.x.dot(i_sq)
-        lq *= g.base0
-        return s_head, lp, lq
-
-    @staticmethod
-    def _sweep_stacked(g: _SweepGroup, s_pu: np.ndarray, v_start: np.ndarray, tol: float,
-                       max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`_sweep` of a stacked group on the stacked vector itself (no gather), on 1-D
-        vectors for a single column; the same arithmetic, so the same bits. Returns
-        (V (n, K), I_bus (n, K), |V| in stacked order, (2, K) read-only min and max of |V|
-        per feeder)."""
-        n, k = g.n_cov, g.k
-        if k == 1:
-            s_conj = np.conjugate(s_pu)
-            v = v_start.reshape(n).copy()
-        else:
-            s_conj = np.conjugate(s_pu.reshape(k, n).T)
-            v = v_start.copy()
-        s_conj[g.slack_row] = 0.0
-        # g.dlf.dot: the same BLAS call (zgemv / zgemm) as np.matmul, cheaper
-        v, i_bus, _ = fixed_point(g.dlf.dot, g.v0_vec, s_conj, v, tol, max_iter, g.name)
-        vm = np.abs(v)
-        # per feeder (column) min and max of |V|; the min screens the exact collapse test of
-        # _sweep (|V|^2 < 0.09 implies |V| < 0.3 + 1e-9)
-        minmax = np.empty((2, k))
-        vm2 = vm.reshape(n, k)
-        _min_reduce(vm2, 0, out=minmax[0])
-        _max_reduce(vm2, 0, out=minmax[1])
-        if min(minmax[0].tolist()) < V_COLLAPSE_PU + 1e-9 and \
-                (v.real * v.real + v.imag * v.imag).min() < V_COLLAPSE_PU ** 2:
-            raise PowerFlowError(g.name, 0, f"voltage collapse (|V| < {V_COLLAPSE_PU} p.u.)")
-        minmax.setflags(write=False)
-        if k == 1:
-            return v.reshape(n, 1), i_bus.reshape(n, 1), vm, minmax
-        return v, i_bus, vm.T.ravel(), minmax
-
-    @staticmethod
-    def _sweep(g: _SweepGroup, s_cov: np.ndarray, v_start: np.ndarray, tol: float,
-               max_iter: int) -> tuple[np.ndarray, np.ndarray]:
-        """Fixed point ``V = V0 - DLF conj(S / V)`` from ``v_start`` over the covered buses
-        (the slack's injection is ignored) until ``||V_new - V||_2 < tol`` over all buses and
-        columns (stricter than the kernel's max-norm test); returns (V, I_bus) on those buses,
-        ``I_bus = conj(S / V)`` evaluated at the returned V."""
-        s_conj = np.conjugate(s_cov)
-        if g.slack_row >= 0:
-            s_conj[g.slack_row] = 0.0
-        v, i_bus, _ = fixed_point(g.dlf.dot, g.v0, s_conj, v_start.copy(), tol, max_iter, g.name)
-        if (v.real * v.real + v.imag * v.imag).min() < V_COLLAPSE_PU ** 2:
-            raise PowerFlowError(g.name, 0, f"voltage collapse (|V| < {V_COLLAPSE_PU} p.u.)")
-        return v, i_bus
-
-    def _shed_group(self, g: _SweepGroup, s_pu: np.ndarray, load_pu: np.ndarray | None,
-                    shed_f: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Solve each feeder of a failed group alone, shedding its loads by bisection if needed."""
-        if load_pu is None or shed_f is None:
-            raise PowerFlowError(g.name, 0, "no solution and no load to shed")
+        """:func:`env.feeder_flow.solve_feeders` from the last step's voltages."""
         cfg = self.settings
-        v_cols, i_cols = [], []
-        for j, k in enumerate(g.feeders):
-            idx = g.idx_cov[:, j]
-            base, load = s_pu[idx] - load_pu[idx], load_pu[idx]
-            flat = np.full((idx.shape[0], 1), g.v0, dtype=complex)
-
-            def solve(keep: float) -> tuple[np.ndarray, np.ndarray]:
-                s = (base + keep * load)[:, None]
-                return self._sweep(g, s, flat, cfg.sweep_tol_pu, cfg.sweep_max_iter)
-
-            try:
-                v, i = solve(1.0)
-                lam = 0.0
-            except PowerFlowError:
-                lo, hi = 0.0, 1.0                           # shed share: lo fails, hi must work
-                v, i = solve(0.0)
-                for _ in range(_SHED_BISECTIONS):
-                    mid = 0.5 * (lo + hi)
-                    try:
-                        v, i = solve(1.0 - mid)
-                        hi = mid
-                    except PowerFlowError:
-                        lo = mid
-                v, i = solve(1.0 - hi)
-                lam = hi
-            shed_f[k] = 1.0 - (1.0 - shed_f[k]) * (1.0 - lam)   # on top of any earlier shedding
-            s_pu[idx] = base + (1.0 - lam) * load
-            v_cols.append(v)
-            i_cols.append(i)
-        return np.hstack(v_cols), np.hstack(i_cols)
+        return solve_feeders(self.model, self._state.v_ns, s_pu, cfg.sweep_tol_pu, cfg.sweep_max_iter,
+                             load_pu, shed_f)
 
     # .................................................................. single feeder
     def _step_feeder(self, x: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -985,7 +734,7 @@ class GridSimulator:
             st.p_last, st.tso_last, st.line_loading = p_last, req, loading
         st.v_ns, st.vm, st.v_minmax = sol.v_ns, sol.vm_pu, v_minmax
         st.q_last = x["q_comp_mvar"]
-        st.bounds = st.limits = st.ev_lims = st.g_lims = None
+        st.bounds = st.limits = st.ev_lims = None
 
 
 # ============================================================================ helpers
@@ -997,7 +746,6 @@ _EMPTY.flags.writeable = False
 
 _ZERO = np.zeros(())  # 0-d constants: ufuncs take them faster than Python floats
 _ONE = np.ones(())
-_HALF = np.full((), 0.5)
 _MILLI = np.full((), 1e-3)
 _KILO = np.full((), 1e3)
 _add_reduce = np.add.reduce        # = ndarray.sum() of a 1-D array, without the method's Python wrapper
