@@ -307,17 +307,25 @@ class _Membership:
         adm = order[arr_start[0]:arr_start[n_steps]]             # admission order
         a, d = np.asarray(arrival)[adm], np.asarray(deadline)[adm]
         end = np.where(d > a, d, n_steps)
-        steps = np.arange(n_steps)[:, None]
-        t_all, i_all = ((a <= steps) & (steps < end)).nonzero()  # by step, then admission order
+        # (step, EV) pairs of the connected EVs, by step, then admission order: each EV's steps
+        # a..end-1 in admission order, then a stable sort by step
+        dur = np.maximum(end - a, 0)
+        i_rep = np.repeat(np.arange(a.shape[0]), dur)
+        first = np.cumsum(dur) - dur
+        t_rep = a[i_rep] + (np.arange(i_rep.shape[0]) - first[i_rep])
+        small = np.int16 if n_steps < 2**15 else np.int64       # 16-bit keys: numpy's stable sort is a radix sort
+        by_step = np.argsort(t_rep.astype(small), kind="stable")
+        t_all, i_all = t_rep[by_step], i_rep[by_step]
         act = adm[i_all].astype(np.intp)
         st = station[act]
         n_t = np.bincount(t_all, minlength=n_steps)
         off = np.concatenate(([0], np.cumsum(n_t))).astype(np.intp)
         # bincount key of the stacked per-station sums, per step a block (rows r: st + ns r)
-        k = np.arange(act.shape[0]) - off[t_all]
-        pos = (_N_SUM * off[t_all] + k)[None, :] + np.arange(_N_SUM)[:, None] * n_t[t_all][None, :]
+        rows = ns * np.arange(_N_SUM)[:, None]
         key = np.empty(_N_SUM * act.shape[0], dtype=np.intp)
-        key[pos] = st[None, :] + ns * np.arange(_N_SUM)[:, None]
+        for t0, t1 in zip(off[:-1].tolist(), off[1:].tolist()):
+            if t1 > t0:
+                key[_N_SUM * t0:_N_SUM * t1] = (st[None, t0:t1] + rows).reshape(-1)
         counts = np.bincount(t_all * ns + st, minlength=n_steps * ns).reshape(n_steps, ns)
         leave = d[i_all] == t_all + 1                              # D = t + 1: leaves after t
         gone = np.flatnonzero(leave)
