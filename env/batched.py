@@ -41,6 +41,7 @@ from env.feeder_flow import head_and_losses, shed_group
 from env.grid_model import GridModel
 from env.hydro import spill_cost_per_h
 from env.network import Grid
+from env.projection import storage_energy_next
 from env.physics.sweep import V_COLLAPSE_PU, fixed_point_blocks
 from env.simulator import GridSimulator, SimulatorSettings
 from env.step_outcome import cost_breakdown
@@ -316,11 +317,7 @@ class BatchedSimulator:
         m, t, dt, B = self.model, self.t, self.dt_h, self.n_batch
         sol = r["sol"]
         p_st = x["storage_p_mw"]
-        e_new = m.st_eta_c * np.maximum(p_st, 0.0)
-        e_new += np.minimum(p_st, 0.0) / m.st_eta_d
-        e_new *= dt
-        e_new += self.e_mwh
-        np.clip(e_new, 0.0, m.st_e_max, out=e_new)
+        e_new = storage_energy_next(m, self.e_mwh, p_st, dt)
         load = self.load_p[t]
         served = load.copy()
         served[:, :m.n_load_f] *= 1.0 - r["shed_f"][:, m.load_feeder]

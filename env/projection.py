@@ -14,6 +14,8 @@ calls them with ``B = 1``, :class:`env.batched.BatchedSimulator` with its batch.
   ``+-p_max``. Stage 2: the reserves to ``[0, headroom]`` of the stage-1 values: thermal
   ``r_up <= up - P``, ``r_dn <= P - down``; stations ``r_up <= P_ev - p_min``,
   ``r_dn <= p_max - P_ev``.
+
+:func:`storage_energy_next` is the storage dynamics those limits keep within ``[0, e_max]``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from env.grid_model import GridModel
 
-__all__ = ["StepProjection"]
+__all__ = ["StepProjection", "storage_energy_next"]
 
 
 class StepProjection:
@@ -135,3 +137,16 @@ class StepProjection:
             np.maximum(res, 0.0, out=res)
             np.minimum(res, room, out=res)
         return x
+
+
+def storage_energy_next(model: GridModel, e_mwh: np.ndarray, p_mw: np.ndarray, dt_h: float) -> np.ndarray:
+    """Storage energy after a step at power ``p`` (+ = charging; any leading batch axis):
+    ``e + (eta_c max(p, 0) + min(p, 0) / eta_d) dt``, clipped to ``[0, e_max]`` (a new array)."""
+    m = model
+    e_new = m.st_eta_c * np.maximum(p_mw, 0.0)
+    e_new += np.minimum(p_mw, 0.0) / m.st_eta_d
+    e_new *= dt_h
+    e_new += e_mwh
+    np.maximum(e_new, 0.0, out=e_new)
+    np.minimum(e_new, m.st_e_max, out=e_new)
+    return e_new

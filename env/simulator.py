@@ -54,7 +54,7 @@ from env.dispatch import ActionLimits, Dispatch
 from env.fastpath import unchecked
 from env.evcs import EVCSBounds, EVFleet, EVStepResult
 from env.network import Grid
-from env.projection import StepProjection
+from env.projection import StepProjection, storage_energy_next
 from env.observation import Observation, ObservationSpec
 from env.feeder_flow import solve_feeders
 from env.settings import StrictKwargs
@@ -228,10 +228,6 @@ class GridSimulator:
         self._n_noq, self._n_req = proj.n_noq, proj.n_req
         # fields as (name, slice), or (name, None) for empty ones (shared read-only empties)
         self._lay_q_views = tuple((name, sl if sl.stop > sl.start else None) for name, sl in self._lay_q)
-        # storage update in Python floats when there are few units (fewer numpy calls)
-        self._st_small = 0 < m.st_p_max.shape[0] <= 8
-        self._st_consts = list(zip(m.st_p_max.tolist(), m.st_e_max.tolist(), m.st_eta_c.tolist(),
-                                   m.st_eta_d.tolist()))
         self._tar = self.grid.tariff
         self._price_list = self.price_buy.tolist()
         self._der_avail_sum_list = self.der_avail.sum(axis=1).tolist()
@@ -609,21 +605,8 @@ class GridSimulator:
         sol: _FeederSolution = r["sol"]
         res: EVStepResult = r["fleet"]
         p_st = x["storage_p_mw"]
-        if self._st_small:
-            # e + (eta_c max(p, 0) + min(p, 0) / eta_d) dt, clipped to [0, e_max], in Python floats
-            e_list = []
-            for p, e, (_, e_max, eta_c, eta_d) in zip(p_st.tolist(), st.e_mwh.tolist(), self._st_consts):
-                e = e + (eta_c * max(p, 0.0) + min(p, 0.0) / eta_d) * dt
-                e_list.append(min(max(e, 0.0), e_max))
-            e_new = np.array(e_list)
-            e_new.setflags(write=False)
-        elif p_st.shape[0]:
-            e_new = m.st_eta_c * np.maximum(p_st, _ZERO)
-            e_new += np.minimum(p_st, _ZERO) / m.st_eta_d
-            e_new *= dt
-            e_new += st.e_mwh
-            np.maximum(e_new, _ZERO, out=e_new)
-            np.minimum(e_new, m.st_e_max, out=e_new)
+        if p_st.shape[0]:
+            e_new = storage_energy_next(m, st.e_mwh, p_st, dt)
             e_new.setflags(write=False)
         else:
             e_new = _EMPTY
