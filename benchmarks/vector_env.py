@@ -18,14 +18,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import _timing  # noqa: F401  (pins BLAS to one thread before numpy work)
-import gymnasium as gym
-import numpy as np
 
-import env  # noqa: F401  (registers the ids)
-from env.registration import case_env_id
+# this folder's scripts (e.g. scenarios.py) would shadow the packages of the same name
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+import env  # noqa: E402,F401  (registers the ids)
+from env.registration import case_env_id  # noqa: E402
 
 
 def _single_rate(env_id: str, steps: int, with_resets: bool) -> float:
@@ -82,6 +88,19 @@ def _grid2op_rate(steps: int) -> float | None:
     return steps / (time.perf_counter() - t0)
 
 
+def _ev_table_gb(case: str, num_envs: int) -> float:
+    """Memory of the EV tables of ``num_envs`` days (the merged fleet's membership and state),
+    estimated from one sampled day of the case."""
+    from env.cases import load_case
+    from env.evcs import EVFleet
+    from scenarios.day import sample_day
+
+    grid = load_case(case)
+    fleet = EVFleet(sample_day(grid, "cloudy", 8005).ev, len(grid.layout.evcs_names), 0.25, 96)
+    per_day = sum(a.nbytes for a in vars(fleet._members).values() if isinstance(a, np.ndarray))
+    return num_envs * (per_day + 14 * 8 * len(fleet.sessions)) / 1e9
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -90,10 +109,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--num-envs", default="1,16,256,1024", help="native vector env sizes")
     ap.add_argument("--sync-envs", default="16", help="SyncVectorEnv sizes (empty: none)")
+    ap.add_argument("--max-gb", type=float, default=6.0,
+                    help="skip a native vector env whose EV tables would exceed this (GB)")
     args = ap.parse_args()
     num_envs = [int(n) for n in args.num_envs.split(",") if n]
     sync_envs = [int(n) for n in args.sync_envs.split(",") if n]
     rates: dict[str, list[float]] = {}
+    skipped: dict[str, float] = {}
     rows: list[tuple[str, str]] = [("grid2op", "Grid2Op + lightsim2grid GymEnv case14, do-nothing")]
     for case in args.cases.split(","):
         env_id = case_env_id(case)
@@ -112,11 +134,17 @@ def main() -> None:
             for n in sync_envs:
                 rates.setdefault(f"{case}/sync{n}", []).append(_vector_rate(env_id, args.steps, n))
             for n in num_envs:
+                if _ev_table_gb(case, n) > args.max_gb:
+                    skipped[f"{case}/native{n}"] = _ev_table_gb(case, n)
+                    continue
                 rates.setdefault(f"{case}/native{n}", []).append(
                     _vector_rate(env_id, args.steps, n, "vector_entry_point"))
     ref = statistics.median(rates["grid2op"]) if "grid2op" in rates else None
     print(f"{'variant':<62s} {'steps/s':>10s} {'x Grid2Op':>10s}   (median of {args.repeats})")
     for key, label in rows:
+        if key in skipped:
+            print(f"{label:<62s} {'skipped':>10s}   (EV tables ~{skipped[key]:.0f} GB > --max-gb)")
+            continue
         if key not in rates:
             print(f"{label:<62s} {'n/a':>10s}   (not importable; this script installs nothing)")
             continue
