@@ -244,8 +244,12 @@ def boundary_peak_mw(layout: Layout) -> np.ndarray:
 
     A boundary with no matching load gets the mean of the matched ones (or 1 MW if none).
     """
-    peaks = np.array([sum(p for name, p in zip(layout.load_names, layout.load_p_mw)
-                          if name.startswith(f"f{j}_")) for j in range(len(layout.boundary_names))])
+    sums = [0] * len(layout.boundary_names)
+    for name, p in zip(layout.load_names, layout.load_p_mw.tolist()):   # one pass, in load order
+        head = name.split("_", 1)[0] if "_" in name else ""
+        if head[:1] == "f" and head[1:].isdigit() and str(int(head[1:])) == head[1:] and int(head[1:]) < len(sums):
+            sums[int(head[1:])] += p
+    peaks = np.array(sums, dtype=float)
     if peaks.size and np.any(peaks <= 0):
         fill = peaks[peaks > 0].mean() if np.any(peaks > 0) else DEFAULT_BOUNDARY_PEAK_MW
         peaks = np.where(peaks > 0, peaks, fill)

@@ -343,16 +343,24 @@ def simulate_ports_fast(table: ArrivalTable, n_ports: np.ndarray, dt_minutes: in
     if that is not after its deadline; this is what the simpy model does (FIFO), and a
     test checks both give identical results. Used for the many sampled forecast paths.
     """
+    releases = _initial_release(busy_until_min, n_ports)
+    free = _never_queued(table, np.asarray(n_ports, dtype=int), dt_minutes, releases)
+    # stations whose EVs all plug in on arrival: no queue to play
+    i_free = np.flatnonzero(free[table.station])
+    a_free = np.floor(table.t_arrival_min[i_free] / dt_minutes).astype(int)
+    d_free = np.ceil(table.t_departure_min[i_free] / dt_minutes).astype(int)
+    served: list[tuple[int, int, int]] = []
     deadline = _deadlines(table, patience_min).tolist()
     t_dep = table.t_departure_min.tolist()
     heaps = []
-    for rel, p in zip(_initial_release(busy_until_min, n_ports), np.asarray(n_ports, dtype=int)):
+    for rel, p in zip(releases, np.asarray(n_ports, dtype=int)):
         h = list(rel) + [-np.inf] * (int(p) - len(rel))
         heapq.heapify(h)
         heaps.append(h)
-    served: list[tuple[int, int, int]] = []
     balked = np.zeros(len(heaps), dtype=int)
-    for i, (s, t_a) in enumerate(zip(table.station.tolist(), table.t_arrival_min.tolist())):
+    queued = np.flatnonzero(~free[table.station])
+    station, t_arr = table.station[queued].tolist(), table.t_arrival_min[queued].tolist()
+    for i, s, t_a in zip(queued.tolist(), station, t_arr):
         h = heaps[s]
         t_plug = max(t_a, h[0])
         if t_plug > deadline[i]:
@@ -362,15 +370,42 @@ def simulate_ports_fast(table: ArrivalTable, n_ports: np.ndarray, dt_minutes: in
         d = math.ceil(t_dep[i] / dt_minutes)
         heapq.heapreplace(h, float(d * dt_minutes))
         served.append((i, a, d))
-    return _port_result(served, balked, table.station, dt_minutes)
+    queue = np.array(served, dtype=int).reshape(-1, 3)
+    i_all = np.concatenate((i_free, queue[:, 0]))
+    order = np.argsort(i_all, kind="stable")
+    arr = np.stack((i_all, np.concatenate((a_free, queue[:, 1])), np.concatenate((d_free, queue[:, 2]))), axis=1)
+    return _port_result(arr[order], balked, table.station, dt_minutes)
 
 
-def _port_result(served: list[tuple[int, int, int]], balked: np.ndarray, station: np.ndarray,
+def _never_queued(table: ArrivalTable, n_ports: np.ndarray, dt_minutes: int,
+                  releases: list[list[float]]) -> np.ndarray:
+    """Per station: True if every EV finds a free port on arrival (no wait, no balking), so the
+    FIFO queue of :func:`simulate_ports_fast` would plug each in at its arrival.
+
+    If EVs ``j < i`` of a station all plugged in on arrival, the ports busy when EV ``i``
+    arrives are those of the ``j`` released after ``t_a,i`` (release ``r_j = ceil(t_dep,j / dt) dt``
+    > ``t_a,j``), i.e. ``i - #{j : r_j <= t_a,i}`` of them (every ``j >= i`` has
+    ``r_j > t_a,j >= t_a,i``); EV ``i`` plugs in on arrival iff that is below the station's
+    ports. Stations with ports busy before the first arrival are left to the queue."""
+    st = table.station
+    rel = np.ceil(table.t_departure_min / dt_minutes) * dt_minutes
+    by_st = np.argsort(st, kind="stable")               # per station, in arrival order
+    bounds = np.searchsorted(st[by_st], np.arange(n_ports.shape[0] + 1))
+    ok = np.array([len(r) == 0 for r in releases], dtype=bool)
+    for k in np.flatnonzero(ok):
+        idx = by_st[bounds[k]:bounds[k + 1]]
+        released = np.searchsorted(np.sort(rel[idx]), table.t_arrival_min[idx], side="right")
+        ok[k] = bool(np.all(np.arange(idx.shape[0]) - released < n_ports[k]))
+    return ok
+
+
+def _port_result(served: list[tuple[int, int, int]] | np.ndarray, balked: np.ndarray, station: np.ndarray,
                  dt_minutes: int) -> PortResult:
     """Collect served EVs; one that would plug in only after the day ends (queued past midnight)
     is dropped and counted with the balked ones. Later EVs of that station plug in even later
     (FIFO), so dropping after the simulation is exact."""
-    arr = np.array(sorted(served), dtype=int).reshape(-1, 3)
+    # (EV, plug-in step, departure step) rows by EV (an array comes sorted)
+    arr = served if isinstance(served, np.ndarray) else np.array(sorted(served), dtype=int).reshape(-1, 3)
     late = arr[:, 1] >= 1440 // dt_minutes
     balked = balked + np.bincount(station[arr[late, 0]], minlength=balked.shape[0])
     arr = arr[~late]

@@ -61,7 +61,7 @@ def test_simpy_and_heap_port_models_agree(seed: int, n_ports: list[int], per_por
     ports = np.array(n_ports)
     start_min = (start_step * dt) % 1440
     table = sample_arrivals(rng, params, ports, 1.0, 66.0, start_min=start_min)
-    busy = [start_min + dt * rng.integers(1, 40, size=n_busy).astype(float) for _ in n_ports]
+    busy = [start_min + dt * rng.integers(1, 40, size=n_busy).astype(float) for _ in n_ports] if n_busy else None
     a = simulate_ports_simpy(table, ports, dt, patience, busy)
     b = simulate_ports_fast(table, ports, dt, patience, busy)
     for name in ("served", "arrival_step", "departure_step", "balked"):
