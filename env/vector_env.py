@@ -64,6 +64,8 @@ class TDGridVectorEnv(VectorEnv):
         self._proto = proto = TDGridEnv(**kwargs)     # validates the arguments; shares grid and model
         if proto._profiles is not None:
             raise ValueError("TDGridVectorEnv: measured profiles are not supported yet; use TDGridEnv")
+        if proto.settings.forecast_obs != "day_ahead":
+            raise ValueError("TDGridVectorEnv: forecast_obs='intraday' is not supported yet; use TDGridEnv")
         self.num_envs = int(num_envs)
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.single_observation_space = proto.observation_space

@@ -190,6 +190,8 @@ def test_vector_env_seeding_is_deterministic_and_checks_its_input() -> None:
         TDGridVectorEnv(num_envs=0)
     with pytest.raises(ValueError, match="unknown case"):
         TDGridVectorEnv(num_envs=2, case="nope")
+    with pytest.raises(ValueError, match="intraday"):
+        TDGridVectorEnv(num_envs=2, case="d33", forecast_obs="intraday")
     v.reset(options={"scenario_seeds": [11, 12]})
     np.testing.assert_array_equal(v.scenario_seeds, [11, 12])
 
