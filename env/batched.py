@@ -116,8 +116,9 @@ class BatchedSimulator:
             raise ValueError("BatchedSimulator: at least one scenario is needed")
         self.model = m = model if model is not None else GridModel(grid)
         self.settings = settings or SimulatorSettings()
-        self.days = [GridSimulator(grid, sc, self.settings, model=m) for sc in scenarios]
-        d0 = self.days[0]
+        d0 = GridSimulator(grid, scenarios[0], self.settings, model=m)
+        self.days = [d0] + [GridSimulator(grid, sc, self.settings, model=m, projection=d0.projection)
+                            for sc in scenarios[1:]]
         if any(d.n_steps != d0.n_steps or d.dt_h != d0.dt_h for d in self.days):
             raise ValueError("BatchedSimulator: all days must have the same number and length of steps")
         self.n_batch = B = len(scenarios)
@@ -137,7 +138,7 @@ class BatchedSimulator:
                              v2g=self.settings.v2g, enforce_must_run=self.settings.enforce_must_run)
         self._d0 = d0
         self._lay = dict(m.sizes_q.layout())
-        self._proj = d0._proj                 # env.projection: decoding and projection, batch axis first
+        self._proj = d0.projection             # env.projection: decoding and projection, batch axis first
         self._init_state()
 
     def _init_state(self) -> None:

@@ -149,6 +149,7 @@ class TDGridEnv(gym.Env):
         self._encoder = ObservationEncoder(observation_spec(self.model, self.dt_minutes, self.settings))
         self.observation_space = self._encoder.space
         self.simulator: GridSimulator | None = None
+        self._projection = None
         self.scenario_seed: int | None = None
         self.last_outcome: StepOutcome | None = None
         self._q_next: np.ndarray | None = None
@@ -179,7 +180,9 @@ class TDGridEnv(gym.Env):
 
             date = self._profile_date + pd.Timedelta(days=int(day_seed) - self._profile_first_seed)
             scenario = profile_day(self.grid, self._profiles, date, self.regime, int(day_seed), self.dt_minutes)
-        self.simulator = GridSimulator(self.grid, scenario, self.settings, model=self.model)
+        self.simulator = GridSimulator(self.grid, scenario, self.settings, model=self.model,
+                                       projection=self._projection)
+        self._projection = self.simulator.projection      # built once, shared by every day
         self.scenario_seed = int(day_seed)
         self.last_outcome = None
         self._q_next = None

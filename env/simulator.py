@@ -125,11 +125,15 @@ class GridSimulator:
         scenario: a ``scenarios.day.Scenario`` of this grid's layout.
         settings: :class:`SimulatorSettings` (default settings when None).
         model: a prebuilt :class:`GridModel` of ``grid`` (built when None).
+        projection: a prebuilt :class:`env.projection.StepProjection` of ``model`` at the
+            day's step length, shared by the simulators of many days (built when None or
+            when it does not match).
     """
 
     def __init__(self, grid: Grid, scenario: Any, settings: SimulatorSettings | None = None,
-                 model: GridModel | None = None) -> None:
+                 model: GridModel | None = None, projection: StepProjection | None = None) -> None:
         self.grid = grid
+        self._proj_given = projection
         self.settings = settings or SimulatorSettings()
         self.model = model if model is not None else GridModel(grid)
         if self.model.grid is not grid:
@@ -143,6 +147,11 @@ class GridSimulator:
         self.price_sell = float(grid.tariff.price_sell_per_mwh)
         self._precompute()
         self._init_state()
+
+    @property
+    def projection(self) -> StepProjection:
+        """The decoding and projection constants of this grid and step length (shareable)."""
+        return self._proj
 
     @property
     def fleet(self) -> EVFleet:
@@ -195,7 +204,10 @@ class GridSimulator:
     def _precompute(self) -> None:
         """Per-day constants of the limits and the observation (no per-step rebuilding)."""
         m, sz = self.model, self.model.sizes
-        proj = self._proj = StepProjection(m, self.dt_h)
+        proj = self._proj_given
+        if proj is None or proj.model is not m or proj.dt_h != self.dt_h:
+            proj = StepProjection(m, self.dt_h)
+        self._proj = proj
         self._lim_lo, self._lim_hi = proj.lim_lo, proj.lim_hi
         lay = dict(sz.layout())
         self._sl_ev, self._sl_rup, self._sl_rdn = proj.sl_ev, proj.sl_rup, proj.sl_rdn
