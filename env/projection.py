@@ -143,10 +143,13 @@ def storage_energy_next(model: GridModel, e_mwh: np.ndarray, p_mw: np.ndarray, d
     """Storage energy after a step at power ``p`` (+ = charging; any leading batch axis):
     ``e + (eta_c max(p, 0) + min(p, 0) / eta_d) dt``, clipped to ``[0, e_max]`` (a new array)."""
     m = model
-    e_new = m.st_eta_c * np.maximum(p_mw, 0.0)
-    e_new += np.minimum(p_mw, 0.0) / m.st_eta_d
+    e_new = m.st_eta_c * np.maximum(p_mw, _ZERO)
+    e_new += np.minimum(p_mw, _ZERO) / m.st_eta_d
     e_new *= dt_h
     e_new += e_mwh
-    np.maximum(e_new, 0.0, out=e_new)
+    np.maximum(e_new, _ZERO, out=e_new)
     np.minimum(e_new, m.st_e_max, out=e_new)
     return e_new
+
+
+_ZERO = np.zeros(())   # a 0-d zero: ufuncs take it faster than a Python float (the single env's hot path)
