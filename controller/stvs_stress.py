@@ -26,7 +26,9 @@ class ScheduleRuns:
     surrogate: tuple[tuple[int, float], ...]   # the band surrogate's (TVCI, band VDSI) per simulated step
 
 
-def _play(grid: Any, regime: str, seed: int, flex: Any) -> tuple[list[Any], list[Any]]:
+def play_schedule(grid: Any, regime: str, seed: int, flex: Any) -> tuple[list[Any], list[Any]]:
+    """One hourly day of ``flex_coordinated`` with ``flex`` (FlexSettings): (outcomes, operating
+    points) per step; a fallback to the heuristic raises (the comparison would be meaningless)."""
     from controller.cli_stvs import play_operating_points
     from policies.flex_coordinated import FlexCoordinatedPolicy
 
@@ -57,7 +59,7 @@ def compare(seed: int, risk_per_h: float, deviation_per_h: float, regime: str = 
     grid = env.load_case("t14d2")
     sur = surrogate_for(grid, band=True)
     aware = FlexSettings(stvs_risk_per_h=risk_per_h, stvs_deviation_per_h=deviation_per_h, stvs_surrogate="band")
-    plays = {label: _play(grid, regime, seed, flex) for label, flex in (("without STVS", FlexSettings()),
+    plays = {label: play_schedule(grid, regime, seed, flex) for label, flex in (("without STVS", FlexSettings()),
                                                                         ("STVS-aware", aware))}
     steps = stress_steps(grid, plays["without STVS"][1], n_steps)
     out = []

@@ -117,14 +117,14 @@ RISK_PER_H, DEVIATION_PER_H = 2000.0, 20000.0      # the stress comparison's pri
 def test_stvs_aware_schedule_moves_midday_output_off_the_pv_site():
     """No ANDES: the STVS-aware schedule of the stress day uses less transmission PV at the stress hours."""
     import env
-    from controller.stvs_stress import STRESS_REGIME, _play, stress_steps
+    from controller.stvs_stress import STRESS_REGIME, play_schedule, stress_steps
     from policies.flex_coordinated import FlexSettings
 
     grid = env.load_case("t14d2")
     pv = np.asarray(grid.transmission.der.kind) == "pv"
     pv_bus = grid.transmission.der.bus[pv]
-    _, ops0 = _play(grid, STRESS_REGIME, 8402, FlexSettings())
-    _, ops1 = _play(grid, STRESS_REGIME, 8402, FlexSettings(stvs_risk_per_h=RISK_PER_H,
+    _, ops0 = play_schedule(grid, STRESS_REGIME, 8402, FlexSettings())
+    _, ops1 = play_schedule(grid, STRESS_REGIME, 8402, FlexSettings(stvs_risk_per_h=RISK_PER_H,
                                                                stvs_deviation_per_h=DEVIATION_PER_H,
                                                                stvs_surrogate="band"))
     steps = stress_steps(grid, ops0, 3)
