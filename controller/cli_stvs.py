@@ -4,6 +4,7 @@ voltages after a three-phase fault, TVCI / VDSI and the surrogate's estimate (do
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -20,32 +21,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def play_operating_points(grid: Any, regime: str, seed: int, policy: Any, dt_minutes: int = 15,
+                          last_step: int | None = None) -> Iterator[tuple[Any, Any]]:
+    """Play day ``seed`` of ``grid`` with ``policy`` (an object, reset here) and yield
+    (StepOutcome, STVS operating point) per step, through ``last_step`` (default: the whole day)."""
+    from env.simulator import GridModel, GridSimulator
+    from env.stvs.operating_point import operating_point_from_outcome
+    from scenarios.day import sample_day
+
+    model = GridModel(grid)
+    sim = GridSimulator(grid, sample_day(grid, regime, seed, dt_minutes=dt_minutes), model=model)
+    policy.reset(seed)
+    while not sim.done:
+        out = sim.step(policy.act(sim.observe()))
+        yield out, operating_point_from_outcome(grid, model, out)
+        if last_step is not None and out.step >= last_step:
+            return
+
+
 def step_operating_point(case: str, regime: str, seed: int, step: int, policy: str) -> tuple[Any, Any]:
     """Play day ``seed`` with ``policy`` through ``step``; (grid, operating point of that step)."""
     import env
-    from env.simulator import GridModel, GridSimulator
-    from env.stvs.operating_point import operating_point_from_outcome
     from policies import make_policy
-    from scenarios.day import sample_day
 
     grid = env.load_case(case)
     if not grid.is_td:
         raise ValueError(f"stvs: case {case!r} has no transmission network (a T-D case is required)")
-    model = GridModel(grid)
-    sim = GridSimulator(grid, sample_day(grid, regime, seed), model=model)
-    pol = make_policy(policy, grid)
-    pol.reset(seed)
-    out = None
-    while not sim.done and (out is None or out.step < step):
-        out = sim.step(pol.act(sim.observe()))
+    out = op = None
+    for out, op in play_operating_points(grid, regime, seed, make_policy(policy, grid), last_step=step):
+        pass
     if out is None or out.step != step:
         raise ValueError(f"--step {step} is outside the day (0..{out.step if out else -1})")
-    return grid, operating_point_from_outcome(grid, model, out)
+    return grid, op
 
 
 def run(args: argparse.Namespace) -> int:
     from env.stvs.andes_sim import FaultSpec, simulate
-    from env.stvs.surrogate import feature_vector, surrogate_for
+    from env.stvs.surrogate import surrogate_for
 
     if args.seed < 0 or args.step < 0:
         raise ValueError("--seed and --step must be >= 0")
@@ -58,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if sur is not None and fault != FaultSpec():
         print("surrogate: trained on the default fault only (bus 3 at 0.2 s, cleared 0.4 s); not evaluated")
     elif sur is not None:
-        tv, vd = sur.predict(feature_vector(grid, op))
+        tv, vd = sur.predict(sur.features(grid, op))
         print(f"surrogate: TVCI {int(tv[0])}, VDSI {float(vd[0]):.4f}")
     if args.plot:
         import matplotlib

@@ -43,6 +43,8 @@ from policies.mpc import MPCPolicy, _Window
 
 __all__ = ["FlexSettings", "FlexCoordinatedPolicy"]
 
+STVS_TANGENTS = 8        # pieces of the STVS risk's convex envelope along each T renewable's output
+
 
 @dataclass(frozen=True)
 class FlexSettings(StrictKwargs):
@@ -58,8 +60,16 @@ class FlexSettings(StrictKwargs):
         flex_balance: False = economic dispatch only (no flexibility balance, no reserve).
         stvs_risk_per_h: the STVS risk's price (risk preference coefficient x the cost of an
             instability; currency per hour at probability 1): the objective adds, per step,
-            ``stvs_risk_per_h * dt * (1 - p_stable)`` linearized at the observed operating point
-            (the shipped surrogate, docs/stvs.md). 0 = no STVS term.
+            ``stvs_risk_per_h * dt * (1 - p_stable)``, linearized at the observed operating point in
+            the units' P and the PCC exchange and a convex piecewise-linear envelope in each
+            transmission renewable's output (the shipped surrogate, docs/stvs.md). 0 = no STVS term.
+        stvs_deviation_per_h: the price of the post-fault voltage deviation (currency per hour per
+            unit of the surrogate's VDSI if the system recovers; a collapse is the instability term's),
+            approximated likewise. 0 = no such term.
+        stvs_surrogate: which shipped surrogate both STVS terms read: ``"seed"`` (the seed's VDSI,
+            threshold 0.2 on the critical buses; T renewables summed) or ``"band"`` (the stress
+            case's: VDSI at the admissible band's threshold 0.05 over all transmission buses, the T
+            renewables per bus, trained on high-penetration points; docs/stvs.md "Stress case").
         replan_every_h: re-plan interval (h): the window is re-solved on the intraday forecast at
             the day's first step and every ``round(replan_every_h / dt)`` steps after (at least 1 =
             every step); in between the stored plan is played with the per-step recourse.
@@ -73,6 +83,8 @@ class FlexSettings(StrictKwargs):
     boundary_p_max_mw: float = 5.0
     flex_balance: bool = True
     stvs_risk_per_h: float = 0.0
+    stvs_deviation_per_h: float = 0.0
+    stvs_surrogate: str = "seed"
     replan_every_h: float = 1.0
 
     def __post_init__(self) -> None:
@@ -84,6 +96,9 @@ class FlexSettings(StrictKwargs):
         self.check_range("n_samples", 40)
         self.check_range("boundary_p_max_mw", 0.0, low_open=True)
         self.check_range("stvs_risk_per_h", 0.0)
+        self.check_range("stvs_deviation_per_h", 0.0)
+        if self.stvs_surrogate not in ("seed", "band"):
+            raise ValueError(f"FlexSettings.stvs_surrogate: must be one of ['seed', 'band'], got {self.stvs_surrogate!r}")
         self.check_range("replan_every_h", 0.0, low_open=True)
 
 
@@ -124,10 +139,23 @@ class _FlexWindow(_Window):
         cons += [fu <= up, fd <= dn, fu <= self.p_b + self.head_k, fd <= self.p_b - self.head_k]
         # transmission renewables can be curtailed within the step (the env's balancing does): down supply
         t_dn = cp.sum(self.used[n_der_f:], axis=0) if self.used.shape[0] > n_der_f else 0
-        # STVS risk, linear in the units' P and the PCC exchange (gradients x price, set per step)
+        # STVS risk (set per step): linear in the units' P and the PCC exchange (gradients x price),
+        # convex piecewise linear in each T renewable's output (the envelope's tangents, epigraph s)
         self.stvs_g_unit = cp.Parameter(m.n_gen, name="stvs_risk_unit")
         self.stvs_g_head = cp.Parameter(m.n_feeder, name="stvs_risk_head")
-        risk = dt * cp.sum(self.stvs_g_unit @ self.th.p_mw + self.stvs_g_head @ self.head_k)
+        risk = self.stvs_g_unit @ self.th.p_mw + self.stvs_g_head @ self.head_k
+        n_der_t = self.used.shape[0] - n_der_f
+        self.stvs_der_a = self.stvs_der_b = None
+        if n_der_t:
+            n_tan = STVS_TANGENTS
+            self.stvs_der_a = cp.Parameter((n_der_t, n_tan), name="stvs_risk_der_a")
+            self.stvs_der_b = cp.Parameter((n_der_t, n_tan), name="stvs_risk_der_b")
+            s_der = cp.Variable((n_der_t, K), nonneg=True, name="stvs_risk_der")
+            u_t = self.used[n_der_f:]
+            cons += [s_der >= self.stvs_der_a[:, j:j + 1] @ np.ones((1, K))
+                     + cp.multiply(self.stvs_der_b[:, j:j + 1] @ np.ones((1, K)), u_t) for j in range(n_tan)]
+            risk = risk + cp.sum(s_der, axis=0)
+        risk = dt * cp.sum(risk)
         return cp.sum(fu, axis=0), cp.sum(fd, axis=0) + t_dn, risk
 
 
@@ -155,12 +183,12 @@ class FlexCoordinatedPolicy(MPCPolicy):
             self.name = "flex_coordinated_ed"
         self.demand_up_mw = self.demand_down_mw = None
         self.stvs = None
-        if self.flex.stvs_risk_per_h > 0:
+        if self.flex.stvs_risk_per_h > 0 or self.flex.stvs_deviation_per_h > 0:
             from env.stvs.surrogate import surrogate_for
 
-            self.stvs = surrogate_for(grid)
+            self.stvs = surrogate_for(grid, band=self.flex.stvs_surrogate == "band")
             if self.stvs is None:
-                raise ValueError(f"flex_coordinated: stvs_risk_per_h > 0 needs an STVS surrogate trained on "
+                raise ValueError(f"flex_coordinated: a positive STVS price needs an STVS surrogate trained on "
                                  f"{grid.name} (docs/stvs.md); none ships for it")
             self.name = "flex_coordinated_stvs"
 
@@ -275,26 +303,42 @@ class FlexCoordinatedPolicy(MPCPolicy):
         w.price_short_up.value, w.price_short_dn.value = scale * c_up, scale * c_dn
         w.p_b.value = f.boundary_p_max_mw
         g_unit, g_head = np.zeros(self.model.n_gen), np.zeros(self.model.n_feeder)
+        if w.stvs_der_a is not None:
+            w.stvs_der_a.value = w.stvs_der_b.value = np.zeros(w.stvs_der_a.shape)
         if self.stvs is not None:
-            _, g_unit, g_head = self._stvs_gradient(obs)
-        w.stvs_g_unit.value = f.stvs_risk_per_h * g_unit
-        w.stvs_g_head.value = f.stvs_risk_per_h * g_head
+            from env.stvs.surrogate import der_risk_tangents, risk_gradient
 
-    def _stvs_gradient(self, obs: Any) -> tuple[float, np.ndarray, np.ndarray]:
-        """The surrogate's instability probability and its gradient at the observed operating
-        point: last thermal output, the step's loads and renewables, feeders' net load as PCC."""
+            op = self._stvs_operating_point(obs)
+            prices = {"instability": f.stvs_risk_per_h, "vdsi": f.stvs_deviation_per_h}
+            for quantity, price in prices.items():
+                if price > 0:
+                    _, gu, gh, _ = risk_gradient(self.grid, self.stvs, op, quantity)
+                    g_unit, g_head = g_unit + price * gu, g_head + price * gh
+            if w.stvs_der_a is not None:
+                avail_t = np.asarray(obs.der_avail_mw, float)[self.model.n_der_f:]
+                a, b = der_risk_tangents(self.grid, self.stvs, op, prices, avail_t, STVS_TANGENTS + 1)
+                w.stvs_der_a.value, w.stvs_der_b.value = a, b
+        w.stvs_g_unit.value, w.stvs_g_head.value = g_unit, g_head
+
+    def _stvs_operating_point(self, obs: Any) -> Any:
+        """The operating point the STVS risk is read at: last thermal output, the step's loads and
+        renewables, feeders' net load as PCC. The T renewables are curtailed pro rata (as the env's
+        balancing curtails them) to what the loads and the feeders absorb beyond the thermal output:
+        at high penetration their availability is far above any balanced point."""
+        from env.simulator import _curtail
         from env.stvs.operating_point import StvsOperatingPoint
-        from env.stvs.surrogate import instability_gradient
 
         m, t = self.model, self.grid.transmission
         n = t.n_bus
         lp, lq = np.asarray(obs.load_p_mw, float), np.asarray(obs.load_q_mvar, float)
-        der = np.asarray(obs.der_avail_mw, float)
+        der = np.array(obs.der_avail_mw, dtype=float)
         nl, nd = m.n_load_f, m.n_der_f
         head_p = m.f_load @ lp[:nl] - (m.f_der @ der[:nd] if nd else 0.0)
+        surplus = float(der[nd:].sum() + np.sum(obs.thermal_p_last_mw) - lp[nl:].sum() - head_p.sum())
+        _curtail(der, slice(nd, None), surplus)
         op = StvsOperatingPoint(np.bincount(t.gen.bus, obs.thermal_p_last_mw, minlength=n),
                                 np.bincount(t.load.bus, lp[nl:], minlength=n),
                                 np.bincount(t.load.bus, lq[nl:], minlength=n),
                                 np.bincount(t.der.bus, der[nd:], minlength=n), tuple(self.grid.boundary_bus),
                                 head_p, m.f_load @ lq[:nl])
-        return instability_gradient(self.grid, self.stvs, op)
+        return op

@@ -157,6 +157,14 @@ REGIMES: dict[str, RegimeParams] = {
         "high_penetration", "PV and wind x2 and sized to 250 % / 50 % of peak load",
         pv_k_mean=0.9, pv_k_err_sd=0.06, pv_k_err_tau_h=2.0, wind_weibull_scale_ms=8.0,
         pv_scale=2.0, wind_scale=2.0, pv_penetration=2.5, wind_penetration=0.5),
+    # Stress (seed 002 Figure 8, docs/stvs.md "Stress case"): high_penetration on a windy day with
+    # wind sized to the peak load (chosen: at midday the must-run units leave room for ~120 MW of
+    # the T renewables on t14d2, and the schedule chooses between the PV at bus 12, which raises
+    # the voltages around it above 1.05 p.u., and the wind at bus 8, next to a voltage-controlled machine).
+    "stvs_stress": RegimeParams(
+        "stvs_stress", "high_penetration on a windy day, wind sized to 100 % of peak load",
+        pv_k_mean=0.9, pv_k_err_sd=0.06, pv_k_err_tau_h=2.0, wind_weibull_scale_ms=11.0,
+        pv_scale=2.0, wind_scale=2.0, pv_penetration=2.5, wind_penetration=1.0),
 }
 
 

@@ -44,7 +44,8 @@ DELAYED_CLEARING = FaultSpec(t_clear_s=0.6)   # the unstable case (seed 002 Figu
 
 @dataclass(frozen=True)
 class StvsRun:
-    """One time-domain run: critical-bus voltages (0-based bus numbers) and the indices."""
+    """One time-domain run: critical-bus voltages (0-based bus numbers) and the indices;
+    ``v_all_pu`` (n, 14) every bus's voltage (the stress case's band index, docs/stvs.md)."""
 
     t_s: np.ndarray
     v_pu: np.ndarray
@@ -54,6 +55,7 @@ class StvsRun:
     vdsi: float
     wall_s: float
     fault: FaultSpec
+    v_all_pu: np.ndarray
 
 
 def critical_buses(op: StvsOperatingPoint, fault: FaultSpec) -> tuple[int, ...]:
@@ -114,8 +116,9 @@ def simulate(op: StvsOperatingPoint, fault: FaultSpec = FaultSpec()) -> StvsRun:
         ss.TDS.run()
     t_s = np.asarray(ss.dae.ts.t, dtype=float)
     crit = critical_buses(op, fault)
-    bus_pos = [list(ss.Bus.idx.v).index(b + 1) for b in crit]
-    v = np.asarray(ss.dae.ts.y[:, ss.Bus.v.a[bus_pos]], dtype=float)
+    order = [list(ss.Bus.idx.v).index(b + 1) for b in range(N_BUS_IEEE14)]    # 0-based bus b in column b
+    v_all = np.asarray(ss.dae.ts.y[:, ss.Bus.v.a[order]], dtype=float)
+    v = v_all[:, list(crit)]
     reached = bool(t_s[-1] >= fault.t_end_s - 1e-6)
     return StvsRun(t_s, v, crit, reached, tvci(t_s, v, fault.t_end_s, reached),
-                   vdsi(t_s, v, fault.t_clear_s, fault.t_end_s), time.perf_counter() - t0, fault)
+                   vdsi(t_s, v, fault.t_clear_s, fault.t_end_s), time.perf_counter() - t0, fault, v_all)

@@ -12,6 +12,7 @@ import numpy as np
 EPS_DEVIATION = 0.2      # seed 002 §2.1: 20 % threshold (industrial standard)
 U0_PU = 1.0              # rated voltage
 RECOVERY_WINDOW_S = 0.5  # TVCI looks at the last 0.5 s of the window (chosen)
+EPS_BAND = 0.05          # the admissible band 0.95-1.05 p.u. (seed 002 §5.1) as VDSI's threshold (stress case)
 
 
 def _check(t_s: np.ndarray, v_pu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,6 +50,13 @@ def vdsi(t_s: np.ndarray, v_pu: np.ndarray, t_clear_s: float, t_end_s: float,
     return integral / (n_c * (t_end_s - t_clear_s))
 
 
+def settled_voltage(t_s: np.ndarray, v_pu: np.ndarray, t_end_s: float,
+                    window_s: float = RECOVERY_WINDOW_S) -> np.ndarray:
+    """Each bus's mean voltage over the last ``window_s`` before ``t_end_s`` (the post-fault settled value)."""
+    t_s, v_pu = _check(t_s, v_pu)
+    return v_pu[t_s >= t_end_s - window_s].mean(axis=0)
+
+
 def tvci(t_s: np.ndarray, v_pu: np.ndarray, t_end_s: float, reached_end: bool,
          eps: float = EPS_DEVIATION, window_s: float = RECOVERY_WINDOW_S) -> int:
     """1 if the run reached ``t_end_s`` and every critical bus's mean voltage over the last
@@ -56,5 +64,4 @@ def tvci(t_s: np.ndarray, v_pu: np.ndarray, t_end_s: float, reached_end: bool,
     t_s, v_pu = _check(t_s, v_pu)
     if not reached_end or t_s[-1] < t_end_s - 1e-9:
         return 0
-    tail = v_pu[t_s >= t_end_s - window_s]
-    return int(np.all(np.abs(tail.mean(axis=0) - U0_PU) < eps * U0_PU))
+    return int(np.all(np.abs(settled_voltage(t_s, v_pu, t_end_s, window_s) - U0_PU) < eps * U0_PU))

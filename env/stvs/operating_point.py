@@ -54,12 +54,14 @@ class StvsOperatingPoint:
         np.add.at(q, list(self.pcc_bus), self.pcc_q_mvar)
         return p, q
 
-    def features(self, gen_buses: np.ndarray, load_buses: np.ndarray) -> np.ndarray:
+    def features(self, gen_buses: np.ndarray, load_buses: np.ndarray,
+                 der_buses: np.ndarray | None = None) -> np.ndarray:
         """The surrogate's inputs (seed 002 Z_I without the critical-bus voltages):
-        P_G at ``gen_buses``, P_L and Q_L at ``load_buses``, T renewables summed, P_ex, Q_ex."""
+        P_G at ``gen_buses``, P_L and Q_L at ``load_buses``, T renewables summed (or per bus at
+        ``der_buses``: renewables are generators of Z_I too), P_ex, Q_ex."""
+        der = [self.der_p_mw.sum()] if der_buses is None else self.der_p_mw[der_buses]
         return np.concatenate([self.gen_p_mw[gen_buses], self.load_p_mw[load_buses],
-                               self.load_q_mvar[load_buses], [self.der_p_mw.sum()],
-                               self.pcc_p_mw, self.pcc_q_mvar])
+                               self.load_q_mvar[load_buses], der, self.pcc_p_mw, self.pcc_q_mvar])
 
 
 def operating_point_from_outcome(grid, model, outcome) -> StvsOperatingPoint:  # noqa: ANN001

@@ -116,7 +116,7 @@ def test_instability_gradient_points_at_the_loaded_slack_unit():
     """The data set's unstable points load the slack unit (bus 0) heavily: near the boundary,
     more slack output raises the surrogate's instability probability."""
     from env.cases import load_case
-    from env.stvs.surrogate import StvsSurrogate, instability_gradient
+    from env.stvs.surrogate import StvsSurrogate, risk_gradient
 
     grid = load_case("t14d2")
     op = fixed_operating_point()
@@ -127,9 +127,10 @@ def test_instability_gradient_points_at_the_loaded_slack_unit():
         gen[0] = g0
         shifted = StvsOperatingPoint(gen, op.load_p_mw, op.load_q_mvar, op.der_p_mw, op.pcc_bus,
                                      op.pcc_p_mw, op.pcc_q_mvar)
-        p, g_unit, g_head = instability_gradient(grid, sur, shifted)
+        p, g_unit, g_head, g_der = risk_gradient(grid, sur, shifted)
         probs.append(p)
         assert g_unit.shape == (len(grid.transmission.gen),) and g_head.shape == (2,)
+        assert g_der.shape == (len(grid.transmission.der),) and g_der[0] == g_der[-1]   # summed feature
     assert probs[0] < 0.5 < probs[-1]
 
 
