@@ -15,7 +15,7 @@ import numpy as np
 
 from env.grid_model import GridModel
 
-__all__ = ["TOL_MW", "balance", "settle_reference", "tso_call"]
+__all__ = ["TOL_MW", "balance", "curtail", "settle_reference", "tso_call"]
 
 TOL_MW = 1e-9       # imbalances within this are balanced
 
@@ -59,6 +59,12 @@ def _curtail(used: np.ndarray, need: np.ndarray, rows: np.ndarray) -> np.ndarray
     keep = 1.0 - np.divide(cut, total, out=np.zeros_like(cut), where=act)
     np.copyto(used, used * keep[:, None], where=act[:, None])
     return need - cut
+
+
+def curtail(used_mw: np.ndarray, need_mw: float) -> float:
+    """One day's :func:`_curtail`: reduce ``used_mw`` (n,) pro rata by ``min(need, sum used)``
+    (in place); returns what is left of ``need_mw`` (the env's curtailment of a surplus)."""
+    return float(_curtail(used_mw[None, :], np.array((need_mw,)), np.ones(1, dtype=bool))[0])
 
 
 def balance(model: GridModel, imbalance_mw: np.ndarray, x: dict[str, np.ndarray], dev_mw: np.ndarray,
@@ -149,7 +155,7 @@ def settle_reference(model: GridModel, thermal: np.ndarray, der_used: np.ndarray
             thermal -= room * (take / total)
             need -= take
         if need > TOL_MW:
-            need = float(_curtail(der_used[None, m.n_der_f:], np.array([need]), np.ones(1, dtype=bool))[0])
+            need = curtail(der_used[m.n_der_f:], need)
         if need > TOL_MW:
             thermal[k] = lo - need
             return shed_t, need

@@ -325,7 +325,7 @@ class FlexCoordinatedPolicy(MPCPolicy):
         renewables, feeders' net load as PCC. The T renewables are curtailed pro rata (as the env's
         balancing curtails them) to what the loads and the feeders absorb beyond the thermal output:
         at high penetration their availability is far above any balanced point."""
-        from env.simulator import _curtail
+        from env.balancing import curtail
         from env.stvs.operating_point import StvsOperatingPoint
 
         m, t = self.model, self.grid.transmission
@@ -335,7 +335,7 @@ class FlexCoordinatedPolicy(MPCPolicy):
         nl, nd = m.n_load_f, m.n_der_f
         head_p = m.f_load @ lp[:nl] - (m.f_der @ der[:nd] if nd else 0.0)
         surplus = float(der[nd:].sum() + np.sum(obs.thermal_p_last_mw) - lp[nl:].sum() - head_p.sum())
-        _curtail(der, slice(nd, None), surplus)
+        curtail(der[nd:], surplus)
         op = StvsOperatingPoint(np.bincount(t.gen.bus, obs.thermal_p_last_mw, minlength=n),
                                 np.bincount(t.load.bus, lp[nl:], minlength=n),
                                 np.bincount(t.load.bus, lq[nl:], minlength=n),
