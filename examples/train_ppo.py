@@ -33,6 +33,7 @@ import argparse
 import os
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +98,13 @@ def _progress_callback(budget_s: float | None, log_every: int, printer: Any):  #
             self.t0 = time.perf_counter()
             self.next_log = log_every
             self.days = 0
+            self.returns: deque[float] = deque(maxlen=100)     # the last days' returns (Monitor's)
 
         def _on_step(self) -> bool:
-            self.days += int(sum(1 for info in self.locals.get("infos", ()) if "episode" in info))
+            for info in self.locals.get("infos", ()):
+                if "episode" in info:
+                    self.days += 1
+                    self.returns.append(float(info["episode"]["r"]))
             elapsed = time.perf_counter() - self.t0
             over = budget_s is not None and elapsed >= budget_s
             if self.num_timesteps >= self.next_log or over:
@@ -110,7 +115,7 @@ def _progress_callback(budget_s: float | None, log_every: int, printer: Any):  #
             return not over
 
         def log_line(self, elapsed: float) -> None:
-            buf = [ep["r"] for ep in (self.model.ep_info_buffer or ())]
+            buf = self.returns
             ret = f"{sum(buf) / len(buf):12,.1f}" if buf else f"{'-':>12}"
             printer(f"steps {self.num_timesteps:9,d}  days {self.days:6,d}  mean day return (last {len(buf):3d}) "
                     f"{ret}  {self.num_timesteps / max(elapsed, 1e-9):7.1f} steps/s  elapsed {elapsed / 60:6.2f} min")
@@ -121,8 +126,8 @@ def _progress_callback(budget_s: float | None, log_every: int, printer: Any):  #
 def train(timesteps: int, seed: int, reactive: str = "fast", case: str = "d33", *, out: Path | str | None = None,
           action_mode: str = "residual", residual_scale: float = DEFAULT_RESIDUAL_SCALE, n_envs: int = 4,
           budget_minutes: float | None = None, held_out: frozenset[int] = frozenset(), log_every: int = 4096,
-          n_steps: int = 192, batch_size: int = 192, n_epochs: int = 5, learning_rate: float = 1e-3,
-          log_std_init: float = -1.0,
+          n_steps: int = 192, batch_size: int = 192, n_epochs: int = 10, learning_rate: float = 3e-4,
+          log_std_init: float = -2.0,
           printer: Any = print) -> tuple[Any, Any, list[int]]:
     """PPO under ``VecNormalize`` on ``n_envs`` envs of :func:`make_env` in this process.
 
@@ -192,10 +197,11 @@ def main() -> None:
     parser.add_argument("--reactive", choices=("fast", "socp", "none"), default="fast",
                         help="reactive control in the training env (evaluation: --reactive-method fast)")
     parser.add_argument("--action-mode", choices=("residual", "plain"), default="residual")
-    parser.add_argument("--residual-scale", type=float, default=1.0, help="largest correction (residual mode)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--n-epochs", type=int, default=5, help="PPO epochs per rollout")
-    parser.add_argument("--log-std-init", type=float, default=-1.0, help="initial log-std of the actions")
+    parser.add_argument("--residual-scale", type=float, default=DEFAULT_RESIDUAL_SCALE,
+                        help="largest correction (residual mode)")
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--n-epochs", type=int, default=10, help="PPO epochs per rollout")
+    parser.add_argument("--log-std-init", type=float, default=-2.0, help="initial log-std of the actions")
     parser.add_argument("--eval-days", type=int, default=20)
     parser.add_argument("--eval-seed", type=int, default=8380, help="evaluation days: eval-seed .. + eval-days - 1")
     parser.add_argument("--no-bound", action="store_true", help="skip perfect_information (no gap closed)")
