@@ -63,8 +63,8 @@ class TrainingDays(gym.Wrapper):
     """Records the days an env plays and never plays a held-out (evaluation) day: a drawn day
     among them is redrawn from the env's generator; an explicitly asked one is an error."""
 
-    def __init__(self, env: gym.Env, held_out: frozenset[int] = frozenset()) -> None:
-        super().__init__(env)
+    def __init__(self, inner: gym.Env, held_out: frozenset[int] = frozenset()) -> None:
+        super().__init__(inner)
         self.held_out = frozenset(held_out)
         self.days_played: list[int] = []
 
