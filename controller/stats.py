@@ -218,8 +218,9 @@ def fallback_warnings(summary: pd.DataFrame) -> list[str]:
                              f"{int(bad.fallback_steps.sum())} steps; first reason: {reason}")
         if "socp_fallbacks" in mine and mine.socp_fallbacks.fillna(0).sum() > 0:
             days = int((mine.socp_fallbacks.fillna(0) > 0).sum())
-            lines.append(f"WARNING: {policy} ({regime}): the reactive SOCP fell back on {days} of {len(mine)} days, "
-                         f"{int(mine.socp_fallbacks.fillna(0).sum())} feeder-steps")
+            lines.append(f"WARNING: {policy} ({regime}): the reactive controller fell back on {days} of {len(mine)} "
+                         f"days, {int(mine.socp_fallbacks.fillna(0).sum())} feeder-steps (steps' socp_fallback "
+                         "says why)")
     return lines
 
 
