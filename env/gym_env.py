@@ -91,7 +91,8 @@ class TDGridEnv(gym.Env):
         profiles: measured load / PV / wind profiles (a CSV / parquet path or a DataFrame;
             :mod:`scenarios.measured`, docs/data.md): day seed ``s`` then plays the date
             ``profile_date + (s - profile_first_seed)`` days, with the regime's forecast errors
-            (drawn from ``s``) on top and the synthetic EVs / TSO calls of ``s``.
+            (drawn from ``s``) on top and the synthetic EVs / TSO calls of ``s``. A case with
+            profiles of its own (the SimBench cases) plays them with ``profile_date`` alone.
         **settings: :class:`env.simulator.SimulatorSettings` fields (e.g. ``v2g``,
             ``forecast_obs``, ``ev_reserve_price_per_mwh``).
 
@@ -135,6 +136,12 @@ class TDGridEnv(gym.Env):
         self.settings = SimulatorSettings.from_kwargs(**settings)
         self.grid = load_case(case)
         self._profiles = None                 # a measured day per seed (scenarios.measured)
+        if profiles is None and profile_date is not None:
+            from env.simbench import case_profiles, has_profiles
+
+            if not has_profiles(case):
+                raise ValueError(f"TDGridEnv: profile_date without profiles; case {case!r} has no profiles of its own")
+            profiles = case_profiles(case, self.dt_minutes)     # a SimBench case's own year (env/simbench.py)
         if profiles is not None:
             from scenarios.measured import read_profiles
 
