@@ -185,7 +185,11 @@ def _case_profiles_15min(name: str) -> pd.DataFrame:
     from env.cases import load_case
 
     grid = load_case(name)
-    labels = {int(b): int(lab) for b, lab in zip(np.sort(net.bus.index.to_numpy()), grid.feeders[0].bus.label)}
+    feeder, layout = grid.feeders[0], grid.layout        # a single feeder: the layout lists its items in order
+    ours = {int(b): k for k, b in enumerate(np.sort(net.bus.index.to_numpy()))}
+    load_name = dict(zip((int(b) for b in feeder.load.bus), layout.load_names))
+    unit_name = {**dict(zip(feeder.der.name[feeder.der.kind == "pv"], layout.pv_names)),
+                 **dict(zip(feeder.der.name[feeder.der.kind == "wind"], layout.wind_names))}
     columns: dict[str, np.ndarray] = {}
     load_profiles = raw.profiles["load"]
     index = _timestamps(load_profiles)
@@ -193,14 +197,14 @@ def _case_profiles_15min(name: str) -> pd.DataFrame:
     for bus, rows in loads.groupby("bus"):
         weight = (rows.p_mw * rows.scaling).to_numpy()
         absolute = sum(w * load_profiles[f"{p}_pload"].to_numpy() for w, p in zip(weight, rows.profile))
-        columns[f"load_f0_b{labels[int(bus)]}"] = absolute / weight.sum()
+        columns[f"load_{load_name[ours[int(bus)]]}"] = absolute / weight.sum()
     renewables = raw.profiles["renewables"]
     if not _timestamps(renewables).equals(index):
         raise ValueError("SimBench load and renewables profiles have different calendars")
     sgen = net.sgen[net.sgen.in_service.astype(bool)]
     for name_, kind, profile in zip(sgen.name, sgen.type, sgen.profile):
         prefix = "pv" if kind == "PV" else "wind"
-        columns[f"{prefix}_f0_{name_}"] = np.clip(renewables[profile].to_numpy(dtype=float), 0.0, 1.0)
+        columns[f"{prefix}_{unit_name[name_]}"] = np.clip(renewables[profile].to_numpy(dtype=float), 0.0, 1.0)
     return pd.DataFrame(columns, index=index)
 
 
