@@ -140,3 +140,15 @@ def test_date_alone_needs_a_case_with_profiles(tmp_path: Path, capsys: pytest.Ca
     assert main(["run", "--case", CASE, "--date", "2017-01-01", "--no-reactive", "--dt-minutes", "60",
                  "--no-plots", "--out", str(tmp_path / "r2")]) == 2
     assert "do not cover 2017-01-01" in capsys.readouterr().err
+
+
+def test_gym_id_plays_the_case_profiles(absolute) -> None:  # noqa: ANN001
+    import gymnasium as gym
+
+    environment = gym.make("gridroll/SB_MV_RURAL-v0", profile_date="2016-03-27", profile_first_seed=8502)
+    environment.reset(seed=8503)                                   # day 1: 2016-03-28
+    scenario = environment.unwrapped.simulator.scenario
+    feeder = environment.unwrapped.grid.feeders[0]
+    k = _row("2016-03-28")
+    np.testing.assert_allclose((scenario.load_pu * feeder.load.p_mw).sum(axis=1),
+                               absolute[("load", "p_mw")].iloc[k:k + 96].sum(axis=1).to_numpy(), rtol=1e-10)
