@@ -152,3 +152,15 @@ def test_gym_id_plays_the_case_profiles(absolute) -> None:  # noqa: ANN001
     k = _row("2016-03-28")
     np.testing.assert_allclose((scenario.load_pu * feeder.load.p_mw).sum(axis=1),
                                absolute[("load", "p_mw")].iloc[k:k + 96].sum(axis=1).to_numpy(), rtol=1e-10)
+
+
+def test_the_flexible_example_spec_keeps_the_case_layout() -> None:
+    """examples/sb_mv_rural_flex.toml adds storage and compensators; its layout names are the
+    case's, so the case's profile table (``case_profiles``) plays on it through ``--profiles``."""
+    spec = Path(__file__).resolve().parents[2] / "examples" / "sb_mv_rural_flex.toml"
+    flex, case = env.load_case(str(spec)), env.load_case(CASE)
+    assert len(flex.feeders[0].storage) == 2 and len(flex.feeders[0].compensator) == 3
+    layout, names = flex.layout, case.layout
+    assert (layout.load_names, layout.pv_names, layout.wind_names) == (names.load_names, names.pv_names,
+                                                                       names.wind_names)
+    assert {f"load_{n}" for n in layout.load_names} <= set(case_profiles(CASE).columns)
