@@ -125,7 +125,9 @@ def test_a_day_of_simbench_profiles_end_to_end(tmp_path: Path, absolute) -> None
 
 
 @pytest.mark.slow
-def test_a_simbench_week_day_at_15_minutes_with_reactive_control(tmp_path: Path, absolute) -> None:  # noqa: ANN001
+def test_two_days_across_the_autumn_clock_change_at_15_minutes_with_reactive_control(tmp_path: Path,
+                                                                                     absolute) -> None:  # noqa: ANN001
+    """2016-10-30 (SimBench repeats 02:00-02:45 in its labels) and -31: 192 steps, each SimBench's row."""
     out = tmp_path / "run"
     assert main(["run", "--case", CASE, "--date", "2016-10-30", "--days", "2", "--no-plots", "--seed", "8501",
                  "--out", str(out)]) == 0
