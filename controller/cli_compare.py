@@ -119,7 +119,7 @@ def compare(args: argparse.Namespace) -> int:
                          regimes=_names(args.regimes, "--regimes"), days=args.days, seed=args.seed,
                          dt_minutes=args.dt_minutes, reactive=not args.no_reactive, n_scenarios=args.scenarios,
                          solver=args.solver, reactive_method=args.reactive_method, agents=agents,
-                         profiles=args.profiles, profile_date=args.date)
+                         profiles=args.profiles, profile_date=args.date, ev_sessions=args.ev_sessions)
     result = run_sweep(config, args.out, workers=args.workers, backend=args.backend, progress=not args.no_progress,
                        ray_address=args.ray_address)
     out = result.out

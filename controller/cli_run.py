@@ -64,7 +64,11 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profiles", default=None,
                    help="CSV or parquet of load / pv / wind per-unit profiles with a timestamp: day k is the "
                         "measured date D + k, forecasts carry the regime's errors (drawn from seed + k)")
-    p.add_argument("--date", default=None, help="first day's date (YYYY-MM-DD) in --profiles")
+    p.add_argument("--date", default=None, help="first day's date (YYYY-MM-DD) in --profiles, or in the case's "
+                                                "own profiles (SimBench cases: a date of 2016)")
+    p.add_argument("--ev-sessions", default=None,
+                   help="CSV or parquet of measured EV sessions (station, arrival, departure, energies, "
+                        "p_max_kw) replacing the sampled EVs on the measured days (docs/data.md)")
 
 
 def profile_env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -73,11 +77,18 @@ def profile_env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     Raises:
         ValueError: one of the two without the other.
     """
-    if (args.profiles is None) != (args.date is None):
-        raise ValueError("--profiles and --date go together")
-    if args.profiles is None:
+    from env.simbench import has_profiles
+
+    if args.profiles is not None and args.date is None:
+        raise ValueError("--profiles needs --date (the first day's date)")
+    if args.date is None:
+        if args.ev_sessions is not None:
+            raise ValueError("--ev-sessions needs --date (measured days)")
         return {}
-    return {"profiles": args.profiles, "profile_date": args.date, "profile_first_seed": args.seed}
+    if args.profiles is None and not has_profiles(args.case):
+        raise ValueError(f"--date needs --profiles: case {args.case!r} has no profiles of its own")
+    return {**({"profiles": args.profiles} if args.profiles else {}), "profile_date": args.date,
+            "profile_first_seed": args.seed, **({"ev_sessions": args.ev_sessions} if args.ev_sessions else {})}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,7 +153,8 @@ def run_identity(args: argparse.Namespace) -> dict[str, Any]:
             "dt_minutes": args.dt_minutes, "reactive": not args.no_reactive, "scenarios": args.scenarios,
             "solver": args.solver,
             **({"reactive_method": args.reactive_method} if args.reactive_method != "socp" else {}),
-            **({"profiles": args.profiles, "date": args.date} if args.profiles else {})}
+            **({"profiles": args.profiles} if args.profiles else {}), **({"date": args.date} if args.date else {}),
+            **({"ev_sessions": args.ev_sessions} if args.ev_sessions else {})}
 
 
 def prepare_out(out: Path, identity: dict[str, Any], *, overwrite: bool) -> Path:

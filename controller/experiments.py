@@ -85,7 +85,9 @@ class SweepConfig:
             name is :func:`policies.sb3.agent_label` of the folder (it hashes the agent's files,
             so a retrained agent is a new policy, never a resumed one).
         profiles, profile_date: measured days (docs/data.md): day ``k`` is the date
-            ``profile_date + k`` of the profile file, with the forecast errors of seed ``seed + k``.
+            ``profile_date + k`` of the profile file (or of the case's own profiles, SimBench cases,
+            with ``profile_date`` alone), with the forecast errors of seed ``seed + k``.
+        ev_sessions: measured EV sessions (CSV / parquet) replacing the sampled EVs on those days.
     """
 
     case: str
@@ -101,6 +103,7 @@ class SweepConfig:
     agents: tuple[tuple[str, str], ...] = ()
     profiles: str | None = None
     profile_date: str | None = None
+    ev_sessions: str | None = None
 
     def __post_init__(self) -> None:
         """Check the fields by type (:func:`env.settings.check_field_types`) and the names,
@@ -128,8 +131,15 @@ class SweepConfig:
             raise ValueError(f"SweepConfig: seed must be an int >= 0, got {self.seed!r}")
         if self.n_scenarios < 1:
             raise ValueError(f"SweepConfig: n_scenarios must be >= 1, got {self.n_scenarios}")
-        if (self.profiles is None) != (self.profile_date is None):
-            raise ValueError("SweepConfig: profiles and profile_date go together")
+        if self.profiles is not None and self.profile_date is None:
+            raise ValueError("SweepConfig: profiles need a profile_date")
+        if self.profile_date is not None and self.profiles is None:
+            from env.simbench import has_profiles
+
+            if not has_profiles(self.case):
+                raise ValueError(f"SweepConfig: profile_date needs profiles: case {self.case!r} has none of its own")
+        if self.ev_sessions is not None and self.profile_date is None:
+            raise ValueError("SweepConfig: ev_sessions need measured days (profile_date)")
         if self.reactive_method not in ("socp", "fast"):
             raise ValueError(f"SweepConfig: reactive_method must be 'socp' or 'fast', got {self.reactive_method!r}")
         stray = [name for name, _ in self.agents if name not in self.policies]
@@ -141,7 +151,9 @@ class SweepConfig:
         return {"case": self.case, "seed": self.seed, "dt_minutes": self.dt_minutes, "reactive": self.reactive,
                 "n_scenarios": self.n_scenarios, "solver": self.solver,
                 **({"reactive_method": self.reactive_method} if self.reactive_method != "socp" else {}),
-                **({"profiles": self.profiles, "profile_date": self.profile_date} if self.profiles else {})}
+                **({"profiles": self.profiles} if self.profiles else {}),
+                **({"profile_date": self.profile_date} if self.profile_date else {}),
+                **({"ev_sessions": self.ev_sessions} if self.ev_sessions else {})}
 
     def specs(self) -> list[RunSpec]:
         """Every run, ordered by (policy, regime, day) so a worker reuses its env and policy."""
@@ -229,8 +241,10 @@ class _Runner:
         from controller.loop import LoopSettings, RollingController
         from controller.reactive import ReactiveSettings
 
-        measured = ({"profiles": config.profiles, "profile_date": config.profile_date,
-                     "profile_first_seed": config.seed} if config.profiles else {})
+        measured = ({**({"profiles": config.profiles} if config.profiles else {}),
+                     "profile_date": config.profile_date, "profile_first_seed": config.seed,
+                     **({"ev_sessions": config.ev_sessions} if config.ev_sessions else {})}
+                    if config.profile_date else {})
         self.env = gym.make("gridroll/TDGrid-v0", case=config.case, regime=regime, dt_minutes=config.dt_minutes,
                             **measured)
         self.policy = factory(policy, self.env.unwrapped.grid)

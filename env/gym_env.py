@@ -48,7 +48,7 @@ __all__ = ["RENDER_MODES", "TDGridEnv", "VALID_DT_MINUTES", "VALID_REACTIVE"]
 VALID_DT_MINUTES: tuple[int, ...] = (5, 15, 60)
 VALID_REACTIVE: tuple[str, ...] = ("none", "action")
 _ENV_KWARGS: tuple[str, ...] = ("case", "regime", "dt_minutes", "reactive", "reward_scale", "render_mode",
-                                "profiles", "profile_date", "profile_first_seed")
+                                "profiles", "profile_date", "profile_first_seed", "ev_sessions")
 RENDER_MODES: tuple[str, ...] = ("rgb_array",)
 _RESET_OPTIONS: tuple[str, ...] = ("scenario_seed",)
 _SEED_HIGH = 2**31 - 1
@@ -91,7 +91,10 @@ class TDGridEnv(gym.Env):
         profiles: measured load / PV / wind profiles (a CSV / parquet path or a DataFrame;
             :mod:`scenarios.measured`, docs/data.md): day seed ``s`` then plays the date
             ``profile_date + (s - profile_first_seed)`` days, with the regime's forecast errors
-            (drawn from ``s``) on top and the synthetic EVs / TSO calls of ``s``.
+            (drawn from ``s``) on top and the synthetic EVs / TSO calls of ``s``. A case with
+            profiles of its own (the SimBench cases) plays them with ``profile_date`` alone.
+        ev_sessions: measured EV sessions (a CSV / parquet path or a DataFrame,
+            :func:`scenarios.measured.read_ev_sessions`) replacing the sampled ones on the measured days.
         **settings: :class:`env.simulator.SimulatorSettings` fields (e.g. ``v2g``,
             ``forecast_obs``, ``ev_reserve_price_per_mwh``).
 
@@ -106,6 +109,7 @@ class TDGridEnv(gym.Env):
     def __init__(self, case: str = "d33", regime: str = "cloudy", dt_minutes: int = 15,
                  reactive: str = "none", reward_scale: float = 1.0, render_mode: str | None = None,
                  profiles: Any = None, profile_date: str | None = None, profile_first_seed: int = 0,
+                 ev_sessions: Any = None,
                  **settings: Any) -> None:
         super().__init__()
         valid_settings = [f.name for f in fields(SimulatorSettings)]
@@ -135,6 +139,12 @@ class TDGridEnv(gym.Env):
         self.settings = SimulatorSettings.from_kwargs(**settings)
         self.grid = load_case(case)
         self._profiles = None                 # a measured day per seed (scenarios.measured)
+        if profiles is None and profile_date is not None:
+            from env.simbench import case_profiles, has_profiles
+
+            if not has_profiles(case):
+                raise ValueError(f"TDGridEnv: profile_date without profiles; case {case!r} has no profiles of its own")
+            profiles = case_profiles(case, self.dt_minutes)     # a SimBench case's own year (env/simbench.py)
         if profiles is not None:
             from scenarios.measured import read_profiles
 
@@ -142,6 +152,13 @@ class TDGridEnv(gym.Env):
                 raise ValueError("TDGridEnv: profiles need a profile_date (the first day's date)")
             self._profiles = profiles if isinstance(profiles, pd.DataFrame) else read_profiles(profiles)
             self._profile_date, self._profile_first_seed = pd.Timestamp(profile_date), int(profile_first_seed)
+        self._ev_sessions = None
+        if ev_sessions is not None:
+            from scenarios.measured import read_ev_sessions
+
+            if self._profiles is None:
+                raise ValueError("TDGridEnv: ev_sessions need measured days (profiles / profile_date)")
+            self._ev_sessions = ev_sessions if isinstance(ev_sessions, pd.DataFrame) else read_ev_sessions(ev_sessions)
         self.model = GridModel(self.grid, reactive=reactive == "action")
         self.n_steps = 1440 // self.dt_minutes
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.model.sizes.n_action,), dtype=np.float32)
@@ -179,7 +196,8 @@ class TDGridEnv(gym.Env):
             from scenarios.measured import profile_day
 
             date = self._profile_date + pd.Timedelta(days=int(day_seed) - self._profile_first_seed)
-            scenario = profile_day(self.grid, self._profiles, date, self.regime, int(day_seed), self.dt_minutes)
+            scenario = profile_day(self.grid, self._profiles, date, self.regime, int(day_seed), self.dt_minutes,
+                                   ev_sessions=self._ev_sessions)
         self.simulator = GridSimulator(self.grid, scenario, self.settings, model=self.model,
                                        projection=self._projection)
         self._projection = self.simulator.projection      # built once, shared by every day

@@ -16,8 +16,8 @@ from ``seed``, the same streams :func:`scenarios.day.sample_day` uses) are put o
 measured day, i.e. the day-ahead forecast is the one from which that realization is the
 model's outcome: ``load_da = load / (1 + sd z)``, ``k_da = k - sd_k z``, ``v_da = v - sd_v z``
 (``v`` the wind speed the power curve maps to the measured output), so the errors of
-``Forecast.at`` grow with lead time as for synthetic days. EV sessions and TSO calls come
-from the synthetic day of ``seed``.
+``Forecast.at`` grow with lead time as for synthetic days. TSO calls come from the synthetic
+day of ``seed``; EV sessions too, unless a session table (:func:`read_ev_sessions`) gives them.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 
 from scenarios.day import Scenario, as_layout, sample_day
+from scenarios.ev_arrivals import connected_counts
+from scenarios.ev_sessions import EVSessions
 from scenarios.profiles import CUT_IN_MS, RATED_MS, ar1_coefficient, ar1_paths
 from scenarios.regimes import get_regime
 
@@ -121,12 +123,81 @@ def wind_speed_for_output(pu: np.ndarray) -> np.ndarray:
     return np.where(pu <= 0.0, 0.5 * CUT_IN_MS, v)
 
 
+_SESSION_COLUMNS = ("station", "arrival", "departure", "e_arrival_kwh", "e_request_kwh", "e_capacity_kwh",
+                    "p_max_kw")
+
+
+def read_ev_sessions(path: str | Path) -> pd.DataFrame:
+    """An EV session table (CSV or parquet; docs/data.md): one row per visit with the columns
+    :data:`_SESSION_COLUMNS` (``arrival`` / ``departure`` timestamps) and optionally ``efficiency``.
+
+    Raises:
+        ValueError: a missing file, an unknown suffix, missing columns, unreadable timestamps.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"EV sessions file {path} not found")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise ValueError(f"EV sessions file {path}: unsupported suffix {suffix!r}; use .csv or .parquet")
+    frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    missing = [c for c in _SESSION_COLUMNS if c not in frame]
+    if missing:
+        raise ValueError(f"EV sessions file {path}: missing columns {missing} (need {list(_SESSION_COLUMNS)})")
+    try:
+        for column in ("arrival", "departure"):
+            frame[column] = pd.to_datetime(frame[column])
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"EV sessions file {path}: arrival / departure are not timestamps ({exc})") from None
+    return frame
+
+
+def ev_sessions_of_day(sessions: pd.DataFrame, date: str | pd.Timestamp, layout: Any, dt_minutes: int) -> EVSessions:
+    """The sessions arriving on ``date`` on the day's steps: plug-in step ``floor((arrival - 0:00) / dt)``,
+    departure step ``ceil((departure - 0:00) / dt)`` (at least one step later; past the day's end
+    allowed). ``station`` is a layout name (``f0_ev20``); ``efficiency`` defaults to the layout's.
+
+    Raises:
+        ValueError: an unknown station, a departure before the arrival, more EVs connected at a
+            station than it has ports, values :class:`EVSessions` refuses.
+    """
+    start = pd.Timestamp(date).normalize()
+    day = sessions[(sessions.arrival >= start) & (sessions.arrival < start + pd.Timedelta(days=1))]
+    index = {name: k for k, name in enumerate(layout.evcs_names)}
+    unknown = sorted(set(map(str, day.station)) - set(index))
+    if unknown:
+        raise ValueError(f"EV sessions: unknown stations {unknown[:5]}; the case's are {list(layout.evcs_names)}")
+    if (day.departure <= day.arrival).any():
+        raise ValueError("EV sessions: a departure is not after its arrival")
+    step = pd.Timedelta(minutes=dt_minutes)
+    a = ((day.arrival - start) // step).to_numpy(dtype=int)
+    d = np.maximum(np.ceil((day.departure - start) / step).to_numpy(dtype=float).astype(int), a + 1)
+    station = np.array([index[str(n)] for n in day.station], dtype=int)
+    eff = day["efficiency"].to_numpy(dtype=float) if "efficiency" in day else np.full(len(day), layout.ev_efficiency)
+    order = np.lexsort((np.arange(len(day)), station, a))
+    ev = EVSessions(station=station[order], arrival_step=a[order], departure_step=d[order],
+                    e_arrival_kwh=day.e_arrival_kwh.to_numpy(dtype=float)[order],
+                    e_request_kwh=day.e_request_kwh.to_numpy(dtype=float)[order],
+                    e_capacity_kwh=day.e_capacity_kwh.to_numpy(dtype=float)[order],
+                    p_max_kw=day.p_max_kw.to_numpy(dtype=float)[order], efficiency=eff[order])
+    over = connected_counts(ev, 1440 // dt_minutes, len(layout.evcs_names)).max(axis=0) > layout.evcs_n_ports
+    if over.any():
+        raise ValueError(f"EV sessions of {start.date()}: more EVs connected than ports at "
+                         f"{[layout.evcs_names[k] for k in np.flatnonzero(over)]}")
+    return ev
+
+
 def profile_day(grid: Any, profiles: pd.DataFrame, date: str | pd.Timestamp, regime: str, seed: int,
-                dt_minutes: int = 15) -> Scenario:
+                dt_minutes: int = 15, ev_sessions: pd.DataFrame | None = None) -> Scenario:
     """The measured day ``date`` of ``profiles`` as a :class:`Scenario` of ``grid`` (see the module
-    docstring). Raises ValueError: the day is not covered, values outside their range."""
+    docstring); with ``ev_sessions`` (:func:`read_ev_sessions`) the EVs are that day's sessions
+    (none balked) instead of the sampled ones. Raises ValueError: the day is not covered, values
+    outside their range."""
     layout, params = as_layout(grid), get_regime(regime)
     base = sample_day(layout, params, seed, dt_minutes)
+    if ev_sessions is not None:
+        base = replace(base, ev=ev_sessions_of_day(ev_sessions, date, layout, dt_minutes),
+                       ev_balked=np.zeros(len(layout.evcs_names), dtype=int))
     steps = day_of(profiles, date, dt_minutes)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 15]))
     T = base.n_steps
@@ -153,4 +224,4 @@ def profile_day(grid: Any, profiles: pd.DataFrame, date: str | pd.Timestamp, reg
                    **fields)
 
 
-__all__ = ["day_of", "profile_day", "read_profiles", "wind_speed_for_output"]
+__all__ = ["day_of", "ev_sessions_of_day", "profile_day", "read_ev_sessions", "read_profiles", "wind_speed_for_output"]

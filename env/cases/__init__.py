@@ -8,6 +8,7 @@
 | t30d5     | IEEE 30 + five 33-bus ADNs with PV and storage at T-buses 15, 17, 21, 23, 30 (seed 001, P2P) |
 | t118d10   | IEEE 118 + ten 33-bus feeders (seed 000) |
 | t14d2     | IEEE 14 + two IEEE 13 node feeders at T-buses 14 and 13, hydro, nuclear, deep peak shaving (seed 002) |
+| sb_mv_rural, sb_mv_semiurb | SimBench MV feeders with their 2016 profiles (env/simbench.py; listed when the ``simbench`` extra is installed) |
 """
 
 from __future__ import annotations
@@ -36,8 +37,25 @@ def _td_case(name: str) -> Grid:
     return td_case(f"{name}.toml", name)
 
 
+def _simbench_case(name: str) -> Grid:
+    from env.simbench import simbench_grid
+
+    return simbench_grid(name)
+
+
+def _simbench_names() -> tuple[str, ...]:
+    """The SimBench cases, when the optional ``simbench`` package is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("simbench") is None:
+        return ()
+    from env.simbench import SIMBENCH_CASES
+
+    return tuple(SIMBENCH_CASES)
+
+
 _CASES = {"d33": _feeder_case, "d69": _feeder_case, "t30d2": _td_case, "t30d5": _td_case, "t118d10": _td_case,
-          "t14d2": _td_case}
+          "t14d2": _td_case, **{name: _simbench_case for name in _simbench_names()}}
 
 
 def case_names() -> tuple[str, ...]:

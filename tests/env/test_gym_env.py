@@ -122,7 +122,7 @@ def test_bad_actions_raise_naming_the_field(env_id):
 
 
 @pytest.mark.parametrize(("kwargs", "pattern"), [
-    ({"case": "d34"}, r"unknown case 'd34'; valid cases: \['d33', 'd69', 't30d2', 't30d5', 't118d10', 't14d2'\]"),
+    ({"case": "d34"}, r"unknown case 'd34'; valid cases: \['d33', 'd69', 't30d2', 't30d5', 't118d10', 't14d2'"),  # (+ SimBench cases)
     ({"regime": "stormy"}, r"unknown regime 'stormy'; valid regimes: \[.*'sunny'.*'cloudy'"),
     ({"dt_minutes": 10}, r"dt_minutes must be one of \[5, 15, 60\]"),
     ({"reactive": "socp"}, r"reactive must be one of \['none', 'action'\]"),
