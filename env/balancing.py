@@ -44,6 +44,12 @@ def _pro_rata(values: np.ndarray, capacity: np.ndarray, need: np.ndarray, sign: 
     (in place); returns what is left of ``need``."""
     total = capacity.sum(axis=1)
     act = rows & (need > 0) & (total > 0)
+    if not act.any():
+        return need
+    if act.all():                       # (one day, or all days moving: no masks)
+        used = np.minimum(need, total)
+        values += sign * capacity * (used / total)[:, None]
+        return need - used
     used = np.where(act, np.minimum(need, total), 0.0)
     share = np.divide(used, total, out=np.zeros_like(used), where=act)
     np.copyto(values, values + sign * capacity * share[:, None], where=act[:, None])
@@ -55,6 +61,12 @@ def _curtail(used: np.ndarray, need: np.ndarray, rows: np.ndarray) -> np.ndarray
     ``cut = min(need, sum used)``, ``used *= 1 - cut / sum used``; returns what is left."""
     total = used.sum(axis=1)
     act = rows & (need > 0) & (total > 0)
+    if not act.any():
+        return need
+    if act.all():
+        cut = np.minimum(need, total)
+        used *= (1.0 - cut / total)[:, None]
+        return need - cut
     cut = np.where(act, np.minimum(need, total), 0.0)
     keep = 1.0 - np.divide(cut, total, out=np.zeros_like(cut), where=act)
     np.copyto(used, used * keep[:, None], where=act[:, None])
@@ -91,36 +103,40 @@ def balance(model: GridModel, imbalance_mw: np.ndarray, x: dict[str, np.ndarray]
     n = imbalance_mw.shape[0]
     zero = np.zeros(n)
     deficit, surplus = imbalance_mw > TOL_MW, imbalance_mw < -TOL_MW
-    # deficit
-    rest = _pro_rata(thermal, x["thermal_r_up_mw"], np.where(deficit, imbalance_mw, 0.0), +1.0, deficit)
-    left = _pro_rata(dev, np.maximum(x["ev_r_up_mw"] + dev, 0.0), rest, -1.0, deficit)
-    changed = left < rest
-    rest = left
-    cut_t = deficit & (rest > TOL_MW) & (load_t_mw > 0)
-    shed = np.where(cut_t, np.minimum(rest, load_t_mw), 0.0)
-    shed_t = np.divide(shed, load_t_mw, out=zero.copy(), where=cut_t)
-    rest = np.where(cut_t, rest - shed, rest)
-    cut_f = deficit & (rest > TOL_MW) & (load_f_mw > 0)
-    shed_f = np.where(cut_f, np.minimum(1.0, np.divide(rest, load_f_mw, out=zero.copy(), where=cut_f)), 0.0)
-    rest = np.where(cut_f, np.maximum(rest - load_f_mw, 0.0), rest)
-    unbalanced = np.where(deficit, rest, 0.0)
-    # surplus
-    need = np.where(surplus, -imbalance_mw, 0.0)
-    need = _pro_rata(thermal, x["thermal_r_dn_mw"], need, -1.0, surplus)
-    left = _pro_rata(dev, np.maximum(x["ev_r_dn_mw"] - dev, 0.0), need, +1.0, surplus)
-    changed |= left < need
-    need = _curtail(der_used[:, m.n_der_f:], left, surplus)
-    left = _curtail(der_used[:, :m.n_der_f], need, surplus)
-    changed |= left < need
-    floor = np.minimum(m.g_p_min, thermal)
-    room = thermal - floor
-    total = room.sum(axis=1)
-    back = np.minimum(left, total)
-    act = surplus & (back > 0)
-    share = np.divide(back, total, out=zero.copy(), where=act)
-    np.copyto(thermal, thermal - room * share[:, None], where=act[:, None])
-    backoff = np.where(act, back, 0.0)
-    unbalanced = np.where(surplus, -np.where(act, left - back, left), unbalanced)
+    shed_t, shed_f, backoff, unbalanced = zero, zero, zero, zero
+    changed = np.zeros(n, dtype=bool)
+    if deficit.any():                   # (a branch no day takes changes nothing: skipped)
+        rest = _pro_rata(thermal, x["thermal_r_up_mw"], np.where(deficit, imbalance_mw, 0.0), +1.0, deficit)
+        left = _pro_rata(dev, np.maximum(x["ev_r_up_mw"] + dev, 0.0), rest, -1.0, deficit)
+        changed = left < rest
+        rest = left
+        cut_t = deficit & (rest > TOL_MW) & (load_t_mw > 0)
+        if cut_t.any():
+            shed = np.where(cut_t, np.minimum(rest, load_t_mw), 0.0)
+            shed_t = np.divide(shed, load_t_mw, out=zero.copy(), where=cut_t)
+            rest = np.where(cut_t, rest - shed, rest)
+        cut_f = deficit & (rest > TOL_MW) & (load_f_mw > 0)
+        if cut_f.any():
+            shed_f = np.where(cut_f, np.minimum(1.0, np.divide(rest, load_f_mw, out=zero.copy(), where=cut_f)), 0.0)
+            rest = np.where(cut_f, np.maximum(rest - load_f_mw, 0.0), rest)
+        unbalanced = np.where(deficit, rest, 0.0)
+    if surplus.any():
+        need = np.where(surplus, -imbalance_mw, 0.0)
+        need = _pro_rata(thermal, x["thermal_r_dn_mw"], need, -1.0, surplus)
+        left = _pro_rata(dev, np.maximum(x["ev_r_dn_mw"] - dev, 0.0), need, +1.0, surplus)
+        changed = changed | (left < need)
+        need = _curtail(der_used[:, m.n_der_f:], left, surplus)
+        left = _curtail(der_used[:, :m.n_der_f], need, surplus)
+        changed |= left < need
+        floor = np.minimum(m.g_p_min, thermal)
+        room = thermal - floor
+        total = room.sum(axis=1)
+        back = np.minimum(left, total)
+        act = surplus & (back > 0)
+        share = np.divide(back, total, out=zero.copy(), where=act)
+        np.copyto(thermal, thermal - room * share[:, None], where=act[:, None])
+        backoff = np.where(act, back, 0.0)
+        unbalanced = np.where(surplus, -np.where(act, left - back, left), unbalanced)
     return {"shed_t": shed_t, "shed_f": shed_f, "feeder_changed": changed, "backoff": backoff,
             "unbalanced": unbalanced, "thermal": thermal, "dev": dev, "der_used": der_used}
 
