@@ -65,6 +65,7 @@ from env.pricing import StepPrices
 
 SOLVERS = ("ECOS", "CLARABEL")
 FAST_SOLVER = "fast_ac"  # solver_used of controller.reactive_fast (SQP on the AC sweep)
+NO_COMPENSATORS = "none"  # solver_used (and status "no_compensators") of a feeder with nothing to set
 METHODS = ("socp", "fast")
 OBJECTIVES = ("env_cost", "proxy")
 _FALLBACK_SOLVER = {"ECOS": "CLARABEL", "CLARABEL": "ECOS"}
@@ -154,7 +155,8 @@ class ReactiveResult:
             ``optimal_inaccurate`` when it passed the AC check), or
             ``"solver_failed"`` when a stored setpoint was used.
         solver_used: ``"ECOS"``, ``"CLARABEL"``, ``"fast_ac"`` (:mod:`controller.reactive_fast`),
-            ``"last_good"`` or ``"default"``.
+            ``"last_good"``, ``"default"`` or ``"none"`` (a feeder without compensators: status
+            ``"no_compensators"``, nothing solved).
         fallback: why a fallback was used (every failed attempt), else ``None``.
         v_pred_pu: (S_given, n_bus) predicted voltage magnitudes ``sqrt(v)``; NaN
             rows for zero-probability scenarios and when no solver succeeded.
@@ -189,9 +191,12 @@ class ReactiveResult:
         v = np.array(self.v_pred_pu, dtype=float)
         if v.ndim != 2:
             raise ValueError(f"ReactiveResult.v_pred_pu must be 2-D (S, n_bus), got shape {v.shape}")
-        if self.solver_used not in (*SOLVERS, FAST_SOLVER, "last_good", "default"):
+        if self.solver_used not in (*SOLVERS, FAST_SOLVER, NO_COMPENSATORS, "last_good", "default"):
             raise ValueError(f"ReactiveResult.solver_used: unknown value {self.solver_used!r}")
         if (self.solver_used in (*SOLVERS, FAST_SOLVER)) != (self.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)):
+            raise ValueError(f"ReactiveResult: status {self.status!r} inconsistent with {self.solver_used!r}")
+        if (self.solver_used == NO_COMPENSATORS) != (self.status == "no_compensators") or \
+                (self.solver_used == NO_COMPENSATORS and q.size):
             raise ValueError(f"ReactiveResult: status {self.status!r} inconsistent with {self.solver_used!r}")
         for arr in (q, v):
             arr.setflags(write=False)
@@ -474,6 +479,15 @@ def _finite_array(value: Any, name: str, ndim: int) -> np.ndarray:
 ScenarioInput = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+def _nothing_to_set(item: ScenarioInput) -> ReactiveResult:
+    """The result of a feeder without compensators: nothing to decide, so nothing is solved (the
+    SOCP would only predict voltages; status ``no_compensators``, diagnostics NaN)."""
+    nan = float("nan")
+    return ReactiveResult(q_mvar=np.zeros(0), status="no_compensators", solver_used=NO_COMPENSATORS, fallback=None,
+                          v_pred_pu=np.full(np.shape(item[0]), nan), relaxation_gap_pu=nan, relaxation_gap_rel=nan,
+                          objective=nan, expected_loss_mw=nan, max_violation_pu=nan, solve_ms=0.0, solver_ms=0.0)
+
+
 class ReactiveCompensator:
     """One reactive controller per feeder (of a ``Grid`` or a list of feeders).
 
@@ -500,6 +514,7 @@ class ReactiveCompensator:
             self.models: tuple[Any, ...] = tuple(FastFeederReactive(net, settings) for net in nets)
         else:
             self.models = tuple(FeederReactiveSOCP(net, settings) for net in nets)
+        self._has_compensators = tuple(len(net.compensator) > 0 for net in nets)
 
     def solve(self, inputs: Sequence[ScenarioInput], prices: StepPrices | None = None) -> list[ReactiveResult]:
         """Solve every feeder; ``inputs[k] = (p_net_mw, q_net_mvar, probabilities)`` of feeder k,
@@ -507,7 +522,8 @@ class ReactiveCompensator:
         if len(inputs) != len(self.models):
             raise ValueError(f"inputs: expected one (p, q, probabilities) per feeder ({len(self.models)}), "
                              f"got {len(inputs)}")
-        return [model.solve(*item, prices=prices) for model, item in zip(self.models, inputs)]
+        return [model.solve(*item, prices=prices) if has_q else _nothing_to_set(item)
+                for model, item, has_q in zip(self.models, inputs, self._has_compensators)]
 
     def reset(self) -> None:
         """Forget every feeder's last good setpoint (start of a new day)."""

@@ -310,3 +310,34 @@ def test_compensator_solves_every_feeder(d33: Network, base_load: Load) -> None:
         comp.solve(inputs[:1])
     comp.reset()
     assert all(m._last_good_mvar is None for m in comp.models)
+
+
+@pytest.mark.parametrize("method", ["socp", "fast"])
+def test_a_feeder_without_compensators_solves_nothing(d33: Network, base_load: Load, method: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing to decide, nothing solved (SimBench feeders have no compensators): the result says
+    so and the other feeders are solved as before."""
+    import dataclasses
+
+    from env.network import CompensatorTable
+
+    bare = dataclasses.replace(d33, compensator=CompensatorTable(bus=np.zeros(0, dtype=int), q_min_mvar=np.zeros(0),
+                                                                 q_max_mvar=np.zeros(0)))
+    comp = ReactiveCompensator([bare, d33], ReactiveSettings(n_scenarios=2), method=method)
+    called = []
+    original = type(comp.models[0]).solve
+    monkeypatch.setattr(type(comp.models[0]), "solve",
+                        lambda self, *a, **k: called.append(self.net is bare) or original(self, *a, **k))
+    p, q = _scenarios(*base_load, [1.0, 1.1])
+    from env.pricing import StepPrices
+
+    prices = StepPrices(buy_per_mwh=600.0, sell_per_mwh=400.0, voltage_per_puh=1e5, dt_h=0.25)
+    none, solved = comp.solve([(p, q, np.array([0.5, 0.5]))] * 2, prices)
+    assert called == [False]                                  # only the feeder with compensators
+    assert none.status == "no_compensators" and none.q_mvar.shape == (0,) and none.fallback is None
+    assert none.v_pred_pu.shape == p.shape and np.isnan(none.v_pred_pu).all()
+    assert solved.q_mvar.shape == (len(d33.compensator),) and solved.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
+    with pytest.raises(ValueError, match="inconsistent"):
+        ReactiveResult(q_mvar=np.zeros(1), status="no_compensators", solver_used="none", fallback=None,
+                       v_pred_pu=np.zeros((1, 1)), relaxation_gap_pu=0.0, relaxation_gap_rel=0.0, objective=0.0,
+                       expected_loss_mw=0.0, max_violation_pu=0.0, solve_ms=0.0, solver_ms=0.0)
