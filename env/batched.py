@@ -132,7 +132,6 @@ class BatchedSimulator:
         self.pv_pu = stack([np.asarray(sc.pv_pu) for sc in scenarios], 1)
         self.wind_pu = stack([np.asarray(sc.wind_pu) for sc in scenarios], 1)
         self.fc_rows = stack([d._fc_rows for d in self.days], 1)         # (T, B, n_rows, h)
-        self.price_buy = d0.price_buy
         self.n_station = ns = max(len(m.evcs_ports), 1)
         self.fleet = EVFleet(merge_sessions([sc.ev for sc in scenarios], ns), B * ns, self.dt_h, self.n_steps,
                              v2g=self.settings.v2g, enforce_must_run=self.settings.enforce_must_run)
@@ -152,7 +151,6 @@ class BatchedSimulator:
         self.q_last = np.zeros((self.n_batch, m.sizes.n_comp))
         self.v_groups = [np.hstack([s.v_ns[gi] for s in states]) for gi in range(len(m.groups))]
         self.vm = np.stack([s.vm for s in states])
-        self.v_minmax = np.stack([s.v_minmax for s in states])        # (B, 2, n_feeder)
 
     @property
     def done(self) -> bool:
@@ -366,7 +364,6 @@ class BatchedSimulator:
         if m.is_td:
             self.p_last, self.tso_last, self.line_loading = x["thermal_p_mw"].copy(), req, loading
         self.v_groups, self.vm = sol["v"], vm
-        self.v_minmax = np.stack((v_min, v_max), axis=1)
         self.q_last = x["q_comp_mvar"]
         return out
 
