@@ -15,9 +15,23 @@ import numpy as np
 
 from env.grid_model import GridModel
 
-__all__ = ["TOL_MW", "balance", "curtail", "settle_reference", "tso_call"]
+__all__ = ["TOL_MW", "balance", "curtail", "initial_thermal", "settle_reference", "tso_call"]
 
 TOL_MW = 1e-9       # imbalances within this are balanced
+
+
+def initial_thermal(model: GridModel, load_mw: np.ndarray, der_avail_mw: np.ndarray) -> np.ndarray:
+    """Thermal setpoints before the day: the step-0 net demand shared pro rata to the units' room,
+    ``P = p_min + (p_max - p_min) clip(D - sum p_min, 0, sum(p_max - p_min)) / sum(p_max - p_min)``
+    with ``D`` = all loads - all renewable availability of step 0 (losses and EVs ignored);
+    empty on a single feeder."""
+    m = model
+    if not m.is_td:
+        return np.zeros(0)
+    demand = load_mw.sum() - der_avail_mw.sum()
+    room = m.g_p_max - m.g_p_min
+    share = np.clip(demand - m.g_p_min.sum(), 0.0, room.sum()) / max(room.sum(), 1e-12)
+    return m.g_p_min + room * share
 
 
 def tso_call(model: GridModel, requirement_mw: np.ndarray, r_up_mw: np.ndarray, r_dn_mw: np.ndarray

@@ -39,13 +39,11 @@ from env.evcs import EVFleet
 from env.fastpath import unchecked
 from env.feeder_flow import head_and_losses, shed_group
 from env.grid_model import GridModel
-from env.hydro import spill_cost_per_h
 from env.network import Grid
 from env.projection import storage_energy_next
 from env.physics.sweep import V_COLLAPSE_PU, fixed_point_blocks
 from env.simulator import GridSimulator, SimulatorSettings
-from env.step_outcome import cost_breakdown
-from env.thermal_cost import deep_peak_extra_per_h
+from env.step_outcome import cost_breakdown, energy_terms
 from scenarios import EVSessions
 
 __all__ = ["BatchedSimulator", "BatchedStepOutcome", "merge_sessions"]
@@ -371,23 +369,11 @@ class BatchedSimulator:
                ev_mwh: np.ndarray, unmet_kwh: np.ndarray, shed_mwh: np.ndarray, curt_mwh: np.ndarray,
                v_puh: np.ndarray, bviol_mwh: np.ndarray, head_mw: np.ndarray) -> dict[str, np.ndarray]:
         """:meth:`GridSimulator._costs` with a batch axis (the same terms in the same order)."""
-        m, d0, dt, B = self.model, self._d0, self.dt_h, self.n_batch
-        price = d0._price_list[self.t]
-        zero = np.zeros(B)
-        if m.is_td:
-            th = r["thermal"]
-            bought = sold = zero
-            fuel = (m.g_c2 * th * th + m.g_c1 * th).sum(axis=1) * dt
-            if m.g_deep_peak:
-                fuel += deep_peak_extra_per_h(m.gen, th).sum(axis=1) * dt
-            spillage = spill_cost_per_h(m.gen, th.T) * dt if m.g_spill else zero
-            reserves = ((x["thermal_r_up_mw"] + x["thermal_r_dn_mw"]) @ m.g_cr
-                        + d0.ev_reserve_price * (x["ev_r_up_mw"] + x["ev_r_dn_mw"]).sum(axis=1)) * dt
-            boundary_energy = head_mw * dt * price
-        else:
-            bought = np.maximum(head_mw, 0.0) * dt * price
-            sold = -np.maximum(-head_mw, 0.0) * dt * d0.price_sell
-            fuel = spillage = reserves = boundary_energy = zero
+        m, d0, dt = self.model, self._d0, self.dt_h
+        ev_res = (x["ev_r_up_mw"] + x["ev_r_dn_mw"]).sum(axis=1) if m.is_td else 0.0
+        bought, sold, fuel, spillage, reserves, boundary_energy = energy_terms(
+            m, dt, d0._price_list[self.t], d0.price_sell, head_mw, r.get("thermal"), x["thermal_r_up_mw"],
+            x["thermal_r_dn_mw"], ev_res, d0.ev_reserve_price)
         return cost_breakdown(d0._tar, dt, bought, sold, fuel, spillage, reserves, boundary_energy, ev_mwh,
                               der_used @ m.der_cost, np.abs(p_st).sum(axis=1), curt_mwh, shed_mwh, unmet_kwh,
                               v_puh, bviol_mwh, r["ref_limit"])

@@ -16,7 +16,7 @@ Conventions (all stations of a feeder at once, fully vectorized over all connect
   ``e <- e + eta p dt`` when charging and ``e <- e + p dt / eta`` when discharging (V2G).
 * Energy bounds ``x_lo_kwh`` / ``x_hi_kwh`` are **relative**: grid-side energy counted
   from the *start of step t* (what has been delivered before ``t`` is excluded). The
-  absolute cumulative form of MATH §3 (energy since each connected EV's arrival) is
+  absolute cumulative form of docs/math.md §3 (energy since each connected EV's arrival) is
   ``x_kwh + x_lo_kwh <= X <= x_kwh + x_hi_kwh`` with ``x_kwh`` the energy already
   delivered to the connected EVs (also reported).
 * Station index ``s`` is a column of every ``(n_station,)`` array.
@@ -87,7 +87,7 @@ class EVCSBounds:
     Attributes:
         p_max_kw: largest deliverable aggregate power now,
             ``sum_i min(pmax_i, (E_cap_i - e_i)/(eta_i dt))`` (setpoints above are clipped).
-        p_rated_kw: ``Pmax_t = sum_i pmax_i`` (charger ratings, MATH §3).
+        p_rated_kw: ``Pmax_t = sum_i pmax_i`` (charger ratings, docs/math.md §3).
         p_must_kw: power that must flow now to keep every EV able to reach its request,
             ``sum_i clip((e_req_i - e_i)/(eta_i dt) - pmax_i (D_i - 1 - t), 0, pmax_i)``.
         p_min_kw: smallest admissible aggregate power (setpoints below are clipped). Equal
@@ -101,7 +101,7 @@ class EVCSBounds:
         x_lo_kwh, x_hi_kwh: bounds on the grid-side energy of *this step* that keep every
             EV feasible, i.e. the cumulative energy at the end of step ``t`` **relative to its
             start** (``sum_i p_lo_i dt``, = ``p_min_kw dt`` when must-run is enforced, and
-            ``p_max_kw dt``); add ``x_kwh`` for the absolute form of MATH §3. For several
+            ``p_max_kw dt``); add ``x_kwh`` for the absolute form of docs/math.md §3. For several
             steps ahead see :meth:`EVFleet.bounds_horizon`.
         n_connected: number of connected EVs (int).
         e_kwh: aggregate battery energy now.
@@ -144,7 +144,7 @@ class EVCSHorizon:
             ``t`` to the end of step ``t + k`` (relative, see module docstring). Per EV,
             with ``n = min(k + 1, D - t)`` connected steps and ``r = max(0, D - 1 - t - k)``
             steps left after ``t + k``: ``x_hi = min((E_cap - e)/eta, pmax dt n)`` and
-            ``x_lo = max(0, (e_req - e)/eta - pmax dt r)`` (MATH §3; the V2G forms allow
+            ``x_lo = max(0, (e_req - e)/eta - pmax dt r)`` (docs/math.md §3; the V2G forms allow
             discharge, see :func:`horizon_bounds`), summed per station.
     """
 
@@ -206,7 +206,7 @@ def horizon_bounds(e_kwh: np.ndarray, station: np.ndarray, p_max_kw: np.ndarray,
                    efficiency: np.ndarray, e_request_kwh: np.ndarray,
                    e_capacity_kwh: np.ndarray, deadline_step: np.ndarray, t: int, h: int,
                    n_station: int, dt_h: float, v2g: bool = False) -> EVCSHorizon:
-    """Look-ahead aggregate bounds (MATH §3) of the EVs connected at step ``t``.
+    """Look-ahead aggregate bounds (docs/math.md §3) of the EVs connected at step ``t``.
 
     Per EV, over ``n = clip(D - t, 0, k + 1)`` connected steps up to step ``t + k`` and
     ``r = max(0, D - 1 - t - k)`` steps left after it, the battery at the end of ``t + k`` lies in
@@ -514,7 +514,7 @@ class EVFleet:
 
     # ------------------------------------------------------------------ aggregate bounds
     def bounds(self, t: int) -> EVCSBounds:
-        """Aggregate virtual-storage bounds of every station at step ``t`` (MATH §3)."""
+        """Aggregate virtual-storage bounds of every station at step ``t`` (docs/math.md §3)."""
         pr = self._prepare(t)
         st, ns, sums = self._st, self.n_station, pr.sums
         lo_sum = sums[1]

@@ -164,6 +164,7 @@ class GridModel:
         self.m_load = _incidence(n_fb, load_bus)                    # (N_fb, n_load_f)
         # controllable active power onto buses: [EV, storage, -DER used on feeders]
         self.m_ctrl = np.hstack([_incidence(n_fb, ev_bus), _incidence(n_fb, st_bus), -_incidence(n_fb, der_bus)])
+        self.m_ev, self.m_der = _incidence(n_fb, ev_bus), _incidence(n_fb, der_bus)   # (N_fb, n_evcs), (N_fb, n_der_f)
         self.m_comp = _incidence(n_fb, comp_bus)
         self.f_load = _incidence(nf, self.load_feeder)              # (n_feeder, n_load_f) sums per feeder
         self.f_der = _incidence(nf, self.der_feeder)

@@ -120,11 +120,9 @@ class StepProjection:
         lohi = np.repeat(self.proj_lohi[:, None, :], req.shape[0], 1)
         lohi[:, :, self.psl_ev] = ev_lims
         if m.st_p_max.shape[0]:
-            lohi[1, :, self.psl_st] = np.minimum(m.st_p_max, (m.st_e_max - e_mwh) * self.inv_eta_c_dt)
-            lohi[0, :, self.psl_st] = -np.minimum(m.st_p_max, e_mwh * self.eta_d_over_dt)
+            lohi[0, :, self.psl_st], lohi[1, :, self.psl_st] = self.storage_limits(e_mwh)
         if m.is_td:
-            up_lim = np.minimum(m.g_p_max, p_last_mw + self.ramp_dt)
-            dn_lim = np.maximum(m.g_p_min, p_last_mw - self.ramp_dt)
+            dn_lim, up_lim = self.thermal_limits(p_last_mw)
             lohi[0, :, self.psl_th] = dn_lim
             lohi[1, :, self.psl_th] = np.maximum(up_lim, dn_lim)
         x = np.maximum(req, lohi[0])
@@ -137,6 +135,33 @@ class StepProjection:
             np.maximum(res, 0.0, out=res)
             np.minimum(res, room, out=res)
         return x
+
+
+    def storage_limits(self, e_mwh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The storage power range at energies ``e_mwh`` (any leading batch axis):
+        ``(-min(p_max, e eta_d / dt), min(p_max, (e_max - e) / (eta_c dt)))``."""
+        m = self.model
+        return (-np.minimum(m.st_p_max, e_mwh * self.eta_d_over_dt),
+                np.minimum(m.st_p_max, (m.st_e_max - e_mwh) * self.inv_eta_c_dt))
+
+    def thermal_limits(self, p_last_mw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The thermal ramp window after setpoints ``p_last_mw`` (any leading batch axis):
+        ``(down, up) = (max(p_min, P_last - ramp dt), min(p_max, P_last + ramp dt))``."""
+        m = self.model
+        return np.maximum(m.g_p_min, p_last_mw - self.ramp_dt), np.minimum(m.g_p_max, p_last_mw + self.ramp_dt)
+
+    def project_thermal(self, p_mw: np.ndarray, r_up_mw: np.ndarray, r_dn_mw: np.ndarray, p_last_mw: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The thermal part of :meth:`project` on its own (any leading batch axis; new arrays):
+        ``P`` into ``[down, max(up, down)]``, then ``r_up`` into ``[0, up - P]`` and ``r_dn``
+        into ``[0, P - down]`` (rooms below 0 count as 0). No units (a single feeder): unchanged."""
+        if not self.model.is_td:
+            return p_mw, r_up_mw, r_dn_mw
+        dn_lim, up_lim = self.thermal_limits(p_last_mw)
+        p = np.minimum(np.maximum(p_mw, dn_lim), np.maximum(up_lim, dn_lim))
+        r_up = np.minimum(np.maximum(r_up_mw, 0.0), np.maximum(up_lim - p, 0.0))
+        r_dn = np.minimum(np.maximum(r_dn_mw, 0.0), np.maximum(p - dn_lim, 0.0))
+        return p, r_up, r_dn
 
 
 def storage_energy_next(model: GridModel, e_mwh: np.ndarray, p_mw: np.ndarray, dt_h: float) -> np.ndarray:

@@ -49,7 +49,7 @@ from typing import Any, Literal
 import numpy as np
 
 from env.balancing import TOL_MW as _TOL_MW
-from env.balancing import balance, settle_reference, tso_call
+from env.balancing import balance, initial_thermal, settle_reference, tso_call
 from env.dispatch import ActionLimits, Dispatch
 from env.fastpath import unchecked
 from env.evcs import EVCSBounds, EVFleet, EVStepResult
@@ -58,11 +58,9 @@ from env.projection import StepProjection, storage_energy_next
 from env.observation import Observation, ObservationSpec
 from env.feeder_flow import solve_feeders
 from env.settings import StrictKwargs
-from env.hydro import spill_cost_per_h
-from env.thermal_cost import deep_peak_extra_per_h
 
 from env.grid_model import GridModel, _FeederSolution
-from env.step_outcome import COST_KEYS, VIOLATION_KEYS, StepOutcome, cost_breakdown
+from env.step_outcome import COST_KEYS, VIOLATION_KEYS, StepOutcome, cost_breakdown, energy_terms
 
 __all__ = ["COST_KEYS", "GridModel", "GridSimulator", "SimulatorSettings", "StepOutcome", "VIOLATION_KEYS"]
 
@@ -254,7 +252,7 @@ class GridSimulator:
         st = _State()
         st.t = 0
         st.e_mwh = m.st_e_init.astype(float).copy()
-        st.p_last = self._initial_thermal()
+        st.p_last = initial_thermal(self.model, self.load_p[0], self.der_avail[0])
         st.tso_last = np.zeros(m.n_boundary)
         st.line_loading = np.zeros(m.n_line)
         st.q_last = np.zeros(m.sizes.n_comp)
@@ -278,20 +276,6 @@ class GridSimulator:
         np.maximum.reduceat(vm, self._v_starts, out=out[1])
         out.flags.writeable = False
         return out
-
-    def _initial_thermal(self) -> np.ndarray:
-        """Thermal state before the day: the step-0 net demand shared pro rata to p_max.
-
-        ``P = p_min + (p_max - p_min) x clip(demand - sum p_min, 0, sum(p_max - p_min)) / sum(p_max - p_min)``
-        with demand = all loads - all renewable availability of step 0 (losses, EVs ignored).
-        """
-        m = self.model
-        if not m.is_td:
-            return np.zeros(0)
-        demand = self.load_p[0].sum() - self.der_avail[0].sum()
-        room = m.g_p_max - m.g_p_min
-        share = np.clip(demand - m.g_p_min.sum(), 0.0, room.sum()) / max(room.sum(), 1e-12)
-        return m.g_p_min + room * share
 
     # ------------------------------------------------------------------ public views
     @property
@@ -697,21 +681,10 @@ class GridSimulator:
                v_puh: float, bviol_mwh: float, head_mw: float) -> dict[str, float]:
         """The cost breakdown (:data:`COST_KEYS`) of the step."""
         m, tar, dt = self.model, self._tar, self.dt_h
-        price = self._price_list[t]
-        if m.is_td:
-            th = r["thermal"]
-            bought = sold = 0.0
-            fuel = float(_add_reduce(m.g_c2 * th * th + m.g_c1 * th)) * dt
-            if m.g_deep_peak:
-                fuel += float(_add_reduce(deep_peak_extra_per_h(m.gen, th))) * dt
-            spillage = float(spill_cost_per_h(m.gen, th)) * dt if m.g_spill else 0.0
-            reserves = (float(m.g_cr.dot(x["thermal_r_up_mw"] + x["thermal_r_dn_mw"]))
-                        + self.ev_reserve_price * float(_add_reduce(x["ev_r_up_mw"] + x["ev_r_dn_mw"]))) * dt
-            boundary_energy = head_mw * dt * price
-        else:
-            bought = max(head_mw, 0.0) * dt * price
-            sold = -max(-head_mw, 0.0) * dt * self.price_sell
-            fuel = spillage = reserves = boundary_energy = 0.0
+        ev_res = float(_add_reduce(x["ev_r_up_mw"] + x["ev_r_dn_mw"])) if m.is_td else 0.0
+        bought, sold, fuel, spillage, reserves, boundary_energy = (float(v) for v in energy_terms(
+            m, dt, self._price_list[t], self.price_sell, head_mw, r["thermal"], x["thermal_r_up_mw"],
+            x["thermal_r_dn_mw"], ev_res, self.ev_reserve_price))
         n_st = p_st.shape[0]
         abs_st = (_fsum(np.abs(p_st)) if n_st >= _SMALL_SUM else _fsum_py_abs(p_st)) if n_st else 0.0
         return cost_breakdown(tar, dt, bought, sold, fuel, spillage, reserves, boundary_energy, ev_mwh,

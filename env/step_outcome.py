@@ -16,8 +16,10 @@ import numpy as np
 
 from env.dispatch import Dispatch
 from env.evcs import EVStepResult
+from env.hydro import spill_cost_per_h
+from env.thermal_cost import deep_peak_extra_per_h
 
-__all__ = ["COST_KEYS", "VIOLATION_KEYS", "StepOutcome", "cost_breakdown"]
+__all__ = ["COST_KEYS", "VIOLATION_KEYS", "StepOutcome", "cost_breakdown", "energy_terms"]
 
 #: Cost breakdown keys (``total`` sums all but ``boundary_energy``; reward = -total).
 COST_KEYS: tuple[str, ...] = (
@@ -70,6 +72,35 @@ def cost_breakdown(tariff: Any, dt_h: float, bought: Any, sold: Any, fuel: Any, 
     cost["total"] = sum(parts)
     cost["boundary_energy"] = boundary_energy
     return cost
+
+
+def energy_terms(model: Any, dt_h: float, price_buy: Any, price_sell: float, head_mw: np.ndarray,
+                 thermal_mw: np.ndarray, r_up_mw: np.ndarray, r_dn_mw: np.ndarray, ev_reserve_mw: Any,
+                 ev_reserve_price: float) -> tuple[Any, ...]:
+    """The energy terms of :func:`cost_breakdown` with any leading batch axes (``head_mw`` the
+    summed feeder head power (...), thermal outputs and reserves (..., n_gen), ``ev_reserve_mw``
+    the stations' summed reserves up + down (...)): ``(bought, sold, fuel, spillage, reserves,
+    boundary_energy)``.
+
+    Single feeder: ``bought = max(P_head, 0) dt pi_buy``, ``sold = -max(-P_head, 0) dt pi_sell``.
+    T-D: ``fuel = sum_g (c2 P^2 + c1 P + deep-peak extra) dt``, ``spillage = c_S (W - P)+ dt``,
+    ``reserves = (c_r . (r_up + r_dn) + pi_ev_res sum r_ev) dt``, ``boundary_energy = P_head dt pi_buy``
+    (docs/design.md "Physics truth", item 8)."""
+    m = model
+    zero = np.zeros(np.shape(head_mw))
+    if not m.is_td:
+        return (np.maximum(head_mw, 0.0) * dt_h * price_buy, -np.maximum(-head_mw, 0.0) * dt_h * price_sell,
+                zero, zero, zero, zero)
+    th = thermal_mw
+    fuel = (m.g_c2 * th * th + m.g_c1 * th).sum(axis=-1) * dt_h
+    if m.g_deep_peak:
+        fuel += deep_peak_extra_per_h(m.gen, th).sum(axis=-1) * dt_h
+    spillage = zero
+    if m.g_spill:
+        units_first = th if th.ndim == 1 else th.reshape(-1, th.shape[-1]).T     # (n_gen[, K])
+        spillage = spill_cost_per_h(m.gen, units_first).reshape(zero.shape) * dt_h
+    reserves = ((r_up_mw + r_dn_mw) @ m.g_cr + ev_reserve_price * ev_reserve_mw) * dt_h
+    return zero, zero, fuel, spillage, reserves, head_mw * dt_h * price_buy
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ _REGISTRY: dict[str, Callable[..., Policy]] = {
     "rollout": RolloutPolicy,
     "rollout_m1": lambda grid, **kw: _named(RolloutPolicy(grid, n_sims=1, **kw), "rollout_m1"),
     "rollout_no_exchange": lambda grid, **kw: RolloutPolicy(grid, no_exchange=True, **kw),
-    # the yardsticks (MATH 9): certainty-equivalent MPC and the clairvoyant lower bound
+    # the yardsticks (docs/math.md §9): certainty-equivalent MPC and the clairvoyant lower bound
     "mpc": MPCPolicy,
     "perfect_information": _perfect_information,
     # its active dispatch under the loop's reactive controller (splits regret into dispatch and Q)

@@ -12,6 +12,12 @@ Per feeder, at every step:
 3. On T-D cases the thermal units follow merit order (cheapest c1 first) on the
    transmission net load (T loads + feeder net loads - wind), within ramp limits
    from the last setpoint, and hold a fixed reserve margin split by headroom.
+
+The rules are the module's functions, with any leading batch axis: the one home of the base
+rule. :class:`HeuristicPolicy` plays them for one step; the rollout's day model
+(:mod:`policies.surrogate`) plays them on candidates x paths, step after step. The ranges they
+respect (storage power at an energy, the thermal ramp window) are the env's projection's
+(:class:`env.projection.StepProjection`), so the base rule's dispatch is feasible as sent.
 """
 
 from __future__ import annotations
@@ -21,10 +27,97 @@ from typing import Any
 import numpy as np
 
 from env.dispatch import Dispatch, DispatchSizes
+from env.grid_model import GridModel
 from env.network import Grid
 from env.observation import Observation
 from env.physics.grid_flow import merit_order
+from env.projection import StepProjection
 from policies.base import FeederIndex
+
+__all__ = ["HeuristicPolicy", "feeder_net_mw", "own_use_curtailment", "reserve_split", "share",
+           "storage_rule", "storage_share", "thermal_demand", "thermal_rule"]
+
+
+# ============================================================================ the rules (batch axis)
+
+
+def share(amount: Any, total: Any) -> np.ndarray:
+    """``min(1, amount / total)`` where ``total > 0``, else 0 (elementwise)."""
+    amount, total = np.broadcast_arrays(np.asarray(amount, dtype=float), np.asarray(total, dtype=float))
+    return np.minimum(np.divide(amount, total, out=np.zeros(total.shape), where=total > 0), 1.0)
+
+
+def feeder_net_mw(model: GridModel, load_f_mw: np.ndarray, ev_mw: np.ndarray, der_used_f_mw: np.ndarray
+                  ) -> np.ndarray:
+    """Each feeder's net demand (..., n_feeder), + = deficit: its loads + EV stations - the DER
+    output it uses (feeder loads (..., n_load_f), stations (..., n_evcs), feeder DERs (..., n_der_f))."""
+    m = model
+    return load_f_mw @ m.f_load.T + ev_mw @ m.f_ev.T - der_used_f_mw @ m.f_der.T
+
+
+def own_use_curtailment(model: GridModel, load_f_mw: np.ndarray, ev_mw: np.ndarray, der_f_mw: np.ndarray
+                        ) -> np.ndarray:
+    """Curtailment share of each feeder DER (..., n_der_f) so that no node exports (seed 003's
+    third case): per bus, ``keep = min(avail, demand) / avail`` (1 where nothing is available),
+    with ``demand`` = loads + EV charging at the bus; each DER takes its bus's ``1 - keep``."""
+    m = model
+    demand = load_f_mw @ m.m_load.T + ev_mw @ m.m_ev.T                               # (..., n_fb)
+    avail = der_f_mw @ m.m_der.T
+    demand, avail = np.broadcast_arrays(demand, avail)
+    keep = np.divide(np.minimum(avail, demand), avail, out=np.ones(demand.shape), where=avail > 0)
+    return 1.0 - keep @ m.m_der
+
+
+def storage_share(model: GridModel) -> np.ndarray:
+    """Each storage unit's share of its feeder's net demand: ``p_max / sum p_max`` of the feeder."""
+    m = model
+    tot = (m.f_st @ m.st_p_max)[m.st_feeder]
+    return np.divide(m.st_p_max, tot, out=np.zeros_like(m.st_p_max), where=tot > 0)
+
+
+def storage_rule(net_mw: np.ndarray, lo_mw: np.ndarray, hi_mw: np.ndarray, no_exchange: bool) -> np.ndarray:
+    """Storage power (+ = charge) absorbing the unit's share ``net_mw`` of its feeder's net
+    demand within its range ``[lo, hi]`` (:meth:`env.projection.StepProjection.storage_limits`):
+    ``P = clip(-n, lo, hi)``, i.e. charge ``min(-n, hi)`` on a surplus, discharge ``min(n, -lo)``
+    on a deficit; without exchange a surplus is not stored (``n`` is taken as ``max(n, 0)``)."""
+    n = np.maximum(net_mw, 0.0) if no_exchange else net_mw
+    return np.minimum(np.maximum(-n, lo_mw), hi_mw)
+
+
+def thermal_demand(load_t_mw: np.ndarray, feeder_net_mw: np.ndarray, wind_mw: np.ndarray, loss_factor: float
+                   ) -> np.ndarray:
+    """The transmission net load the units cover: ``max(sum T loads + (1 + loss) sum feeder net
+    - sum T wind, 0)`` (MW; batch axes before the last)."""
+    demand = load_t_mw.sum(-1) + feeder_net_mw.sum(-1) * (1 + loss_factor) - wind_mw.sum(-1)
+    return np.maximum(demand, 0.0)
+
+
+def reserve_split(proj: StepProjection, p_mw: np.ndarray, margin_mw: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The reserve margin split by headroom: ``r_up = room_up min(1, margin / sum room_up)`` with
+    ``room_up = min(p_max - P, ramp dt)``, and ``r_dn`` alike with ``room_dn = min(P - p_min, ramp dt)``."""
+    m = proj.model
+    up_room = np.minimum(m.g_p_max - p_mw, proj.ramp_dt)
+    dn_room = np.minimum(p_mw - m.g_p_min, proj.ramp_dt)
+    return (up_room * share(margin_mw, up_room.sum(-1))[..., None],
+            dn_room * share(margin_mw, dn_room.sum(-1))[..., None])
+
+
+def thermal_rule(proj: StepProjection, demand_mw: np.ndarray, p_last_mw: np.ndarray, reserve_margin: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The TSO's rule: merit order (:func:`env.physics.grid_flow.merit_order`) on ``demand_mw``
+    within the ramp window after ``p_last_mw``, then the margin ``reserve_margin x demand``
+    split by headroom (:func:`reserve_split`). Returns ``(P, r_up, r_dn)`` (..., n_gen)."""
+    m = proj.model
+    lo, hi = proj.thermal_limits(p_last_mw)
+    shape = np.broadcast_shapes(lo.shape, np.shape(demand_mw) + (m.n_gen,))
+    lo, hi = np.broadcast_to(lo, shape), np.broadcast_to(hi, shape)
+    p = np.minimum(np.maximum(merit_order(lo, hi, m.g_c1, demand_mw), lo), hi)
+    r_up, r_dn = reserve_split(proj, p, reserve_margin * np.asarray(demand_mw, dtype=float))
+    return p, r_up, r_dn
+
+
+# ============================================================================ the policy
 
 
 class HeuristicPolicy:
@@ -60,31 +153,33 @@ class HeuristicPolicy:
         self.loss_factor = float(loss_factor)
         self.index = FeederIndex.from_grid(grid)
         self.sizes = DispatchSizes.from_grid(grid)
-        st = [f.storage for f in grid.feeders]
-        self._st_p_max = np.concatenate([s.p_max_mw for s in st])
-        self._st_e_max = np.concatenate([s.e_max_mwh for s in st])
-        self._st_eta_c = np.concatenate([s.eta_charge for s in st])
-        self._st_eta_d = np.concatenate([s.eta_discharge for s in st])
+        self.model = GridModel(grid)
+        self._share = storage_share(self.model)
+        self._proj: StepProjection | None = None
 
     def reset(self, seed: int | None = None) -> None:
         """Stateless: nothing to reset."""
 
+    def projection(self, dt_h: float) -> StepProjection:
+        """The env's projection at step length ``dt_h`` (kept for the last length asked)."""
+        if self._proj is None or self._proj.dt_h != dt_h:
+            self._proj = StepProjection(self.model, dt_h)
+        return self._proj
+
     def act(self, obs: Observation, forecast: Any = None) -> Dispatch:
         """Dispatch of step ``obs.step`` by the base rule."""
+        m, proj = self.model, self.projection(float(obs.dt_h))
         ev_p_mw = obs.ev.p_max_kw / 1e3 if obs.ev is not None else np.zeros(self.sizes.n_evcs)
         curtail = np.zeros(self.sizes.n_der)
-        storage = np.zeros(self.sizes.n_storage)
-        feeder_net = np.zeros(len(self.grid.feeders))
-        for k, net in enumerate(self.grid.feeders):
-            demand = self.node_demand(k, obs.load_p_mw, ev_p_mw)
-            der_av = obs.der_avail_mw[self.index.der[k]]
-            if self.no_exchange:
-                curtail[self.index.der[k]] = self._own_use_curtailment(k, demand, der_av)
-                der_av = der_av * (1.0 - curtail[self.index.der[k]])
-            net_mw = demand.sum() - der_av.sum()  # + = deficit
-            storage[self.index.storage[k]] = self._storage(k, net_mw, obs.storage_e_mwh, obs.dt_h)
-            feeder_net[k] = net_mw + storage[self.index.storage[k]].sum()
-        thermal = self.thermal_dispatch(obs, feeder_net, curtail)
+        load_f = obs.load_p_mw[:m.n_load_f]
+        der_f = obs.der_avail_mw[:m.n_der_f]
+        if self.no_exchange and m.n_der_f:
+            curtail[:m.n_der_f] = own_use_curtailment(m, load_f, ev_p_mw, der_f)
+            der_f = der_f * (1.0 - curtail[:m.n_der_f])
+        net = feeder_net_mw(m, load_f, ev_p_mw, der_f)
+        lo, hi = proj.storage_limits(obs.storage_e_mwh)
+        storage = storage_rule(net[m.st_feeder] * self._share, lo, hi, self.no_exchange)
+        thermal = self.thermal_dispatch(obs, net + storage @ m.f_st.T, curtail)
         zero_ev = np.zeros(self.sizes.n_ev_reserve)
         return Dispatch(ev_p_mw=ev_p_mw, storage_p_mw=storage, der_curtail_frac=curtail,
                         thermal_p_mw=thermal[0], thermal_r_up_mw=thermal[1], thermal_r_dn_mw=thermal[2],
@@ -100,56 +195,20 @@ class HeuristicPolicy:
         demand += np.bincount(self.index.evcs_bus[k], weights=ev_p_mw[self.index.evcs[k]], minlength=n_bus)
         return demand
 
-    def _own_use_curtailment(self, k: int, demand: np.ndarray, der_av: np.ndarray) -> np.ndarray:
-        """Curtailment share per DER so that no node exports: cap = own demand."""
-        bus = self.index.der_bus[k]
-        avail_bus = np.bincount(bus, weights=der_av, minlength=demand.shape[0])
-        keep = np.divide(np.minimum(avail_bus, demand), avail_bus, out=np.ones_like(avail_bus), where=avail_bus > 0)
-        return 1.0 - keep[bus]
-
-    def _storage(self, k: int, net_mw: float, e_mwh: np.ndarray, dt_h: float) -> np.ndarray:
-        """Storage power (+ charge): absorb a surplus, cover a deficit, within power and energy.
-
-        Charging p limited by (e_max - e) / (eta_c dt); discharging by e eta_d / dt.
-        The feeder's deficit/surplus is shared in proportion to the power ratings.
-        """
-        sl = self.index.storage[k]
-        if sl.stop == sl.start:
-            return np.zeros(0)
-        p_max, e = self._st_p_max[sl], e_mwh[sl]
-        share = p_max / p_max.sum()
-        if net_mw < 0 and not self.no_exchange:  # surplus -> charge
-            room = (self._st_e_max[sl] - e) / (self._st_eta_c[sl] * dt_h)
-            return np.minimum(np.minimum(-net_mw * share, p_max), room)
-        if net_mw > 0:  # deficit -> discharge
-            avail = e * self._st_eta_d[sl] / dt_h
-            return -np.minimum(np.minimum(net_mw * share, p_max), avail)
-        return np.zeros(p_max.shape)
-
     def thermal_dispatch(self, obs: Observation, feeder_net: np.ndarray,
                          curtail: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The TSO's real-time rule (step 3 of the module docstring): merit-order setpoints on the
-        transmission net load (T loads + ``feeder_net`` (K,) MW with losses - wind left by
-        ``curtail``), within ramp limits, and a reserve margin split by headroom.
+        """The TSO's real-time rule (step 3 of the module docstring, :func:`thermal_rule`) on the
+        transmission net load (:func:`thermal_demand`: T loads + ``feeder_net`` (K,) MW with
+        losses - wind left by ``curtail``).
 
         Returns:
             ``(p_mw, r_up_mw, r_dn_mw)`` per thermal unit (empty on a single feeder). Public: the
             P2P policies' recourse (policies.p2p) dispatches the units by it.
         """
-        t = self.grid.transmission
-        if t is None:
+        m = self.model
+        if not m.is_td:
             z = np.zeros(0)
             return z, z, z
-        g = t.gen
-        wind = obs.der_avail_mw[self.index.t_der] * (1.0 - curtail[self.index.t_der])
-        demand = obs.load_p_mw[self.index.t_loads].sum() + (feeder_net * (1 + self.loss_factor)).sum() - wind.sum()
-        ramp = g.ramp_mw_per_h * obs.dt_h
-        last = obs.thermal_p_last_mw
-        lo, hi = np.maximum(g.p_min_mw, last - ramp), np.minimum(g.p_max_mw, last + ramp)
-        p = np.clip(merit_order(lo, hi, g.cost_c1_per_mwh, max(demand, 0.0)), lo, hi)
-        margin = self.reserve_margin * max(demand, 0.0)
-        up_room = np.minimum(g.p_max_mw - p, ramp)
-        dn_room = np.minimum(p - g.p_min_mw, ramp)
-        r_up = up_room * min(1.0, margin / up_room.sum()) if up_room.sum() > 0 else up_room
-        r_dn = dn_room * min(1.0, margin / dn_room.sum()) if dn_room.sum() > 0 else dn_room
-        return p, r_up, r_dn
+        wind = obs.der_avail_mw[m.n_der_f:] * (1.0 - curtail[m.n_der_f:])
+        demand = thermal_demand(obs.load_p_mw[m.n_load_f:], feeder_net, wind, self.loss_factor)
+        return thermal_rule(self.projection(float(obs.dt_h)), demand, obs.thermal_p_last_mw, self.reserve_margin)

@@ -9,7 +9,7 @@ default) on the point forecast, and applies the first step:
     s.t. every feeder as LinDistFlow (an LP for HiGHS, written in its compact voltage form
          v = V0^2 + 2 (R p + X q), no flow variables) or DistFlow-SOC (Clarabel/ECOS) per step,
          storage energy balance, renewable output <= forecast availability,
-         EV stations as virtual storage (MATH §3): P in [p_lo, p_hi], cumulative energy in
+         EV stations as virtual storage (docs/math.md §3): P in [p_lo, p_hi], cumulative energy in
          [X_lo - u, X_hi] (u >= 0 at the EV shortfall price),
          T-D: thermal setpoints/reserves inside the env's projection set (ramps from the last
          setpoint), the transmission balance (+ a loss estimate with LinDistFlow), EV reserves
@@ -346,7 +346,7 @@ class EVForecaster:
         return mult * c.rated[t + 1, sl], mult * c.lo[t + 1, sl], mult * c.hi[t + 1, sl]
 
     def _build_cohorts(self, da: Any, T: int, dt: float) -> _Cohorts:
-        """Contributions of the expected arrivals at every step (MATH §3 bounds of a mean EV)."""
+        """Contributions of the expected arrivals at every step (docs/math.md §3 bounds of a mean EV)."""
         p, lay = da.params.ev, self.layout
         ns = self.n_station
         ports = np.asarray(lay.evcs_n_ports, dtype=float)

@@ -1,8 +1,8 @@
-"""Perfect information: the clairvoyant optimum of one sampled day (MATH §9), a true lower bound.
+"""Perfect information: the clairvoyant optimum of one sampled day (docs/math.md §9), a true lower bound.
 
 ``PerfectInformation(grid)`` is handed the realized day by ``observe_day(scenario)`` (the
 rolling controller calls it right after ``reset``), solves one convex program over the whole
-day, exposes its optimal objective as :attr:`PerfectInformation.bound` (``C_PI`` of MATH §9,
+day, exposes its optimal objective as :attr:`PerfectInformation.bound` (``C_PI`` of docs/math.md §9,
 in the tariff's currency) and plays the plan: ``act`` returns the plan's dispatch of the step
 (with the planned compensator setpoints, so the controller's reactive SOCP is overridden).
 

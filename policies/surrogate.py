@@ -10,7 +10,7 @@ What it models exactly (as :class:`env.simulator.GridSimulator` does):
 * **EVs** per EV: the connected EVs' energies (rebuilt by :class:`EVTracker` from what a policy
   may know), the station split of step ``t`` (must-run floor, then least laxity up to each
   headroom, as :class:`env.evcs.EVFleet`), then as-soon-as-possible charging to capacity
-  (the base rule: ``b_k = min(E_cap, e + eta pmax dt k)``, MATH §3), departures and unmet
+  (the base rule: ``b_k = min(E_cap, e + eta pmax dt k)``, docs/math.md §3), departures and unmet
   energy ``max(0, e_req - e)``; the sampled future arrivals charge ASAP from arrival
   (:func:`env.evcs.asap_profile`).
 * **Storage**: the base rule's charge/discharge, the env's projection and
@@ -18,10 +18,20 @@ What it models exactly (as :class:`env.simulator.GridSimulator` does):
 * **Costs**: import at the time-of-use price and export at the sell price (single feeder),
   EV revenue and subsidy, renewable generation cost, storage degradation, curtailment, EV
   unmet energy and voltage penalties. On T-D cases: the thermal rule (merit order within the
-  ramp window, reserve margin), fuel ``c2 P^2 + c1 P``, reserve cost, and the real-time
-  balancing of the imbalance ``T loads + sum head P - thermal - wind`` by the reserves, then
-  shedding (deficit) or curtailment and thermal back-off (surplus); boundary violations with
-  no EV reserve offered (the base rule offers none).
+  ramp window, reserve margin), fuel (with the deep-peak terms) and spillage, reserve cost,
+  and the real-time balancing of the imbalance ``T loads + sum head P - thermal - T wind`` by
+  the env's chain; boundary violations with no EV reserve offered (the base rule offers none).
+
+One home for each rule: the model composes the env's and the base rule's own functions with
+its batch axes ``(H, C, M)`` and writes none of them again: the base rule is
+:mod:`policies.heuristic`'s (:func:`~policies.heuristic.storage_rule`,
+:func:`~policies.heuristic.thermal_rule`, :func:`~policies.heuristic.own_use_curtailment`,
+...); the ranges, the projection and the storage dynamics are
+:class:`env.projection.StepProjection`'s and :func:`env.projection.storage_energy_next`; the
+balancing is :func:`env.balancing.balance` (the points flattened onto its batch axis); the
+accounting is :func:`env.step_outcome.energy_terms` and :func:`env.step_outcome.cost_breakdown`;
+the sweeps are :mod:`env.physics.sweep`'s. What it adds is the orchestration: a reference
+trajectory and its re-solves (below), and the EV model of what a policy may know.
 
 Feeder physics: the reference trajectory (the first action priced, normally the base
 action) is solved by the AC backward/forward sweep on every step and path (to 1e-8 p.u.);
@@ -43,7 +53,8 @@ What it approximates:
   sampled sessions arriving within an hour of now.
 * **The future** is the forecast's sampled paths (its EV sessions charge ASAP from arrival).
 * Load shedding after a failed sweep (overload) and line flows are not modelled; the T-D
-  balancing sheds / curtails by amounts without re-solving the feeders.
+  balancing sheds / curtails without re-solving the feeders, and the reference unit takes
+  what is left without being brought back within its limits.
 """
 
 from __future__ import annotations
@@ -53,12 +64,24 @@ from typing import Any
 
 import numpy as np
 
+from env.balancing import balance, initial_thermal, tso_call
 from env.dispatch import Dispatch
 from env.evcs import EVCSBounds, asap_profile
 from env.network import Grid
 from env.physics.sweep import PowerFlowError, fixed_point
+from env.projection import StepProjection, storage_energy_next
 from env.settings import StrictKwargs
 from env.simulator import COST_KEYS, GridModel
+from env.step_outcome import cost_breakdown, energy_terms
+from policies.heuristic import (
+    feeder_net_mw,
+    own_use_curtailment,
+    reserve_split,
+    storage_rule,
+    storage_share,
+    thermal_demand,
+    thermal_rule,
+)
 from scenarios import EVSessions, ScenarioSet
 
 __all__ = [
@@ -68,7 +91,6 @@ __all__ = [
 
 _TOL_KWH = 1e-9
 _PLAN_FREE = -1e30  # a plan entry left to the base rule (stored finite: batches must be finite)
-_SUMMED = tuple(k for k in COST_KEYS if k not in ("total", "boundary_energy"))
 
 
 # ============================================================================ settings
@@ -159,7 +181,7 @@ def _ev_limits(ev: ConnectedEVs, e_kwh: np.ndarray, t: int, dt_h: float) -> tupl
     """(must-run ``p_lo``, headroom) per EV in kW, ``e_kwh`` of shape (..., n_ev).
 
     ``head = min(pmax, max(E_cap - e, 0)/(eta dt))``;
-    ``p_lo = min(max(e_req - e - eta pmax dt (D - 1 - t), 0)/(eta dt), head)`` (MATH §3).
+    ``p_lo = min(max(e_req - e - eta pmax dt (D - 1 - t), 0)/(eta dt), head)`` (docs/math.md §3).
     """
     eta_dt = ev.efficiency * dt_h
     head = np.minimum(ev.p_max_kw, np.maximum(ev.e_capacity_kwh - e_kwh, 0.0) / eta_dt)
@@ -539,16 +561,15 @@ class DaySurrogate:
         q = np.zeros(m.n_fb)
         q += m.m_comp @ np.full(m.sizes.n_comp, self.settings.q_comp_mvar)
         self._q_comp_fb = q
-        self._st_share = self._storage_share()
-        self._der_bus = np.asarray(m.m_ctrl[:, m.sizes.n_evcs + m.sizes.n_storage:] * -1.0)   # (n_fb, n_der_f)
-        self._ev_bus = np.asarray(m.m_ctrl[:, :m.sizes.n_evcs])
-        if self.is_td:
-            self._merit = np.argsort(m.g_c1, kind="stable")
+        self._st_share = storage_share(m)
+        self._projections: dict[float, StepProjection] = {}
 
-    def _storage_share(self) -> np.ndarray:
-        m = self.model
-        tot = m.f_st @ m.st_p_max
-        return np.divide(m.st_p_max, tot[m.st_feeder], out=np.zeros_like(m.st_p_max), where=tot[m.st_feeder] > 0)
+    def projection(self, dt_h: float) -> StepProjection:
+        """The env's projection at step length ``dt_h`` (its storage and thermal ranges)."""
+        proj = self._projections.get(dt_h)
+        if proj is None:
+            proj = self._projections[dt_h] = StepProjection(self.model, dt_h)
+        return proj
 
     # ------------------------------------------------------------------ inputs
     def paths_from_forecast(self, obs: Any, sample: ScenarioSet, q_comp_mvar: np.ndarray | None = None) -> DayPaths:
@@ -593,17 +614,8 @@ class DaySurrogate:
                          ev_dwell_steps=np.zeros(self.n_station))
         state = SurrogateState(step=0, storage_e_mwh=m.st_e_init.astype(float).copy(),
                                ev=ConnectedEVs.from_sessions(now, now.e_arrival_kwh, T),
-                               thermal_p_last_mw=self._initial_thermal(load[0, 0], der[0, 0]))
+                               thermal_p_last_mw=initial_thermal(m, load[0, 0], der[0, 0]))
         return paths, state
-
-    def _initial_thermal(self, load_mw: np.ndarray, der_mw: np.ndarray) -> np.ndarray:
-        """The env's thermal state before the day (``GridSimulator._initial_thermal``)."""
-        m = self.model
-        if not m.is_td:
-            return np.zeros(0)
-        demand = load_mw.sum() - der_mw.sum()
-        room = m.g_p_max - m.g_p_min
-        return m.g_p_min + room * np.clip(demand - m.g_p_min.sum(), 0.0, room.sum()) / max(room.sum(), 1e-12)
 
     def _der_mw(self, pv_mw: np.ndarray, wind_mw: np.ndarray) -> np.ndarray:
         out = np.zeros(pv_mw.shape[:-1] + (self.der_is_pv.shape[0],))
@@ -653,7 +665,7 @@ class DaySurrogate:
         if self.is_td:
             fnet = net + st @ m.f_st.T
             p, r_up, r_dn = self._thermal_rule(load[0], der_used[0], fnet, state.thermal_p_last_mw[None, None], dt)
-            th = tuple(a[:, 0] for a in self._project_thermal(p, r_up, r_dn, state.thermal_p_last_mw, dt))
+            th = tuple(a[:, 0] for a in self.projection(dt).project_thermal(p, r_up, r_dn, state.thermal_p_last_mw))
         return ActionBatch(ev[None], st[:, 0], curt[0, :, 0], *th)
 
     def ev_bounds(self, state: SurrogateState, dt_h: float) -> tuple[np.ndarray, np.ndarray]:
@@ -702,129 +714,52 @@ class DaySurrogate:
         load, der = paths.load_p_mw[:1, None, :1], paths.der_avail_mw[:1, None, :1]
         der_used = der * (1.0 - action.der_curtail_frac[:1][None, :, None])
         fnet = self._feeder_net(load, ev, der_used)[0] + action.storage_p_mw[:1][:, None] @ m.f_st.T
-        demand = self._thermal_demand(load[0], der_used[0], fnet)
+        demand = thermal_demand(load[0][..., m.n_load_f:], fnet, der_used[0][..., m.n_der_f:],
+                                self.settings.loss_factor)
         return float(self.settings.reserve_margin * demand.reshape(-1)[0])
 
     def reserves_for(self, p: np.ndarray, margin_mw: float, p_last: np.ndarray, dt: float
                      ) -> tuple[np.ndarray, np.ndarray]:
         """The base rule's reserves (C, n_gen) for thermal setpoints ``p`` (C, n_gen): the margin
-        split by headroom ``min(p_max - P, ramp dt)`` / ``min(P - p_min, ramp dt)``, then projected."""
+        split by headroom (:func:`policies.heuristic.reserve_split`), then projected as the env does."""
         if not self.is_td:
             z = np.zeros((p.shape[0], 0))
             return z, z
-        m = self.model
-        ramp = m.g_ramp * dt
-        up_room = np.minimum(m.g_p_max - p, ramp)
-        dn_room = np.minimum(p - m.g_p_min, ramp)
-        margin = np.full(p.shape[0], margin_mw)
-        r_up = up_room * _share(margin, up_room.sum(-1))[:, None]
-        r_dn = dn_room * _share(margin, dn_room.sum(-1))[:, None]
-        _, r_up, r_dn = self._project_thermal(p, r_up, r_dn, p_last, dt)
+        proj = self.projection(dt)
+        r_up, r_dn = reserve_split(proj, p, np.full(p.shape[0], margin_mw))
+        _, r_up, r_dn = proj.project_thermal(p, r_up, r_dn, p_last)
         return r_up, r_dn
 
     def _curtail(self, load: np.ndarray, ev: np.ndarray, der: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(curtailment share, DER used) of the base rule, arrays (h, C, M, n_der).
-
-        With exchange: none. Without (seed 003's third case): per bus
-        ``keep = min(avail_bus, demand_bus) / avail_bus`` so that no node exports.
-        """
+        """(curtailment share, DER used) of the base rule, arrays (h, C, M, n_der): none with
+        exchange, else :func:`policies.heuristic.own_use_curtailment` on the feeder DERs."""
         shape = np.broadcast_shapes(der.shape[:-1], ev.shape[:-1], load.shape[:-1]) + der.shape[-1:]
         if not self.settings.no_exchange or self.n_der_f == 0:
             return np.zeros(shape), np.broadcast_to(der, shape)
         m = self.model
-        demand = load[..., :m.n_load_f] @ self._load_bus.T + ev @ self._ev_bus.T     # (h, C, M, n_fb)
-        avail_bus = der[..., :m.n_der_f] @ self._der_bus.T
-        demand, avail_bus = np.broadcast_arrays(demand, avail_bus)
-        keep = np.divide(np.minimum(avail_bus, demand), avail_bus, out=np.ones(demand.shape), where=avail_bus > 0)
         curt = np.zeros(shape)
-        curt[..., :m.n_der_f] = 1.0 - keep @ self._der_bus                          # each DER: its bus's share
+        curt[..., :m.n_der_f] = own_use_curtailment(m, load[..., :m.n_load_f], ev, der[..., :m.n_der_f])
         return curt, der * (1.0 - curt)
 
     def _feeder_net(self, load: np.ndarray, ev: np.ndarray, der_used: np.ndarray) -> np.ndarray:
-        """Feeder net demand (h, C, M, F): loads + EVs - DER used on the feeder."""
+        """Feeder net demand (h, C, M, F) (:func:`policies.heuristic.feeder_net_mw`)."""
         m = self.model
-        return (load[..., :m.n_load_f] @ m.f_load.T + ev @ m.f_ev.T - der_used[..., :m.n_der_f] @ m.f_der.T)
+        return feeder_net_mw(m, load[..., :m.n_load_f], ev, der_used[..., :m.n_der_f])
 
     def _storage_rule(self, net_f: np.ndarray, e: np.ndarray, dt: float) -> np.ndarray:
-        """Base storage power (C, M, n_st), projected as the env does.
-
-        Surplus (net < 0, exchange allowed): charge ``min(-net share, p_max, room)``;
-        deficit: discharge ``min(net share, p_max, e eta_d / dt)``.
-        """
-        m = self.model
-        net = net_f[..., m.st_feeder] * self._st_share
-        room = (m.st_e_max - e) / (m.st_eta_c * dt)
-        avail = e * m.st_eta_d / dt
-        charge = np.minimum(np.minimum(-net, m.st_p_max), room)
-        dis = -np.minimum(np.minimum(net, m.st_p_max), avail)
-        p = np.where(net > 0, dis, 0.0)
-        if not self.settings.no_exchange:
-            p = np.where(net < 0, charge, p)
-        return self._project_storage(p, e, dt)
-
-    def _project_storage(self, p: np.ndarray, e: np.ndarray, dt: float) -> np.ndarray:
-        m = self.model
-        hi = np.minimum(m.st_p_max, (m.st_e_max - e) / (m.st_eta_c * dt))
-        lo = -np.minimum(m.st_p_max, e * m.st_eta_d / dt)
-        return np.minimum(np.maximum(p, lo), hi)
-
-    def _storage_next(self, p: np.ndarray, e: np.ndarray, dt: float) -> np.ndarray:
-        m = self.model
-        e1 = e + (m.st_eta_c * np.maximum(p, 0.0) + np.minimum(p, 0.0) / m.st_eta_d) * dt
-        return np.minimum(np.maximum(e1, 0.0), m.st_e_max)
-
-    def _thermal_demand(self, load: np.ndarray, der_used: np.ndarray, feeder_net: np.ndarray) -> np.ndarray:
-        """``max(T loads + sum feeder_net (1 + loss) - T wind, 0)`` (MW)."""
-        m = self.model
-        wind = der_used[..., m.n_der_f:].sum(-1)
-        demand = load[..., m.n_load_f:].sum(-1) + feeder_net.sum(-1) * (1 + self.settings.loss_factor) - wind
-        return np.maximum(demand, 0.0)
+        """Base storage power (C, M, n_st) (:func:`policies.heuristic.storage_rule` within the
+        env's range at energies ``e``)."""
+        lo, hi = self.projection(dt).storage_limits(e)
+        return storage_rule(net_f[..., self.model.st_feeder] * self._st_share, lo, hi, self.settings.no_exchange)
 
     def _thermal_rule(self, load: np.ndarray, der_used: np.ndarray, feeder_net: np.ndarray, p_last: np.ndarray,
                       dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Merit order on the thermal demand within the ramp window, and the reserve margin split
-        by headroom (``HeuristicPolicy.thermal_dispatch``); arrays (C, M, n_gen)."""
+        """The base rule's thermal setpoints and reserves (C, M, n_gen) on the transmission net
+        load (:func:`policies.heuristic.thermal_demand`, :func:`policies.heuristic.thermal_rule`)."""
         m = self.model
-        demand = self._thermal_demand(load, der_used, feeder_net)
-        ramp = m.g_ramp * dt
-        shape = np.broadcast_shapes(p_last.shape, demand.shape + (m.n_gen,))
-        lo = np.broadcast_to(np.maximum(m.g_p_min, p_last - ramp), shape)
-        hi = np.broadcast_to(np.minimum(m.g_p_max, p_last + ramp), shape)
-        p = self._merit_order(lo, hi, np.broadcast_to(demand, shape[:-1]))
-        p = np.minimum(np.maximum(p, lo), hi)
-        margin = self.settings.reserve_margin * demand
-        up_room = np.minimum(m.g_p_max - p, ramp)
-        dn_room = np.minimum(p - m.g_p_min, ramp)
-        r_up = up_room * _share(margin, up_room.sum(-1))[..., None]
-        r_dn = dn_room * _share(margin, dn_room.sum(-1))[..., None]
-        return p, r_up, r_dn
-
-    def _merit_order(self, lo: np.ndarray, hi: np.ndarray, demand: np.ndarray) -> np.ndarray:
-        """Cheapest-first (c1) from ``lo`` up to ``hi`` to cover ``demand`` (vectorized merit_order)."""
-        o = self._merit
-        room = np.maximum(hi - lo, 0.0)[..., o]
-        rest = demand - lo.sum(-1)
-        before = np.cumsum(room, axis=-1) - room
-        give = np.minimum(np.maximum(rest[..., None] - before, 0.0), room)
-        p = lo.copy()
-        p[..., o] += give
-        return p
-
-    def _project_thermal(self, p: np.ndarray, r_up: np.ndarray, r_dn: np.ndarray, p_last: np.ndarray,
-                         dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The env's projection of thermal setpoints and reserves (``GridSimulator._project``):
-        ``P`` into ``[max(p_min, P_last - ramp dt), min(p_max, P_last + ramp dt)]``, reserves
-        into ``[0, up_lim - P]`` / ``[0, P - dn_lim]``."""
-        m = self.model
-        if not self.is_td:
-            return p, r_up, r_dn
-        ramp = m.g_ramp * dt
-        up_lim = np.minimum(m.g_p_max, p_last + ramp)
-        dn_lim = np.maximum(m.g_p_min, p_last - ramp)
-        p = np.minimum(np.maximum(p, dn_lim), np.maximum(up_lim, dn_lim))
-        r_up = np.minimum(np.maximum(r_up, 0.0), np.maximum(up_lim - p, 0.0))
-        r_dn = np.minimum(np.maximum(r_dn, 0.0), np.maximum(p - dn_lim, 0.0))
-        return p, r_up, r_dn
+        demand = thermal_demand(load[..., m.n_load_f:], feeder_net, der_used[..., m.n_der_f:],
+                                self.settings.loss_factor)
+        return thermal_rule(self.projection(dt), demand, p_last, self.settings.reserve_margin)
 
     # ------------------------------------------------------------------ dispatch trajectories
     def _trajectory(self, state: SurrogateState, paths: DayPaths, first: ActionBatch, n_rows: int | None = None
@@ -839,12 +774,14 @@ class DaySurrogate:
         onehot = _onehot(ev_state.station, self.n_station)
         ev0 = (p_ev @ onehot) * 1e-3
         e1 = ev_state.e_kwh + ev_state.efficiency * p_ev * dt
-        st0 = self._project_storage(first.storage_p_mw, state.storage_e_mwh, dt)              # (C, n_st)
+        proj = self.projection(dt)
+        st_lo, st_hi = proj.storage_limits(state.storage_e_mwh)
+        st0 = np.minimum(np.maximum(first.storage_p_mw, st_lo), st_hi)                        # (C, n_st)
         curt0 = np.minimum(np.maximum(first.der_curtail_frac, 0.0), 1.0)
         der0 = paths.der_avail_mw[0][None] * (1.0 - curt0[:, None])                           # (C, M, n_der)
-        th0 = self._project_thermal(first.thermal_p_mw, first.thermal_r_up_mw, first.thermal_r_dn_mw,
-                                    state.thermal_p_last_mw, dt)
-        est1 = self._storage_next(st0, state.storage_e_mwh, dt)
+        th0 = proj.project_thermal(first.thermal_p_mw, first.thermal_r_up_mw, first.thermal_r_dn_mw,
+                                   state.thermal_p_last_mw)
+        est1 = storage_energy_next(m, state.storage_e_mwh, st0, dt)
         unmet0 = np.zeros(C)
         leave0 = ev_state.deadline_step == t + 1
         if leave0.any():
@@ -879,7 +816,7 @@ class DaySurrogate:
                 for k in range(1, H):
                     fnet = net[k - 1] + st_all[k] @ m.f_st.T
                     th = self._thermal_rule(load[k - 1], der_all[k], fnet, p_last, dt)
-                    for a, v in zip(th_all, self._project_thermal(*th, p_last, dt)):
+                    for a, v in zip(th_all, proj.project_thermal(*th, p_last)):
                         a[k] = v
                     p_last = th_all[0][k]
         return _Traj(ev_all, unmet, st_all, der_all, th_all[0], th_all[1], th_all[2], key)
@@ -888,40 +825,26 @@ class DaySurrogate:
                       plan: np.ndarray | None = None) -> None:
         """The base storage rule on rows 1.. (``out[1:]``, (H, C, M, n_st)) from energies ``e1`` (C, n_st).
 
-        With the feeder's net demand shared by rating, ``n``: discharge ``min(n+, p_max, e eta_d/dt)``,
-        charge ``min(n-, p_max, (e_max - e)/(eta_c dt))`` (none without exchange);
-        ``e += eta_c dt charge - dt/eta_d discharge`` (:meth:`_storage_rule` unrolled). Where a
-        candidate's ``plan`` (C, L, n_st) has a value for row ``k <= L`` it is played instead,
-        projected to ``[-min(p_max, e eta_d/dt), min(p_max, (e_max - e)/(eta_c dt))]`` as the env does.
+        Row by row: :func:`policies.heuristic.storage_rule` on the feeder's net demand shared by
+        rating, within the env's range at the current energies, then
+        :func:`env.projection.storage_energy_next`. Where a candidate's ``plan`` (C, L, n_st)
+        has a value for row ``k <= L`` it is played instead, clipped to that range as the env does.
         """
         m = self.model
         if out.shape[-1] == 0:
             return
+        proj, no_exchange = self.projection(dt), self.settings.no_exchange
         n = net[..., m.st_feeder] * self._st_share                                      # (H-1, C, M, n_st)
-        pos = np.maximum(n, 0.0)
-        neg = np.zeros_like(n) if self.settings.no_exchange else np.maximum(-n, 0.0)
-        p_max, e_max = m.st_p_max, m.st_e_max
-        ed, ic = m.st_eta_d / dt, 1.0 / (m.st_eta_c * dt)
-        a_c, a_d = m.st_eta_c * dt, dt / m.st_eta_d
-        e = np.broadcast_to(e1[:, None], pos.shape[1:]).copy()
+        e = np.broadcast_to(e1[:, None], n.shape[1:])
         n_plan = 0 if plan is None or not np.isfinite(plan).any() else plan.shape[1]
-        for k in range(pos.shape[0]):
+        for k in range(n.shape[0]):
+            lo, hi = proj.storage_limits(e)
+            p = storage_rule(n[k], lo, hi, no_exchange)
             if k < n_plan and np.isfinite(plan[:, k]).any():
-                lo = -np.minimum(p_max, e * ed)
-                hi = np.minimum(p_max, (e_max - e) * ic)
                 want = plan[:, k][:, None]                                               # (C, 1, n_st)
-                p = np.where(np.isfinite(want), np.minimum(np.maximum(np.nan_to_num(want), lo), hi),
-                             np.minimum(neg[k], hi) - np.minimum(pos[k], -lo))
-                out[k + 1] = p
-                e += a_c * np.maximum(p, 0.0)
-                e -= a_d * np.maximum(-p, 0.0)
-            else:
-                dis = np.minimum(pos[k], np.minimum(p_max, e * ed))
-                ch = np.minimum(neg[k], np.minimum(p_max, (e_max - e) * ic))
-                np.subtract(ch, dis, out=out[k + 1])
-                e += a_c * ch
-                e -= a_d * dis
-            np.minimum(np.maximum(e, 0.0, out=e), e_max, out=e)
+                p = np.where(np.isfinite(want), np.minimum(np.maximum(np.nan_to_num(want), lo), hi), p)
+            out[k + 1] = p
+            e = storage_energy_next(m, e, p, dt)
 
     # ------------------------------------------------------------------ physics
     def _ctrl(self, tr: _Traj) -> np.ndarray:
@@ -1043,76 +966,66 @@ class DaySurrogate:
 
     # ------------------------------------------------------------------ costs
     def _costs(self, paths: DayPaths, tr: _Traj, ph: _Physics, n_rows: int) -> dict[str, np.ndarray]:
-        """Cost breakdown per row (H, C, M), keys of :data:`env.simulator.COST_KEYS`."""
+        """Cost breakdown per row (H, C, M), keys of :data:`env.simulator.COST_KEYS`: the env's
+        accounting (:func:`env.step_outcome.energy_terms`, :func:`env.step_outcome.cost_breakdown`)
+        of the trajectory, after the T-D balancing (:meth:`_balance`)."""
         m, tar, dt = self.model, self.tariff, paths.dt_h
         H = n_rows
         shape = ph.v_viol_pu.shape
         z = np.zeros(shape)
-        cost = {k: z for k in COST_KEYS}
-        ev_mwh = tr.ev_mw.sum(-1) * dt
-        cost["ev_revenue"] = -ev_mwh * tar.ev_charging_price_per_mwh
-        cost["ev_subsidy"] = ev_mwh * tar.ev_subsidy_per_mwh
-        cost["storage_degradation"] = np.abs(tr.storage_mw).sum(-1) * dt * tar.storage_cost_per_mwh
-        cost["ev_unmet"] = tr.ev_unmet_kwh * 1e-3 * tar.penalty_ev_unmet_per_mwh
-        cost["voltage_violation"] = ph.v_viol_pu * dt * tar.penalty_voltage_per_puh
-        der_used = tr.der_used_mw
+        der_used, thermal, backoff, shed_mwh, bviol_mwh = tr.der_used_mw, tr.thermal_mw, z, z, z
+        if m.is_td:
+            der_used, thermal, backoff, shed_mwh, bviol_mwh = self._balance(paths, tr, ph, H)
+        price = paths.price_buy_per_mwh[:H, None, None]
+        energy = energy_terms(m, dt, price, tar.price_sell_per_mwh, ph.head_mw.sum(-1), thermal, tr.r_up_mw,
+                              tr.r_dn_mw, 0.0, 0.0)
         avail = np.broadcast_to(paths.der_avail_mw[:H, None].sum(-1), shape)
-        backoff = z
-        if m.is_td:
-            der_used, backoff, bal = self._balance(paths, tr, ph, H)
-            cost.update(bal)
-        else:
-            head = ph.head_mw.sum(-1)
-            price = paths.price_buy_per_mwh[:H, None, None]
-            cost["energy_bought"] = np.maximum(head, 0.0) * dt * price
-            cost["energy_sold"] = -np.maximum(-head, 0.0) * dt * tar.price_sell_per_mwh
-        if m.is_td:
-            cost["boundary_energy"] = ph.head_mw.sum(-1) * dt * paths.price_buy_per_mwh[:H, None, None]
-        cost["renewable_generation"] = der_used @ m.der_cost * dt
-        cost["curtailment"] = (avail - der_used.sum(-1) + backoff) * dt * tar.penalty_curtailment_per_mwh
-        cost["total"] = sum(cost[k] for k in _SUMMED)
-        return cost
+        cost = cost_breakdown(tar, dt, *energy, tr.ev_mw.sum(-1) * dt, der_used @ m.der_cost,
+                              np.abs(tr.storage_mw).sum(-1), (avail - der_used.sum(-1) + backoff) * dt, shed_mwh,
+                              tr.ev_unmet_kwh, ph.v_viol_pu * dt, bviol_mwh, z)
+        return {k: v if isinstance(v, np.ndarray) and v.shape == shape and v.flags.writeable
+                else np.array(np.broadcast_to(v, shape)) for k, v in cost.items()}
 
-    def _balance(self, paths: DayPaths, tr: _Traj, ph: _Physics, H: int
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """T-D real-time balancing of ``D = T loads + sum head - thermal - T wind`` (approximate
-        ``GridSimulator._balance``): reserves pro rata, then shed (deficit) or curtail wind,
-        feeder DER and back thermal off (surplus); the rest goes to the reference unit."""
-        m, tar, dt = self.model, self.tariff, paths.dt_h
-        load_t = np.broadcast_to(paths.load_p_mw[:H, None, :, m.n_load_f:].sum(-1), ph.v_viol_pu.shape)
-        load_f = np.broadcast_to(paths.load_p_mw[:H, None, :, :m.n_load_f].sum(-1), load_t.shape)
-        der = np.array(np.broadcast_to(tr.der_used_mw, load_t.shape + tr.der_used_mw.shape[-1:]))
-        wind_t = der[..., m.n_der_f:].sum(-1)
-        der_f = der[..., :m.n_der_f].sum(-1)
-        thermal = tr.thermal_mw.copy()
-        D = load_t + ph.head_mw.sum(-1) - thermal.sum(-1) - wind_t
-        up_cap, dn_cap = tr.r_up_mw.sum(-1), tr.r_dn_mw.sum(-1)
-        up = np.minimum(np.maximum(D, 0.0), up_cap)
-        thermal += tr.r_up_mw * _share(up, up_cap)[..., None]
-        rest = np.maximum(D, 0.0) - up
-        shed = np.minimum(rest, load_t + load_f)
-        dn = np.minimum(np.maximum(-D, 0.0), dn_cap)
-        thermal -= tr.r_dn_mw * _share(dn, dn_cap)[..., None]
-        rest_s = np.maximum(-D, 0.0) - dn
-        cut_t = np.minimum(rest_s, wind_t)
-        rest_s = rest_s - cut_t
-        cut_f = np.minimum(rest_s, der_f)
-        rest_s = rest_s - cut_f
-        room = np.maximum(thermal - np.minimum(m.g_p_min, thermal), 0.0)
-        back = np.minimum(rest_s, room.sum(-1))
-        thermal -= room * _share(back, room.sum(-1))[..., None]
-        left = (rest - shed) - (rest_s - back)                  # unbalanced (signed) -> reference unit
-        thermal[..., m.ref_unit] += left
-        der[..., m.n_der_f:] *= (1.0 - _share(cut_t, wind_t))[..., None]
-        der[..., :m.n_der_f] *= (1.0 - _share(cut_f, der_f))[..., None]
-        req = np.abs(paths.tso_requirement_mw[:H, None]).sum(-1)
-        out = {
-            "thermal_fuel": (m.g_c2 * thermal * thermal + m.g_c1 * thermal).sum(-1) * dt,
-            "reserves": (tr.r_up_mw + tr.r_dn_mw) @ m.g_cr * dt,
-            "load_shed": shed * dt * tar.penalty_load_shed_per_mwh,
-            "boundary_violation": np.broadcast_to(req, load_t.shape) * dt * tar.penalty_boundary_per_mwh,
-        }
-        return der, back, out
+    def _balance(self, paths: DayPaths, tr: _Traj, ph: _Physics, H: int) -> tuple[np.ndarray, ...]:
+        """T-D real-time balancing of every (row, candidate, path) by the env's chain
+        (:func:`env.balancing.balance`, the points flattened onto its batch axis) of the imbalance
+        ``D = T loads + sum head - thermal - T wind``, the reference unit taking what is left,
+        with no station reserve (the base rule offers none): the TSO call goes undelivered
+        (:func:`env.balancing.tso_call`). Not modelled: the feeders' re-solve after shedding and
+        the reference unit's limits (:func:`env.balancing.settle_reference`).
+
+        Returns:
+            DER used (H, C, M, n_der), thermal outputs (H, C, M, n_gen), thermal back-off MW,
+            load shed MWh and boundary violation MWh (H, C, M).
+        """
+        m, dt = self.model, paths.dt_h
+        shape = ph.v_viol_pu.shape
+        n = int(np.prod(shape))
+
+        def flat(a: np.ndarray, k: int) -> np.ndarray:
+            return np.broadcast_to(a, shape + (k,)).reshape(n, k)
+
+        load = paths.load_p_mw[:H, None]
+        load_t = np.broadcast_to(load[..., m.n_load_f:].sum(-1), shape).reshape(n)
+        load_f = np.broadcast_to(load[..., :m.n_load_f].sum(-1), shape).reshape(n)
+        der = flat(tr.der_used_mw, m.sizes.n_der)
+        thermal = flat(tr.thermal_mw, m.n_gen)
+        head = np.broadcast_to(ph.head_mw.sum(-1), shape).reshape(n)
+        imbalance = load_t + head - thermal.sum(-1) - der[:, m.n_der_f:].sum(-1)
+        none = np.zeros((n, m.sizes.n_evcs))
+        x = {"thermal_p_mw": thermal, "thermal_r_up_mw": flat(tr.r_up_mw, m.n_gen),
+             "thermal_r_dn_mw": flat(tr.r_dn_mw, m.n_gen), "ev_r_up_mw": none, "ev_r_dn_mw": none}
+        r = balance(m, imbalance, x, none, der, load_t, load_f)
+        thermal = r["thermal"]
+        thermal[:, m.ref_unit] += r["unbalanced"]
+        shed_mwh = (r["shed_t"] * load_t + r["shed_f"] * load_f) * dt
+        req = paths.tso_requirement_mw[:H, None]
+        rows = np.broadcast_to(req, shape[:1] + (1,) + shape[2:] + req.shape[-1:]).reshape(-1, req.shape[-1])
+        no_reserve = np.zeros((rows.shape[0], m.sizes.n_evcs))
+        call, _ = tso_call(m, rows, no_reserve, no_reserve)
+        bviol = np.abs(rows - call).sum(-1).reshape(shape[0], 1, shape[2]) * dt
+        return (r["der_used"].reshape(shape + (-1,)), thermal.reshape(shape + (-1,)),
+                r["backoff"].reshape(shape), shed_mwh.reshape(shape), np.broadcast_to(bviol, shape))
 
     # ------------------------------------------------------------------ public
     def simulate(self, state: SurrogateState, paths: DayPaths, first: ActionBatch | None = None
@@ -1174,12 +1087,6 @@ def _sweep_sensitivities(dlf: np.ndarray, v: np.ndarray, s: np.ndarray, m_loc: n
     di[:, slack] = 0.0
     hf = (v0 * np.conj(di.sum(axis=1))).real
     return np.swapaxes(sv, 1, 2), hf
-
-
-def _share(amount: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """``min(1, amount / total)`` where ``total > 0``, else 0."""
-    amount, total = np.broadcast_arrays(np.asarray(amount, dtype=float), np.asarray(total, dtype=float))
-    return np.minimum(np.divide(amount, total, out=np.zeros(total.shape), where=total > 0), 1.0)
 
 
 @dataclass

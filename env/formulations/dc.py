@@ -57,7 +57,7 @@ class ThermalVars:
 def thermal_units(gen: GenTable, n_periods: int, dt_h: float, reserve_time_h: float,
                   p_initial_mw: np.ndarray | None = None, fuel_segments: int | None = None,
                   substeps: int = 1) -> ThermalVars:
-    """Thermal units with reserves and ramps (MATH §2), for ``n_periods`` periods.
+    """Thermal units with reserves and ramps (docs/math.md §2), for ``n_periods`` periods.
 
     Per period t and unit g::
 
@@ -135,7 +135,7 @@ def thermal_units(gen: GenTable, n_periods: int, dt_h: float, reserve_time_h: fl
 
 @dataclass(frozen=True, eq=False)
 class DCNetwork:
-    """A transmission network's DC model in MW (MATH §2).
+    """A transmission network's DC model in MW (docs/math.md §2).
 
     ``f = PTDF p + f_shift`` for net injections ``p`` (generation - load, MW) per bus;
     the slack column of the PTDF is zero, so ``1^T p = 0`` must be imposed separately.

@@ -17,7 +17,7 @@ Blocks (MW, MWh, MVAr; per unit only inside the DistFlow blocks):
 * :func:`storage_block` — ``e_{k+1} = e_k + (eta_c p^c_k - p^d_k / eta_d) dt``,
   ``0 <= e <= e_max``, ``0 <= p^c, p^d <= p_max`` (net power ``p^c - p^d``).
 * :func:`der_block` — used renewable output ``0 <= w <= available``.
-* :func:`ev_aggregate_block` — MATH §3 virtual storage per station:
+* :func:`ev_aggregate_block` — docs/math.md §3 virtual storage per station:
   ``p_lo <= P_k <= p_hi``, ``x_lo_k - u_k <= sum_{j<=k} P_j dt <= x_hi_k`` (``u >= 0`` a
   shortfall slack the caller prices).
 * :func:`ev_session_block` — one variable per (EV, connected step): ``0 <= p <= p_max``
@@ -265,7 +265,7 @@ def der_block(avail_mw: Array, n_der: int, n_periods: int) -> tuple[cp.Variable 
 
 @dataclass(frozen=True, eq=False)
 class EVAggregateBlock:
-    """Stations as virtual storage (MATH §3).
+    """Stations as virtual storage (docs/math.md §3).
 
     Attributes:
         p_mw: (n_station, K) station power.
@@ -317,7 +317,7 @@ class EVSessionBlock:
 
 
 def ev_session_block(sessions: Any, n_station: int, n_steps: int, dt_h: float, v2g: bool = False) -> EVSessionBlock:
-    """Per-EV charging sets of a whole day (exact individual constraints, MATH §3).
+    """Per-EV charging sets of a whole day (exact individual constraints, docs/math.md §3).
 
     EV ``i`` is connected during ``a_i <= t < D_i = min(departure_i, T)``. Without V2G:
     ``0 <= p_it <= pmax_i`` and ``e0_i + eta_i dt sum_t p_it <= E_cap_i`` (the battery never
@@ -370,7 +370,7 @@ def ev_session_block(sessions: Any, n_station: int, n_steps: int, dt_h: float, v
 
 @dataclass(frozen=True, eq=False)
 class EVDayAggregateBlock:
-    """Stations' outer approximation of the day's EV sessions (MATH §3), relaxed for shortfalls.
+    """Stations' outer approximation of the day's EV sessions (docs/math.md §3), relaxed for shortfalls.
 
     Attributes:
         station_mw: (n_station, T) station power variable.
@@ -440,7 +440,7 @@ def ev_day_aggregate_block(sessions: Any, n_station: int, n_steps: int, dt_h: fl
     ``0 <= P_st <= rated_st``; cumulative ``X_st = X_s,t-1 + P_st dt`` (a chain: no dense rows);
     ``X_st <= sum_i hi_i(t)`` and ``X_st >= sum_i lo_i(t) - eta_min U_s`` with one shortfall
     ``U_s >= 0`` per station. Every sum of feasible individual schedules satisfies this (it is
-    the MATH §3 outer approximation); an EV short of its reachable target by ``u_i`` lowers
+    the docs/math.md §3 outer approximation); an EV short of its reachable target by ``u_i`` lowers
     its own ``lo_i`` by at most ``u_i / eta_i``, so ``U_s = sum_i u_i / eta_i * eta_min <= sum_i u_i``
     keeps every schedule with shortfalls inside while charging at most the env's unmet energy.
     """

@@ -253,7 +253,7 @@ def _common(net: Network, n_scenarios: int, p_inj: Injection, q_inj: Injection) 
 
 
 def _balance(c: _Common, inj: Injection, flow: cp.Variable, loss: cp.Expression | None) -> cp.Constraint:
-    """Nodal balance at every non-slack bus j (MATH §1).
+    """Nodal balance at every non-slack bus j (docs/math.md §1).
 
     ``P_ij - r_ij l_ij + p_j = sum_k P_jk`` (``Q`` alike with ``x``); ``loss``
     is the ``(n_branch, S)`` series loss ``r l`` (or ``x l``), ``None`` for Lin.
@@ -288,7 +288,7 @@ def _slack_voltage(c: _Common, net: Network) -> cp.Constraint:
 
 @dataclass(frozen=True)
 class DistFlowSOC:
-    """DistFlow with the SOC relaxation (MATH §1).
+    """DistFlow with the SOC relaxation (docs/math.md §1).
 
     Per scenario: nodal balances with series losses ``r l``, ``x l``; voltage
     drop ``v_j = v_i - 2 (r P + x Q) + (r^2 + x^2) l``; ``v_0 = V_slack^2``;
@@ -349,7 +349,7 @@ def _current_limits(t: RadialTopology, l: cp.Variable) -> list[cp.Constraint]:
 
 @dataclass(frozen=True)
 class LinDistFlow:
-    """LinDistFlow (MATH §1): DistFlow without the ``l`` terms.
+    """LinDistFlow (docs/math.md §1): DistFlow without the ``l`` terms.
 
     ``P_ij + p_j = sum_k P_jk``, ``Q`` alike, ``v_j = v_i - 2 (r P + x Q)``,
     ``v_0 = V_slack^2``. Linear; for the same injections its voltages bound the

@@ -12,6 +12,7 @@ with the reference bus absorbing any mismatch 1^T p_inj.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -122,14 +123,22 @@ def base_feeder_injection(net: Network) -> tuple[np.ndarray, np.ndarray]:
     return per_bus(net, net.load.bus, net.load.p_mw), per_bus(net, net.load.bus, net.load.q_mvar)
 
 
-def merit_order(gen_p_min: np.ndarray, gen_p_max: np.ndarray, c1: np.ndarray, demand_mw: float) -> np.ndarray:
-    """Dispatch units cheapest-first (by c1) from p_min up to p_max to cover ``demand_mw``."""
-    p = gen_p_min.astype(float).copy()
-    rest = demand_mw - p.sum()
-    for g in np.argsort(c1, kind="stable"):
-        step = float(np.clip(rest, 0.0, gen_p_max[g] - p[g]))
-        p[g] += step
-        rest -= step
+def merit_order(gen_p_min: np.ndarray, gen_p_max: np.ndarray, c1: np.ndarray, demand_mw: Any) -> np.ndarray:
+    """Dispatch units cheapest-first (by ``c1``, ties in unit order) from ``p_min`` up to ``p_max``
+    to cover ``demand_mw``; any leading batch axis (limits (..., n_gen), demand (...)).
+
+    With the units in merit order ``o`` and ``room = max(p_max - p_min, 0)``:
+    ``P_o(i) = p_min_o(i) + clip(D - sum p_min - sum_{j < i} room_o(j), 0, room_o(i))``.
+    """
+    lo, hi = np.asarray(gen_p_min, dtype=float), np.asarray(gen_p_max, dtype=float)
+    demand = np.asarray(demand_mw, dtype=float)
+    shape = np.broadcast_shapes(lo.shape, hi.shape, demand.shape + lo.shape[-1:])
+    o = np.argsort(c1, kind="stable")
+    room = np.maximum(hi - lo, 0.0)[..., o]
+    rest = demand - lo.sum(axis=-1)
+    before = np.cumsum(room, axis=-1) - room
+    p = np.broadcast_to(lo, shape).copy()
+    p[..., o] += np.minimum(np.maximum(rest[..., None] - before, 0.0), room)
     return p
 
 

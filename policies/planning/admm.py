@@ -1,4 +1,4 @@
-"""TSO-DSO coordination by scaled-consensus ADMM with residual balancing (MATH §6, seed 000).
+"""TSO-DSO coordination by scaled-consensus ADMM with residual balancing (docs/math.md §6, seed 000).
 
 The TSO and each DSO solve their own problems and exchange only the boundary quantities
 ``z_d = (P_d, Rup_d, Rdn_d)`` (MW, per period: 3T numbers per feeder). The TSO holds its copy

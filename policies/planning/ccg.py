@@ -1,4 +1,4 @@
-"""Column-and-constraint generation (MATH §5) for the DSO's nested DRO + ARO problem (MATH §4-5).
+"""Column-and-constraint generation (docs/math.md §5) for the DSO's nested DRO + ARO problem (docs/math.md §4-5).
 
 The DSO of feeder d solves the four-level problem of seed 000
 
@@ -14,7 +14,7 @@ The DSO of feeder d solves the four-level problem of seed 000
   violation ``|u - delivered|`` and voltage slacks, under LinDistFlow voltages.
 
 **How it is solved.** The Wasserstein sup is dualized per sample (Mohajerin Esfahani & Kuhn,
-MATH §4 (ii)): ``min_{lambda >= 0} lambda eps + (1/N) sum_i sup_{xi, u} [Q(x, u, xi) -
+docs/math.md §4 (ii)): ``min_{lambda >= 0} lambda eps + (1/N) sum_i sup_{xi, u} [Q(x, u, xi) -
 lambda ||xi - xi_i||_1]``. The recourse is separable over periods and convex in ``(u_t, xi_t)``,
 so on every orthant around ``xi_i`` the inner function is convex and its sup over the box is
 attained with each ``xi_t`` in ``{dn_t, xi_it, up_t}`` (support bounds), and the max over the
@@ -564,7 +564,7 @@ class DSOModel:
     First stage per period (MW): ``0 <= r_up <= Rup_max``, ``0 <= r_dn <= Rdn_max`` (declared by
     the stations), boundary reserves ``Rup <= sum r_up``, ``Rdn <= sum r_dn`` (0 unless the service
     is ``"both"``), head ``Pd`` = the baseline, and deliverability of the boundary reserves at the
-    forecast (MATH §6: feasible at ``P - Rup`` and ``P + Rdn``): stations deploy ``d <= r`` with
+    forecast (docs/math.md §6: feasible at ``P - Rup`` and ``P + Rdn``): stations deploy ``d <= r`` with
     ``sum d = R`` and some compensator setting keeps the LinDistFlow voltages on the harmful side
     within limits (relaxed to what the baseline can reach when the baseline itself violates).
     Cost: ``price_up sum r_up + price_dn sum r_dn`` (x dt), plus the constant worst-case cost of the
@@ -803,7 +803,7 @@ class CCGTrace:
 
 
 class DSOSolver:
-    """One DSO's problem solved by C&CG, with an optional ADMM proximal term (MATH §6).
+    """One DSO's problem solved by C&CG, with an optional ADMM proximal term (docs/math.md §6).
 
     The master is ``min c^T x + risk + prox(z_D)`` with ``z_D = (Pd, Rup, Rdn)``. The head ``Pd``
     is fixed (the stations' day-ahead schedule), so only the reserves carry the proximal term,

@@ -2,7 +2,7 @@
 
 One problem holds the TSO (:class:`~policies.planning.first_stage.TSOModel`) and every DSO
 master (:class:`~policies.planning.ccg.DSOModel`) with the consensus equalities
-``(Pd, Rup, Rdn)_TSO = (Pd, Rup, Rdn)_DSO`` per feeder, and is solved by C&CG (MATH §5): the
+``(Pd, Rup, Rdn)_TSO = (Pd, Rup, Rdn)_DSO`` per feeder, and is solved by C&CG (docs/math.md §5): the
 joint master (an LP with the tangent fuel model) gives a lower bound; each DSO's worst-case
 oracle at the master's first stage gives the upper bound
 ``UB = f_T(x_T) + sum_d [c_d^T x_d + lambda_d eps + sum_i w_i phi_di]``; the worst scenarios

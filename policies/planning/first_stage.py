@@ -4,7 +4,7 @@ The day is planned on hourly periods (``period_minutes = 60``, T = 24): the day-
 information (15-min steps) is averaged per period. Three stages (seed 000, Fig. 1):
 
 1. **EVCS day-ahead demand** (:func:`ev_day_ahead`): every station is a virtual storage
-   (MATH §3) built from the *expected* sessions of the day-ahead EV forecast (the mean of
+   (docs/math.md §3) built from the *expected* sessions of the day-ahead EV forecast (the mean of
    ``ev_samples`` sampled EV days: ``P_max``, ``X_lo``, ``X_hi`` per station and period);
    as a price taker it charges at least cost under the time-of-use price,
    ``min sum_t price_t P_t s.t. 0 <= P <= P_max, X_lo <= sum P dt <= X_hi``, and declares
@@ -103,7 +103,7 @@ class PlanningSettings(StrictKwargs):
             (:func:`env.formulations.dc.thermal_units` ``substeps``), as the env checks them.
         tso_deploy_cost: price thermal reserve deployment at ``c1`` (else 0).
         admm_rho: ADMM penalty; ``None`` = 15 for up to two feeders (T30D2), 20 beyond (T118D10).
-        admm_eps_abs (MW), admm_eps_rel: stopping tolerances (MATH §6).
+        admm_eps_abs (MW), admm_eps_rel: stopping tolerances (docs/math.md §6).
         admm_max_iter: ADMM iteration limit.
         admm_balance: residual balancing (rho x/÷ 2 when one residual exceeds 10 x the other).
         admm_balance_changes: stop adapting rho after this many changes.
@@ -451,7 +451,7 @@ class PlanningData:
 
 def _expected_virtual_storage(da: DayAheadInfo, n_ports: np.ndarray, n_days: int,
                               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over ``n_days`` sampled EV days (M = 1) of the stations' virtual storage (MATH §3).
+    """Mean over ``n_days`` sampled EV days (M = 1) of the stations' virtual storage (docs/math.md §3).
 
     Per session (arrival a, deadline D = min(departure, T), e0, e_req, E, pmax, eta) at the end
     of step k: ``n = clip(k + 1 - a, 0, D - a)`` connected steps, ``r = max(D - 1 - k, 0)`` left,
@@ -705,7 +705,7 @@ class TSOPieces:
 
 
 class TSOModel:
-    """The TSO's day-ahead problem: DC-OPF with reserves (MATH §2) + DRO intraday recourse (MATH §4).
+    """The TSO's day-ahead problem: DC-OPF with reserves (docs/math.md §2) + DRO intraday recourse (docs/math.md §4).
 
     First stage (per period, MW): thermal ``P, Ru, Rd`` (:func:`env.formulations.dc.thermal_units`,
     reserve delivery time ``reserve_time_h``), planned wind ``0 <= W <= fc``, boundary power
@@ -726,13 +726,13 @@ class TSOModel:
     ``c1 (a - b)`` (if ``tso_deploy_cost``) ``+ wind_cost (w - W) + pen_curt (fc + xi - w) + VOLL sh``.
 
     The recourse is separable over periods and convex in ``xi_t``, so the Wasserstein worst case
-    (1-norm over periods, box support) reduces exactly to three points per period (MATH §4 (ii)):
+    (1-norm over periods, box support) reduces exactly to three points per period (docs/math.md §4 (ii)):
     ``sup = min_{lambda >= 0} lambda eps + (1/N) sum_i sum_t s_it`` with
     ``s_it >= Q_t(xi_it)``, ``s_it >= Q_t(up_t) - lambda (up_t - xi_it)``,
     ``s_it >= Q_t(dn_t) - lambda (xi_it - dn_t)`` — one LP (QP with the quadratic fuel cost),
     the C&CG of this problem converged in one step (all three candidate columns are present).
     RO: ``Gamma theta + sum_t w_t``, ``w_t >= Q_t(mean)``, ``w_t >= Q_t(mean +- env) - theta``
-    (the closed form of MATH §5, exact for integer Gamma). SO: ``(1/N) sum_i sum_t Q_t(xi_it)``.
+    (the closed form of docs/math.md §5, exact for integer Gamma). SO: ``(1/N) sum_i sum_t Q_t(xi_it)``.
 
     ``Pd`` is the feeders' head schedule submitted by the DSOs in stage 1 (seed 000: the DSO
     collects the stations' day-ahead demand and submits the boundary power); with
@@ -837,7 +837,7 @@ class TSOModel:
 
 
 class ProxPWL:
-    """Outer piecewise-linear model of an ADMM proximal term ``rho/2 ||e - v||^2`` (MATH §6), an LP.
+    """Outer piecewise-linear model of an ADMM proximal term ``rho/2 ||e - v||^2`` (docs/math.md §6), an LP.
 
     ``t_j >= rho d_jk e_j - rho d_jk v_j - rho d_jk^2 / 2`` for ``d_jk = +-f_j delta_k`` with
     ``delta`` in ``DELTAS_MW`` (0 and 1e-4 ... 839 MW, ratio 2): the tangents of the quadratic at

@@ -96,7 +96,7 @@ def test_midday_pv_absorbs_and_stays_exact_with_lin_upper_side(d33: Network, bas
 
 
 def test_relaxed_upper_side_is_inexact_under_reverse_flow(d33: Network, base_load: Load) -> None:
-    """MATH §1 literally (upper limit and over-voltage deviation on the relaxed v): the solver invents
+    """docs/math.md §1 literally (upper limit and over-voltage deviation on the relaxed v): the solver invents
     losses to pull voltages down; the reported gap must show it and the voltages miss the AC flow."""
     model = FeederReactiveSOCP(d33, ReactiveSettings(objective="proxy", n_scenarios=1, upper_voltage="soc"))
     p, q = _midday(d33, *base_load, 0.3, 2.0)

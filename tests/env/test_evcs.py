@@ -1,4 +1,4 @@
-"""Tests of env.evcs: EV fleet split, virtual-storage bounds (MATH §3), ASAP / must-run delivery.
+"""Tests of env.evcs: EV fleet split, virtual-storage bounds (docs/math.md §3), ASAP / must-run delivery.
 
 Random session tables come from a hypothesis-drawn seed and size; references (per-EV limits,
 the least-laxity split, feasible schedules) are written here independently, with plain loops.
@@ -211,7 +211,7 @@ def random_feasible_schedule(s: EVSessions, n_steps: int, dt: float, v2g: bool,
 
 def assert_schedule_feasible(s: EVSessions, p: np.ndarray, e: np.ndarray, n_steps: int,
                              dt: float, v2g: bool) -> None:
-    """Independent check of MATH §3's individual constraints (requests: reachable EVs only)."""
+    """Independent check of docs/math.md §3's individual constraints (requests: reachable EVs only)."""
     t = np.arange(n_steps)[:, None]
     deadline = np.minimum(s.departure_step, n_steps)
     on = (s.arrival_step <= t) & (t < deadline)

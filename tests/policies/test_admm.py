@@ -59,7 +59,7 @@ def test_admm_within_one_percent_of_centralized_t30d2_full_day() -> None:
     assert cen.trace.gap <= data.settings.ccg_tol
     gap = (res.objective - cen.objective) / abs(cen.objective)
     assert abs(gap) < 0.01
-    # ADMM reached consensus on the exchanged boundary quantities (MATH §6 stopping rule)
+    # ADMM reached consensus on the exchanged boundary quantities (docs/math.md §6 stopping rule)
     last = res.history[-1]
     assert last.r_norm <= last.eps_pri and last.s_norm <= last.eps_dual
     # |xT - xD| <= |xT - z| + |xD - z| <= sqrt(2) ||r|| <= sqrt(2) eps_pri entrywise

@@ -10,7 +10,7 @@ import pytest
 
 import env  # noqa: F401
 from env.physics.grid_flow import merit_order
-from policies.heuristic import HeuristicPolicy
+from policies.heuristic import HeuristicPolicy, storage_rule
 
 
 def _env(case: str = "d33", seed: int = 2):  # noqa: ANN202
@@ -94,6 +94,34 @@ def test_td_thermal_follows_merit_order_within_ramps_with_reserve_margin() -> No
 def test_merit_order_fills_cheapest_first() -> None:
     p = merit_order(np.zeros(3), np.array([50.0, 50.0, 50.0]), np.array([3.0, 1.0, 2.0]), 80.0)
     np.testing.assert_allclose(p, [0.0, 50.0, 30.0])
+
+
+def _merit_order_one(lo: np.ndarray, hi: np.ndarray, c1: np.ndarray, demand: float) -> np.ndarray:
+    """The definition, unit by unit: cheapest first, each up to its limit while demand remains."""
+    p, rest = lo.copy(), demand - lo.sum()
+    for g in sorted(range(len(c1)), key=lambda i: (c1[i], i)):
+        step = min(max(rest, 0.0), max(hi[g] - lo[g], 0.0))
+        p[g] += step
+        rest -= step
+    return p
+
+
+def test_merit_order_on_a_batch_equals_each_row_by_its_definition() -> None:
+    rng = np.random.default_rng(8160)
+    lo = rng.uniform(0, 20, (40, 5))
+    hi = lo + rng.uniform(0, 30, (40, 5))
+    c1 = np.array([3.0, 1.0, 2.0, 1.0, 5.0])                     # a tie: unit order decides
+    demand = rng.uniform(-10, 200, 40)
+    batch = merit_order(lo, hi, c1, demand)
+    for i in range(40):
+        np.testing.assert_allclose(batch[i], _merit_order_one(lo[i], hi[i], c1, demand[i]), atol=1e-9)
+
+
+def test_storage_rule_absorbs_the_net_within_its_range_and_never_stores_without_exchange() -> None:
+    net = np.array([-0.5, -0.1, 0.0, 0.1, 0.5])                  # - = surplus
+    lo, hi = np.full(5, -0.3), np.full(5, 0.2)
+    np.testing.assert_allclose(storage_rule(net, lo, hi, no_exchange=False), [0.2, 0.1, 0.0, -0.1, -0.3])
+    np.testing.assert_allclose(storage_rule(net, lo, hi, no_exchange=True), [0.0, 0.0, 0.0, -0.1, -0.3])
 
 
 def test_bad_reserve_margin_raises() -> None:

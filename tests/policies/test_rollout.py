@@ -1,4 +1,4 @@
-"""Rollout (MATH §7) and its day model: cost improvement on an exactly solvable instance,
+"""Rollout (docs/math.md §7) and its day model: cost improvement on an exactly solvable instance,
 determinism, candidates, the surrogate against the env, and a closed-loop day."""
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def test_multistep_storage_candidate_finds_arbitrage_a_one_step_candidate_cannot
        low=st.floats(0.5, 0.9), e0=st.floats(0.0, 1.2), seed=st.integers(0, 1000))
 def test_cost_improvement_property_with_exact_expectations(prices: list[float], low: float, e0: float,
                                                            seed: int) -> None:
-    """J_rollout <= J_base when Q is the exact expectation (MATH §7)."""
+    """J_rollout <= J_base when Q is the exact expectation (docs/math.md §7)."""
     inst = _Instance(prices=np.array(prices), scale=(low, 1.0), e0_mwh=e0, seed=seed)
     j_base, j_roll = inst.cost("base"), inst.cost("rollout")
     assert j_roll <= j_base + 1e-7 * abs(j_base)

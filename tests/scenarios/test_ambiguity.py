@@ -1,4 +1,4 @@
-"""Ambiguity sets: Wasserstein worst case (MATH §4), budget set (§5), p-box CVaR (§8)."""
+"""Ambiguity sets: Wasserstein worst case (docs/math.md §4), budget set (§5), p-box CVaR (§8)."""
 
 from __future__ import annotations
 
