@@ -43,8 +43,10 @@ __all__ = ["HeuristicPolicy", "feeder_net_mw", "own_use_curtailment", "reserve_s
 
 def share(amount: Any, total: Any) -> np.ndarray:
     """``min(1, amount / total)`` where ``total > 0``, else 0 (elementwise)."""
-    amount, total = np.broadcast_arrays(np.asarray(amount, dtype=float), np.asarray(total, dtype=float))
-    return np.minimum(np.divide(amount, total, out=np.zeros(total.shape), where=total > 0), 1.0)
+    total = np.asarray(total, dtype=float)
+    out = np.zeros(np.broadcast_shapes(np.shape(amount), total.shape))
+    np.divide(amount, total, out=out, where=total > 0)
+    return np.minimum(out, 1.0, out=out)
 
 
 def feeder_net_mw(model: GridModel, load_f_mw: np.ndarray, ev_mw: np.ndarray, der_used_f_mw: np.ndarray
@@ -110,10 +112,14 @@ def thermal_rule(proj: StepProjection, demand_mw: np.ndarray, p_last_mw: np.ndar
     split by headroom (:func:`reserve_split`). Returns ``(P, r_up, r_dn)`` (..., n_gen)."""
     m = proj.model
     lo, hi = proj.thermal_limits(p_last_mw)
-    shape = np.broadcast_shapes(lo.shape, np.shape(demand_mw) + (m.n_gen,))
-    lo, hi = np.broadcast_to(lo, shape), np.broadcast_to(hi, shape)
-    p = np.minimum(np.maximum(merit_order(lo, hi, m.g_c1, demand_mw), lo), hi)
-    r_up, r_dn = reserve_split(proj, p, reserve_margin * np.asarray(demand_mw, dtype=float))
+    demand = np.asarray(demand_mw, dtype=float)
+    if lo.shape[:-1] != demand.shape:
+        shape = np.broadcast_shapes(lo.shape, demand.shape + (m.n_gen,))
+        lo, hi = np.broadcast_to(lo, shape), np.broadcast_to(hi, shape)
+    p = merit_order(lo, hi, m.g_c1, demand)
+    np.maximum(p, lo, out=p)
+    np.minimum(p, hi, out=p)
+    r_up, r_dn = reserve_split(proj, p, reserve_margin * demand)
     return p, r_up, r_dn
 
 

@@ -134,11 +134,16 @@ def merit_order(gen_p_min: np.ndarray, gen_p_max: np.ndarray, c1: np.ndarray, de
     demand = np.asarray(demand_mw, dtype=float)
     shape = np.broadcast_shapes(lo.shape, hi.shape, demand.shape + lo.shape[-1:])
     o = np.argsort(c1, kind="stable")
-    room = np.maximum(hi - lo, 0.0)[..., o]
+    room = (hi - lo)[..., o]
+    np.maximum(room, 0.0, out=room)
     rest = demand - lo.sum(axis=-1)
-    before = np.cumsum(room, axis=-1) - room
-    p = np.broadcast_to(lo, shape).copy()
-    p[..., o] += np.minimum(np.maximum(rest[..., None] - before, 0.0), room)
+    give = np.cumsum(room, axis=-1)
+    give -= room                                   # room of the cheaper units
+    np.subtract(rest[..., None], give, out=give)
+    np.maximum(give, 0.0, out=give)
+    np.minimum(give, room, out=give)
+    p = lo.copy() if lo.shape == shape else np.broadcast_to(lo, shape).copy()
+    p[..., o] += give
     return p
 
 
