@@ -34,8 +34,8 @@ import numpy as np
 from env.fastpath import unchecked
 from scenarios import EVSessions
 
-__all__ = ["EVCSBounds", "EVCSHorizon", "EVFleet", "EVStepResult", "asap_profile",
-           "horizon_bounds"]
+__all__ = ["EVCSBounds", "EVCSHorizon", "EVFleet", "EVStepResult", "asap_profile", "ev_rows", "fill_stage",
+           "horizon_bounds", "laxity_order", "limits_into", "split_kw", "step_limits"]
 
 _TOL_KWH = 1e-9  # unmet energy below this is rounding, reported as 0
 
@@ -281,6 +281,96 @@ def asap_profile(sessions: EVSessions, n_station: int, dt_h: float, n_steps: int
     return p @ onehot
 
 
+def ev_rows(station: np.ndarray, e_kwh: np.ndarray, e_request_kwh: np.ndarray, e_capacity_kwh: np.ndarray,
+            p_max_kw: np.ndarray, efficiency: np.ndarray, deadline_step: np.ndarray, dt_h: float) -> np.ndarray:
+    """The compact state of EVs (rows ``_HEAD.._INV_EP``, one column per EV) at energies ``e_kwh``.
+
+    ``GAIN = eta pmax dt`` (battery kWh per full-power step), ``INV_EDT = 1/(eta dt)``,
+    ``NEED0 = e_req - GAIN (D - 1)`` so that the must-run battery energy of step ``t`` is
+    ``need = NEED0 + GAIN t - e``; ``INV_EP = 1/(eta pmax)`` and
+    ``LAXKEY0 = D dt - e_req INV_EP + W station`` so that the sort key
+    ``LAXKEY0 + e INV_EP = LAX + t dt + W station`` orders EVs by station, then laxity
+    (``W`` exceeds the span of any laxity, so one stable argsort does it). Rows ``_HEAD``,
+    ``_PLO`` and ``_X`` start at 0.
+    """
+    d = np.asarray(deadline_step).astype(float)
+    gain = efficiency * p_max_kw * dt_h
+    inv_ep = 1.0 / (efficiency * p_max_kw)
+    lax0 = d * dt_h - e_request_kwh * inv_ep
+    span = np.abs(lax0).max(initial=0.0) + (e_capacity_kwh * inv_ep).max(initial=0.0)
+    w = 2.0 ** np.ceil(np.log2(2.0 * span + 2.0))
+    zeros = np.zeros(len(d))
+    return np.vstack((zeros, zeros, p_max_kw, zeros, e_kwh, e_request_kwh, e_capacity_kwh, efficiency, d,
+                      1.0 / (efficiency * dt_h), gain, e_request_kwh - gain * (d - 1.0), lax0 + w * station, inv_ep))
+
+
+def limits_into(s: np.ndarray, t: int, dt_h: float, v2g: bool = False) -> np.ndarray | None:
+    """Write each EV's headroom and must-run power of step ``t`` into rows ``_HEAD``, ``_PLO``
+    of the compact state ``s`` (kW); returns the V2G floor (None without V2G).
+
+    ``head = min(pmax, max(E_cap - e, 0) / (eta dt))`` (V2G: ``max(E_cap - e, 0)`` unclipped
+    below by the floor); ``p_lo = min(max(need, 0) / (eta dt), head)`` with
+    ``need = e_req - e - eta pmax dt (D - 1 - t)`` (V2G: ``need eta / dt`` if negative, and
+    ``p_lo >= floor = -min(pmax, eta e / dt)``).
+    """
+    e = s[_E]
+    head, p_lo = s[_HEAD], s[_PLO]
+    head[:] = s[_ECAP]
+    np.multiply(s[_GAIN], t, out=p_lo)
+    p_lo += s[_NEED0]
+    work = s[:2]                      # rows head, p_lo: E_cap - e and need
+    work -= e
+    floor = None
+    if v2g:
+        np.maximum(head, 0.0, out=head)
+        head *= s[_INV_EDT]
+        floor = -np.minimum(s[_PMAX], s[_ETA] * e / dt_h)
+        np.maximum(_grid_energy(p_lo, s[_ETA]) / dt_h, floor, out=p_lo)
+    else:
+        np.maximum(work, _ZERO, out=work)
+        work *= s[_INV_EDT]
+    np.minimum(head, s[_PMAX], out=head)
+    np.minimum(p_lo, head, out=p_lo)
+    return floor
+
+
+def step_limits(s: np.ndarray, t: int, dt_h: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(p_lo, head)`` per EV of step ``t`` without V2G (:func:`limits_into`; views of ``s``)."""
+    limits_into(s, t, dt_h)
+    return s[_PLO], s[_HEAD]
+
+
+def laxity_order(s: np.ndarray, station: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """EVs sorted by station, then least laxity ``LAX = (D - t) dt - (e_req - e)/(eta pmax)``
+    (stable): ``(order, station in that order, first sorted position of each EV's station)``."""
+    key = s[_E] * s[_INV_EP]
+    key += s[_LAXKEY0]
+    o = key.argsort(kind="stable")
+    st_o = station[o]
+    return o, st_o, st_o.searchsorted(st_o)
+
+
+def fill_stage(room: np.ndarray, o: np.ndarray, first_o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A fill stage of per-EV ``room``: (room before each EV at its station, room), in the
+    order ``o`` of :func:`laxity_order`."""
+    cap_o = room[o]
+    excl = cap_o.cumsum()
+    excl -= cap_o
+    excl -= excl[first_o]
+    return excl, cap_o
+
+
+def split_kw(amount_kw: np.ndarray, st_o: np.ndarray, before_o: np.ndarray, cap_o: np.ndarray) -> np.ndarray:
+    """Each EV's share of its station's ``amount_kw`` (..., n_station) in a fill stage, in
+    sorted order: the EV at sorted position ``j`` of station ``s`` gets
+    ``clip(A_s - sum_{i before j in s} c_i, 0, c_j)`` (least laxity first)."""
+    a = amount_kw[..., st_o]
+    a -= before_o
+    np.maximum(a, _ZERO, out=a)
+    np.minimum(a, cap_o, out=a)
+    return a
+
+
 class _Prep:
     """Per-step quantities of the connected EVs (computed once per step, shared by bounds/step).
 
@@ -423,26 +513,10 @@ class EVFleet:
     @staticmethod
     def _initial_state(sessions: EVSessions, deadline: np.ndarray, dt_h: float,
                        n_station: int) -> np.ndarray:
-        """Rows ``_PMAX.._X`` for every session at arrival (see the row constants).
-
-        ``GAIN = eta pmax dt`` (battery kWh per full-power step), ``INV_EDT = 1/(eta dt)``,
-        ``NEED0 = e_req - GAIN (D - 1)`` so that the must-run battery energy of step ``t`` is
-        ``need = NEED0 + GAIN t - e``; ``INV_EP = 1/(eta pmax)`` and
-        ``LAXKEY0 = D dt - e_req INV_EP + W station`` so that the sort key
-        ``LAXKEY0 + e INV_EP = LAX + t dt + W station`` orders EVs by station, then laxity
-        (``W`` exceeds the span of any laxity, so one stable argsort does it).
-        """
+        """The compact state of every session at arrival (:func:`ev_rows`)."""
         s = sessions
-        d = deadline.astype(float)
-        gain = s.efficiency * s.p_max_kw * dt_h
-        inv_ep = 1.0 / (s.efficiency * s.p_max_kw)
-        lax0 = d * dt_h - s.e_request_kwh * inv_ep
-        span = np.abs(lax0).max(initial=0.0) + (s.e_capacity_kwh * inv_ep).max(initial=0.0)
-        w = 2.0 ** np.ceil(np.log2(2.0 * span + 2.0))
-        zeros = np.zeros(len(s))
-        return np.vstack((zeros, zeros, s.p_max_kw, zeros, s.e_arrival_kwh, s.e_request_kwh,
-                          s.e_capacity_kwh, s.efficiency, d, 1.0 / (s.efficiency * dt_h), gain,
-                          s.e_request_kwh - gain * (d - 1.0), lax0 + w * s.station, inv_ep))
+        return ev_rows(s.station, s.e_arrival_kwh, s.e_request_kwh, s.e_capacity_kwh, s.p_max_kw, s.efficiency,
+                       deadline, dt_h)
 
     # ------------------------------------------------------------------ read-only views
     @property
@@ -603,11 +677,7 @@ class EVFleet:
         p[:] = pr.floor
         o, st_o = pr.o, pr.st_o
         for base_sum, before_o, cap_o in pr.stages:
-            amount_o = (target_kw - base_sum)[st_o]
-            amount_o -= before_o
-            np.maximum(amount_o, _ZERO, out=amount_o)
-            np.minimum(amount_o, cap_o, out=amount_o)
-            p[o] += amount_o
+            p[o] += split_kw(target_kw - base_sum, st_o, before_o, cap_o)
 
     def _advance(self, pr: _Prep, p_set: np.ndarray, pg: np.ndarray) -> EVStepResult:
         """Update energies, record departures and return the step's per-station result.
@@ -682,32 +752,19 @@ class EVFleet:
         (``need eta/dt`` if negative, V2G), clipped to ``[floor, headroom]``; ``floor = 0`` or,
         with V2G, ``-min(pmax, eta e/dt)``.
         """
-        s, dt, st, ns = self._s, self.dt_h, self._st, self.n_station
-        e = s[_E]
-        head, p_lo = s[_HEAD], s[_PLO]
-        head[:] = s[_ECAP]
-        np.multiply(s[_GAIN], pr.t, out=p_lo)
-        p_lo += s[_NEED0]
-        work = s[:2]                      # rows head, p_lo: E_cap - e and need
-        work -= e
-        if self.v2g:
-            np.maximum(head, 0.0, out=head)
-            head *= s[_INV_EDT]
-            pr.floor = -np.minimum(s[_PMAX], s[_ETA] * e / dt)
-            np.maximum(_grid_energy(p_lo, s[_ETA]) / dt, pr.floor, out=p_lo)
-            pr.floor_sum = _sum(st, pr.floor, ns)
+        s, st, ns = self._s, self._st, self.n_station
+        floor = limits_into(s, pr.t, self.dt_h, self.v2g)
+        if floor is not None:
+            pr.floor = floor
+            pr.floor_sum = _sum(st, floor, ns)
             pr.floor_sum.setflags(write=False)
         else:
-            np.maximum(work, _ZERO, out=work)
-            work *= s[_INV_EDT]
             pr.floor_sum = self._zeros_ro
             if not self.enforce_must_run:
-                pr.floor = np.zeros(len(e))
-        np.minimum(head, s[_PMAX], out=head)
-        np.minimum(p_lo, head, out=p_lo)
-        pr.head, pr.p_lo = head, p_lo
+                pr.floor = np.zeros(s.shape[1])
+        pr.head, pr.p_lo = s[_HEAD], s[_PLO]
         if self.enforce_must_run:
-            pr.floor = p_lo
+            pr.floor = pr.p_lo
         sums = np.bincount(self._key, weights=s[:_N_SUM].reshape(-1), minlength=_N_SUM * ns)
         sums = sums.reshape(_N_SUM, ns)
         sums.setflags(write=False)        # shared with EVCSBounds: keep intact
@@ -721,23 +778,12 @@ class EVFleet:
         station amount ``A_s`` gives the EV at sorted position ``j``
         ``clip(A_s - sum_{i before j in s} c_i, 0, c_j)``.
         """
-        s = self._s
-        key = s[_E] * s[_INV_EP]
-        key += s[_LAXKEY0]
-        pr.o = o = key.argsort(kind="stable")
-        pr.st_o = st_o = self._st[o]
-        first_o = st_o.searchsorted(st_o)
+        pr.o, pr.st_o, first_o = laxity_order(self._s, self._st)
         if self.enforce_must_run:
             rooms = [(pr.lo_sum, pr.head - pr.p_lo)]
         else:
             rooms = [(pr.floor_sum, pr.p_lo - pr.floor), (pr.lo_sum, pr.head - pr.p_lo)]
-        pr.stages = []
-        for base_sum, room in rooms:
-            cap_o = room[o]
-            excl = cap_o.cumsum()
-            excl -= cap_o
-            excl -= excl[first_o]
-            pr.stages.append((base_sum, excl, cap_o))
+        pr.stages = [(base_sum, *fill_stage(room, pr.o, first_o)) for base_sum, room in rooms]
 
 
 _ZERO = np.zeros(())  # 0-d zero: ufuncs take it faster than a Python float

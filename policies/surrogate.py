@@ -66,7 +66,7 @@ import numpy as np
 
 from env.balancing import balance, initial_thermal, tso_call
 from env.dispatch import Dispatch
-from env.evcs import EVCSBounds, asap_profile
+from env.evcs import EVCSBounds, asap_profile, ev_rows, fill_stage, laxity_order, split_kw, step_limits
 from env.network import Grid
 from env.physics.sweep import PowerFlowError, fixed_point
 from env.projection import StepProjection, storage_energy_next
@@ -172,47 +172,43 @@ class ConnectedEVs:
         return cls(s.station, e_kwh, s.e_capacity_kwh, s.e_request_kwh, s.p_max_kw, s.efficiency,
                    np.minimum(s.departure_step, n_steps))
 
+    def rows(self, dt_h: float, e_kwh: np.ndarray | None = None) -> np.ndarray:
+        """The env fleet's compact state of these EVs (:func:`env.evcs.ev_rows`), at energies
+        ``e_kwh`` (default: their own)."""
+        return ev_rows(self.station, self.e_kwh if e_kwh is None else e_kwh, self.e_request_kwh,
+                       self.e_capacity_kwh, self.p_max_kw, self.efficiency, self.deadline_step, dt_h)
+
     def concat(self, other: "ConnectedEVs") -> "ConnectedEVs":
         return ConnectedEVs(**{f.name: np.concatenate([getattr(self, f.name), getattr(other, f.name)])
                                for f in fields(self)})
 
 
 def _ev_limits(ev: ConnectedEVs, e_kwh: np.ndarray, t: int, dt_h: float) -> tuple[np.ndarray, np.ndarray]:
-    """(must-run ``p_lo``, headroom) per EV in kW, ``e_kwh`` of shape (..., n_ev).
-
-    ``head = min(pmax, max(E_cap - e, 0)/(eta dt))``;
-    ``p_lo = min(max(e_req - e - eta pmax dt (D - 1 - t), 0)/(eta dt), head)`` (docs/math.md §3).
-    """
-    eta_dt = ev.efficiency * dt_h
-    head = np.minimum(ev.p_max_kw, np.maximum(ev.e_capacity_kwh - e_kwh, 0.0) / eta_dt)
-    need = ev.e_request_kwh - ev.efficiency * ev.p_max_kw * dt_h * (ev.deadline_step - 1 - t) - e_kwh
-    return np.minimum(np.maximum(need, 0.0) / eta_dt, head), head
+    """(must-run ``p_lo``, headroom) per EV in kW at energies ``e_kwh`` (n_ev,): the env
+    fleet's (:func:`env.evcs.step_limits`, docs/math.md §3)."""
+    p_lo, head = step_limits(ev.rows(dt_h, e_kwh), t, dt_h)
+    return p_lo, head
 
 
 def ev_split(ev: ConnectedEVs, t: int, dt_h: float, target_kw: np.ndarray, n_station: int) -> np.ndarray:
-    """Per-EV powers (C, n_ev) kW of station setpoints ``target_kw`` (C, n_station), as the env.
-
+    """Per-EV powers (C, n_ev) kW of station setpoints ``target_kw`` (C, n_station), by the
+    env fleet's split (:class:`env.evcs.EVFleet`, no V2G, must-run enforced):
     ``P_s = clip(P_set_s, sum p_lo, sum head)``; every EV gets its must-run ``p_lo``, the rest
-    ``P_s - sum p_lo`` goes by increasing laxity ``LAX = (D - t) dt - (e_req - e)/(eta pmax)``
-    up to each headroom (:meth:`env.evcs.EVFleet.step`, no V2G, must-run enforced).
+    ``P_s - sum p_lo`` goes by least laxity up to each headroom (:func:`env.evcs.laxity_order`,
+    :func:`env.evcs.fill_stage`, :func:`env.evcs.split_kw`), for all ``C`` setpoints at once.
     """
     target = np.atleast_2d(np.asarray(target_kw, dtype=float))
     if len(ev) == 0:
         return np.zeros((target.shape[0], 0))
-    p_lo, head = _ev_limits(ev, ev.e_kwh, t, dt_h)
+    s = ev.rows(dt_h)
+    p_lo, head = step_limits(s, t, dt_h)
     onehot = _onehot(ev.station, n_station)
-    lo_sum, hi_sum = p_lo @ onehot, head @ onehot
-    extra = np.minimum(np.maximum(target, lo_sum), hi_sum) - lo_sum           # (C, n_station)
-    lax = (ev.deadline_step - t) * dt_h - (ev.e_request_kwh - ev.e_kwh) / (ev.efficiency * ev.p_max_kw)
-    order = np.lexsort((lax, ev.station))                                     # station, then laxity (stable)
-    st_o = ev.station[order]
-    room_o = (head - p_lo)[order]
-    cum = np.cumsum(room_o)
-    first = np.searchsorted(st_o, st_o)                                       # first position of each station
-    excl = cum - room_o - (cum[first] - room_o[first])
-    give_o = np.minimum(np.maximum(extra[:, st_o] - excl, 0.0), room_o)
-    p = np.broadcast_to(p_lo, give_o.shape).copy()
-    p[:, order] += give_o
+    lo_sum = p_lo @ onehot
+    extra = np.minimum(np.maximum(target, lo_sum), head @ onehot) - lo_sum           # (C, n_station)
+    o, st_o, first_o = laxity_order(s, ev.station)
+    before_o, cap_o = fill_stage(head - p_lo, o, first_o)
+    p = np.broadcast_to(p_lo, (target.shape[0], len(ev))).copy()
+    p[:, o] += split_kw(extra, st_o, before_o, cap_o)
     return p
 
 
