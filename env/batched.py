@@ -37,7 +37,7 @@ import numpy as np
 from env.balancing import TOL_MW, balance, settle_reference, tso_call
 from env.evcs import EVFleet
 from env.fastpath import unchecked
-from env.feeder_flow import head_and_losses, shed_group
+from env.feeder_flow import head_and_losses, shed_group, voltage_violation_pu
 from env.grid_model import GridModel
 from env.network import Grid
 from env.projection import storage_energy_next
@@ -321,7 +321,7 @@ class BatchedSimulator:
         served[:, m.n_load_f:] *= (1.0 - r["shed_t"])[:, None]
         shed_mwh = (load.sum(axis=1) - served.sum(axis=1)) * dt
         vm = sol["vm"]
-        viol = np.maximum(np.maximum(m.vmin_fb - vm, vm - m.vmax_fb), 0.0)
+        viol = voltage_violation_pu(vm, m.vmin_fb, m.vmax_fb)
         ev, der_used, head = r["ev"], r["der_used"], sol["hp"]
         ev_mwh = ev.sum(axis=1) * dt
         unmet_kwh = r["fleet"].unmet_kwh.reshape(B, -1).sum(axis=1)

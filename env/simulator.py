@@ -56,7 +56,7 @@ from env.evcs import EVCSBounds, EVFleet, EVStepResult
 from env.network import Grid
 from env.projection import StepProjection, storage_energy_next
 from env.observation import Observation, ObservationSpec
-from env.feeder_flow import solve_feeders
+from env.feeder_flow import solve_feeders, voltage_violation_pu
 from env.settings import StrictKwargs
 
 from env.grid_model import GridModel, _FeederSolution
@@ -609,9 +609,7 @@ class GridSimulator:
         load, served, shed_mwh = self._served(t, r["shed_f"], r["shed_t"])
         der_used = r["der_used"]
         vm = sol.vm_pu
-        viol = np.subtract(m.vmin_fb, vm)
-        np.maximum(viol, np.subtract(vm, m.vmax_fb), out=viol)
-        np.maximum(viol, _ZERO, out=viol)
+        viol = voltage_violation_pu(vm, m.vmin_fb, m.vmax_fb)
         head = sol.head_p_mw
         ev = r["ev"]
         ev_mwh = _fsum(ev) * dt

@@ -67,6 +67,7 @@ import numpy as np
 from env.balancing import balance, initial_thermal, tso_call
 from env.dispatch import Dispatch
 from env.evcs import EVCSBounds, asap_profile, ev_rows, fill_stage, laxity_order, split_kw, step_limits
+from env.feeder_flow import voltage_violation_pu
 from env.network import Grid
 from env.physics.sweep import PowerFlowError, fixed_point
 from env.projection import StepProjection, storage_energy_next
@@ -878,10 +879,9 @@ class DaySurrogate:
         return _Physics(head, viol), feeders
 
     def _viol(self, k: int, vm: np.ndarray) -> np.ndarray:
-        """Sum over feeder ``k``'s buses of ``max(vmin - |V|, |V| - vmax, 0)`` (p.u.)."""
+        """Sum over feeder ``k``'s buses of :func:`env.feeder_flow.voltage_violation_pu` (p.u.)."""
         sl = self.model.feeder_bus_slices[k]
-        lo, hi = self.model.vmin_fb[sl], self.model.vmax_fb[sl]
-        return (np.maximum(lo - vm, 0.0) + np.maximum(vm - hi, 0.0)).sum(-1)
+        return voltage_violation_pu(vm, self.model.vmin_fb[sl], self.model.vmax_fb[sl]).sum(-1)
 
     @staticmethod
     def _sensitivities(L: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
