@@ -424,3 +424,31 @@ def test_ev_deferral_is_must_run_then_asap_step_by_step() -> None:
         e = e + 0.9 * p * dt
     left = ev.deadline_step <= t0 + rows
     np.testing.assert_allclose(unmet.sum(), np.maximum(ev.e_request_kwh - e, 0.0)[left].sum(), atol=1e-6)
+
+
+# ============================================================================ (f) decisions pinned
+
+
+def test_rollout_decisions_equal_the_recorded_ones_on_common_random_numbers() -> None:
+    """The Rollout's closed-loop decisions on day 8140 (M = 8, reactive off) equal those recorded
+    by the code before its day model moved onto the env's and the base rule's functions
+    (``tests/policies/data/rollout_decisions_8140.npz``, written by the same loop as
+    ``benchmarks/rollout_decisions.py``): d33's first 8 steps and t30d2's first 2 (the file
+    holds 24 and 6)."""
+    from pathlib import Path
+
+    rec = np.load(Path(__file__).parent / "data" / "rollout_decisions_8140.npz")
+    keys = ("ev_p_mw", "storage_p_mw", "der_curtail_frac", "thermal_p_mw", "thermal_r_up_mw", "thermal_r_dn_mw")
+    for case, n in (("d33", 8), ("t30d2", 2)):
+        e = gym.make("gridroll/TDGrid-v0", case=case, regime="cloudy").unwrapped
+        e.reset(seed=8140, options={"scenario_seed": 8140})
+        policy = RolloutPolicy(e.grid, n_sims=8)
+        policy.reset(8140)
+        for t in range(n):
+            obs = e.observation_typed
+            d = policy.act(obs, obs.forecast)
+            flat = np.concatenate([np.ravel(np.asarray(getattr(d, k), dtype=float)) for k in keys])
+            np.testing.assert_allclose(flat, rec[f"{case}_dispatch"][t], rtol=0, atol=1e-9,
+                                       err_msg=f"{case} step {t}")
+            e.step_dispatch(d)
+            assert e.last_outcome.cost["total"] == pytest.approx(rec[f"{case}_cost"][t], rel=1e-9)
