@@ -266,19 +266,24 @@ def asap_profile(sessions: EVSessions, n_station: int, dt_h: float, n_steps: int
     Each EV charges at full power from arrival until full (``upto="capacity"``) or until
     its request (``upto="request"``): battery after ``k`` steps
     ``b_k = min(E, e0 + eta pmax dt k)``, power in its ``k``-th step
-    ``(b_{k+1} - b_k)/(eta dt)``, for ``a <= t < min(d, n_steps)``.
+    ``(b_{k+1} - b_k)/(eta dt)``, for ``a <= t < min(d, n_steps)``: ``floor((E - e0)/(eta pmax
+    dt))`` steps at ``pmax``, then the rest in one step (summed per station and step by one
+    bincount over the charging steps only).
     """
-    e_top = sessions.e_capacity_kwh if upto == "capacity" else sessions.e_request_kwh
-    tau = np.arange(n_steps)[:, None]
-    k = (tau - sessions.arrival_step).astype(float)
-    on = (k >= 0) & (tau < sessions.departure_step)
-    gain = sessions.efficiency * sessions.p_max_kw * dt_h
-    b0 = np.minimum(e_top, sessions.e_arrival_kwh + gain * k)
-    b1 = np.minimum(e_top, sessions.e_arrival_kwh + gain * (k + 1.0))
-    p = np.where(on, (b1 - b0) / (sessions.efficiency * dt_h), 0.0)
-    onehot = np.zeros((len(sessions), n_station))
-    onehot[np.arange(len(sessions)), sessions.station] = 1.0
-    return p @ onehot
+    s = sessions
+    e_top = s.e_capacity_kwh if upto == "capacity" else s.e_request_kwh
+    gain = s.efficiency * s.p_max_kw * dt_h
+    inv_edt = 1.0 / (s.efficiency * dt_h)
+    room = np.maximum(e_top - s.e_arrival_kwh, 0.0)
+    n_full = np.floor(room / gain)                      # steps at full power, then one partial step
+    last = room - n_full * gain
+    span = np.maximum(np.minimum(s.departure_step, n_steps) - s.arrival_step, 0)
+    n_on = np.minimum(n_full + (last > 0), span).astype(np.int64)
+    ev = np.repeat(np.arange(len(s)), n_on)              # one entry per (EV, charging step)
+    k = np.arange(ev.shape[0]) - (np.cumsum(n_on) - n_on)[ev]
+    p_kw = np.where(k < n_full[ev], gain[ev], last[ev]) * inv_edt[ev]
+    key = (s.arrival_step[ev] + k) * n_station + s.station[ev]
+    return np.bincount(key, weights=p_kw, minlength=n_steps * n_station).reshape(n_steps, n_station)
 
 
 def ev_rows(station: np.ndarray, e_kwh: np.ndarray, e_request_kwh: np.ndarray, e_capacity_kwh: np.ndarray,

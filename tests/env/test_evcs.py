@@ -299,6 +299,24 @@ def test_bounds_match_horizon_first_row_and_absolute_form() -> None:
 # ---------------------------------------------------------------------- delivery
 @SETTINGS
 @given(instances, st.sampled_from(["capacity", "request"]))
+def test_asap_profile_is_each_evs_battery_curve_summed_per_station(inst, upto) -> None:
+    """The profile against its definition, EV by EV and step by step: battery
+    ``b_k = min(E, e0 + eta pmax dt k)``, power ``(b_{k+1} - b_k)/(eta dt)`` for ``a <= t < min(d, T)``."""
+    seed, n, n_station, n_steps, dt = inst
+    s = make_sessions(seed, n, n_station, n_steps)
+    top = s.e_capacity_kwh if upto == "capacity" else s.e_request_kwh
+    want = np.zeros((n_steps, n_station))
+    for i in range(len(s)):
+        gain = s.efficiency[i] * s.p_max_kw[i] * dt
+        for t in range(s.arrival_step[i], min(s.departure_step[i], n_steps)):
+            k = t - s.arrival_step[i]
+            b0, b1 = (min(top[i], s.e_arrival_kwh[i] + gain * j) for j in (k, k + 1))
+            want[t, s.station[i]] += (b1 - b0) / (s.efficiency[i] * dt)
+    np.testing.assert_allclose(asap_profile(s, n_station, dt, n_steps, upto), want, rtol=1e-12, atol=1e-9)
+
+
+@SETTINGS
+@given(instances, st.sampled_from(["capacity", "request"]))
 def test_asap_following_delivers_all_reachable(inst, upto) -> None:
     seed, n, n_station, n_steps, dt = inst
     s = make_sessions(seed, n, n_station, n_steps)
