@@ -66,7 +66,6 @@ class ReactiveScenarioBuilder:
         p_base = np.concatenate([f.load.p_mw for f in grid.feeders])
         q_base = np.concatenate([f.load.q_mvar for f in grid.feeders])
         self._q_ratio = np.divide(q_base, p_base, out=np.zeros_like(p_base), where=p_base > 0)
-        self._is_pv, self._col = model.der_columns()
 
     def build(self, obs: Observation, applied: Dispatch, rng: np.random.Generator) -> ReactiveInputs:
         """Sample, reduce and map the step-``obs.step`` scenarios onto feeder buses.
@@ -101,7 +100,4 @@ class ReactiveScenarioBuilder:
         if self.n_scenarios < self.n_samples:
             sel, prob = reduce_features(block_features([load, pv, wind]), prob, self.n_scenarios)
             load, pv, wind = load[sel], pv[sel], wind[sel]
-        der = np.zeros((len(prob), self._is_pv.shape[0]))
-        der[:, self._is_pv] = pv[:, self._col[self._is_pv]]
-        der[:, ~self._is_pv] = wind[:, self._col[~self._is_pv]]
-        return load, der, prob
+        return load, self.model.der_mw(pv, wind), prob

@@ -15,7 +15,7 @@ import numpy as np
 
 from env.grid_model import GridModel
 
-__all__ = ["TOL_MW", "balance", "curtail", "initial_thermal", "settle_reference", "tso_call"]
+__all__ = ["TOL_MW", "balance", "curtail", "imbalance_mw", "initial_thermal", "settle_reference", "tso_call"]
 
 TOL_MW = 1e-9       # imbalances within this are balanced
 
@@ -32,6 +32,12 @@ def initial_thermal(model: GridModel, load_mw: np.ndarray, der_avail_mw: np.ndar
     room = m.g_p_max - m.g_p_min
     share = np.clip(demand - m.g_p_min.sum(), 0.0, room.sum()) / max(room.sum(), 1e-12)
     return m.g_p_min + room * share
+
+
+def imbalance_mw(load_t_mw: Any, head_mw: Any, thermal_mw: Any, wind_mw: Any) -> Any:
+    """The real-time imbalance ``D = T loads + sum feeder head P - thermal - T wind used`` (MW;
+    each argument already summed per day; + = deficit)."""
+    return load_t_mw + head_mw - thermal_mw - wind_mw
 
 
 def tso_call(model: GridModel, requirement_mw: np.ndarray, r_up_mw: np.ndarray, r_dn_mw: np.ndarray

@@ -34,16 +34,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from env.balancing import TOL_MW, balance, settle_reference, tso_call
+from env.balancing import TOL_MW, balance, imbalance_mw, settle_reference, tso_call
 from env.evcs import EVFleet
 from env.fastpath import unchecked
 from env.feeder_flow import head_and_losses, shed_group, voltage_violation_pu
 from env.grid_model import GridModel
 from env.network import Grid
-from env.projection import storage_energy_next
+from env.projection import der_used_mw, storage_energy_next
 from env.physics.sweep import V_COLLAPSE_PU, fixed_point_blocks
 from env.simulator import GridSimulator, SimulatorSettings
-from env.step_outcome import cost_breakdown, energy_terms
+from env.step_outcome import boundary_violation_mw, cost_breakdown, curtailment_mwh, energy_terms
 from scenarios import EVSessions
 
 __all__ = ["BatchedSimulator", "BatchedStepOutcome", "merge_sessions"]
@@ -200,11 +200,8 @@ class BatchedSimulator:
         """(b, N_fb) stacked complex net consumption (p.u.) of the days ``rows``
         (:meth:`GridSimulator._feeder_injection` with the loads kept at ``1 - shed``)."""
         m = self.model
-        ctrl = np.concatenate((ev_mw, x["storage_p_mw"][rows], der_f), axis=1)
-        s = ctrl @ m.m_ctrl.T - 1j * (x["q_comp_mvar"][rows] @ m.m_comp.T)
-        if m.n_tie:
-            s += x["tie_p_mw"][rows] @ m.tie_inc.T
-        s *= m.inv_base_fb
+        s = m.control_injection_pu(np.concatenate((ev_mw, x["storage_p_mw"][rows], der_f), axis=1),
+                                   x["q_comp_mvar"][rows], x["tie_p_mw"][rows] if m.n_tie else None)
         return s + self.s_load_pu[self.t][rows] * (1.0 - shed_f[:, m.bus_feeder])
 
     def _solve(self, s: np.ndarray, rows: np.ndarray, shed_f: np.ndarray) -> dict[str, Any]:
@@ -253,7 +250,7 @@ class BatchedSimulator:
         m, t, B = self.model, self.t, self.n_batch
         res = self.fleet.step(t, (x["ev_p_mw"] * 1e3).reshape(-1))
         ev = res.p_kw.reshape(B, -1) * 1e-3
-        der_used = (1.0 - x["der_curtail_frac"]) * self.der_avail[t]
+        der_used = der_used_mw(self.der_avail[t], x["der_curtail_frac"])
         shed_f = np.zeros((B, m.n_feeder))
         rows = np.arange(B)
         s = self._injection(rows, ev, x, der_used[:, :m.n_der_f], shed_f)
@@ -268,7 +265,7 @@ class BatchedSimulator:
         m, t, B = self.model, self.t, self.n_batch
         nd_f, nl_f = m.n_der_f, m.n_load_f
         call, dev = tso_call(m, self.tso[t], x["ev_r_up_mw"], x["ev_r_dn_mw"])
-        der_used = (1.0 - x["der_curtail_frac"]) * self.der_avail[t]
+        der_used = der_used_mw(self.der_avail[t], x["der_curtail_frac"])
         ev1 = x["ev_p_mw"] + dev
         shed_f = np.zeros((B, m.n_feeder))
         rows = np.arange(B)
@@ -276,7 +273,8 @@ class BatchedSimulator:
         load_t = self.load_p[t][:, nl_f:]
         load_t_mw = load_t.sum(axis=1)
         load_f_mw = self.load_p[t][:, :nl_f].sum(axis=1)
-        imbalance = load_t_mw + sol["hp"].sum(axis=1) - x["thermal_p_mw"].sum(axis=1) - der_used[:, nd_f:].sum(axis=1)
+        imbalance = imbalance_mw(load_t_mw, sol["hp"].sum(axis=1), x["thermal_p_mw"].sum(axis=1),
+                                 der_used[:, nd_f:].sum(axis=1))
         bal = balance(m, imbalance, x, dev, der_used, load_t_mw, load_f_mw)
         thermal, dev2, der_used = bal["thermal"], bal["dev"], bal["der_used"]
         shed_t, shed_fb, changed = bal["shed_t"], bal["shed_f"], bal["feeder_changed"]
@@ -325,12 +323,12 @@ class BatchedSimulator:
         ev, der_used, head = r["ev"], r["der_used"], sol["hp"]
         ev_mwh = ev.sum(axis=1) * dt
         unmet_kwh = r["fleet"].unmet_kwh.reshape(B, -1).sum(axis=1)
-        curt_mwh = (self.der_avail_sum[t] - der_used.sum(axis=1) + r["backoff"]) * dt
+        curt_mwh = curtailment_mwh(self.der_avail_sum[t], der_used.sum(axis=1), r["backoff"], dt)
         v_puh = viol.sum(axis=1) * dt
         head_mw = head.sum(axis=1)
         if m.is_td:
             req = self.tso[t]
-            bviol = np.abs(req - r["tso_delivered"])
+            bviol = boundary_violation_mw(req, r["tso_delivered"])
             bviol_mwh = bviol.sum(axis=1) * dt
             line_p = r["line_p"]
             loading = np.abs(line_p) * m.inv_rate

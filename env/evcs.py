@@ -35,7 +35,8 @@ from env.fastpath import unchecked
 from scenarios import EVSessions
 
 __all__ = ["EVCSBounds", "EVCSHorizon", "EVFleet", "EVStepResult", "asap_profile", "ev_rows", "fill_stage",
-           "horizon_bounds", "laxity_order", "limits_into", "split_kw", "step_limits"]
+           "battery_gain_kwh", "horizon_bounds", "laxity_order", "limits_into", "split_kw", "step_limits",
+           "unmet_kwh"]
 
 _TOL_KWH = 1e-9  # unmet energy below this is rounding, reported as 0
 
@@ -284,6 +285,23 @@ def asap_profile(sessions: EVSessions, n_station: int, dt_h: float, n_steps: int
     p_kw = np.where(k < n_full[ev], gain[ev], last[ev]) * inv_edt[ev]
     key = (s.arrival_step[ev] + k) * n_station + s.station[ev]
     return np.bincount(key, weights=p_kw, minlength=n_steps * n_station).reshape(n_steps, n_station)
+
+
+def unmet_kwh(e_request_kwh: np.ndarray, e_kwh: np.ndarray) -> np.ndarray:
+    """Energy an EV leaves without, ``max(0, e_req - e)`` (kWh; below ``1e-9`` it is rounding: 0)."""
+    miss = e_request_kwh - e_kwh
+    return np.where(miss < _TOL_KWH, 0.0, miss)
+
+
+def battery_gain_kwh(p_kw: np.ndarray, efficiency: np.ndarray, dt_h: Any, v2g: bool = False,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """Battery energy gained in a step at grid power ``p_kw``: ``eta p dt`` (V2G: ``p dt / eta``
+    when discharging)."""
+    if v2g:
+        return np.multiply(np.where(p_kw >= 0.0, efficiency * p_kw, p_kw / efficiency), dt_h, out=out)
+    out = np.multiply(efficiency, p_kw, out=out)
+    out *= dt_h
+    return out
 
 
 def ev_rows(station: np.ndarray, e_kwh: np.ndarray, e_request_kwh: np.ndarray, e_capacity_kwh: np.ndarray,
@@ -692,11 +710,7 @@ class EVFleet:
         """
         s, ns, dt = self._s, self.n_station, self._dt0
         p, gain = pg[0], pg[1]
-        if self.v2g:
-            np.multiply(np.where(p >= 0.0, s[_ETA] * p, p / s[_ETA]), dt, out=gain)
-        else:
-            np.multiply(s[_ETA], p, out=gain)
-            gain *= dt
+        battery_gain_kwh(p, s[_ETA], dt, self.v2g, out=gain)
         s[_E] += gain
         s[_X] += p * dt
         sums = np.bincount(self._key[:2 * p.shape[0]], weights=pg.reshape(-1), minlength=2 * ns)
@@ -718,8 +732,7 @@ class EVFleet:
         keep = self._keep
         cols = self._s[:, gone_pos]
         e_gone = cols[_E]
-        unmet = cols[_EREQ] - e_gone
-        unmet[unmet < _TOL_KWH] = 0.0
+        unmet = unmet_kwh(cols[_EREQ], e_gone)
         self._pending.append((gone_ids, e_gone, cols[_X], unmet))
         self._s = self._s.compress(keep, axis=1)
         return _sum(st_gone, unmet, ns), departed

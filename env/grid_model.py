@@ -244,6 +244,7 @@ class GridModel:
             kinds.append(grid.transmission.der.kind)
         kind = np.concatenate(kinds) if kinds else np.zeros(0, dtype=str)
         self.der_is_pv = kind == "pv"
+        self._der_cols = self.der_columns()
         self.der_cost = np.where(self.der_is_pv, tar.pv_cost_per_mwh, tar.wind_cost_per_mwh)
         if self.is_td and self.g_p_max.sum() > 0:
             self.ev_reserve_price_default = float((self.g_cr * self.g_p_max).sum() / self.g_p_max.sum())
@@ -251,6 +252,36 @@ class GridModel:
             self.ev_reserve_price_default = 0.0
 
     # ------------------------------------------------------------------ day data
+    def der_mw(self, pv_mw: np.ndarray, wind_mw: np.ndarray) -> np.ndarray:
+        """DER availability in dispatch order (..., n_der) from a scenario's PV and wind columns
+        (any leading axes): each DER takes its column of its kind (:meth:`der_columns`)."""
+        is_pv, col = self._der_cols
+        out = np.zeros(np.shape(pv_mw)[:-1] + (is_pv.shape[0],))
+        out[..., is_pv] = np.asarray(pv_mw)[..., col[is_pv]]
+        out[..., ~is_pv] = np.asarray(wind_mw)[..., col[~is_pv]]
+        return out
+
+    def load_injection_pu(self, load_f_mw: np.ndarray, load_f_mvar: np.ndarray) -> np.ndarray:
+        """The feeder loads' complex consumption per stacked feeder bus, p.u. (..., N_fb):
+        ``(M_load (p + j q)) / S_base``."""
+        return ((load_f_mw + 1j * load_f_mvar) @ self.m_load.T) * self.inv_base_fb
+
+    def control_injection_pu(self, ctrl_mw: np.ndarray, q_comp_mvar: np.ndarray, tie_mw: np.ndarray | None = None
+                             ) -> np.ndarray:
+        """The controllable part of the stacked feeder buses' complex consumption, p.u. (..., N_fb):
+        ``(M_ctrl [P_ev, P_st, -P_der used] - j M_comp Q_comp + M_tie P_tie) / S_base``, with
+        ``ctrl_mw = [EV stations, storage, feeder DER used]`` (any leading axes; one point: 1-D)."""
+        if ctrl_mw.ndim == 1:               # .dot: the single env's BLAS call (the digest's bits)
+            s = self.m_ctrl.dot(ctrl_mw) - 1j * self.m_comp.dot(q_comp_mvar)
+            if self.n_tie and tie_mw is not None:
+                s += self.tie_inc.dot(tie_mw)
+        else:
+            s = ctrl_mw @ self.m_ctrl.T - 1j * (q_comp_mvar @ self.m_comp.T)
+            if self.n_tie and tie_mw is not None:
+                s += tie_mw @ self.tie_inc.T
+        s *= self.inv_base_fb
+        return s
+
     def der_columns(self) -> tuple[np.ndarray, np.ndarray]:
         """For every DER in dispatch order: (is_pv, column in the scenario's pv / wind arrays)."""
         nets = list(self.grid.feeders) + ([self.grid.transmission] if self.is_td else [])

@@ -24,7 +24,7 @@ import numpy as np
 
 from env.grid_model import GridModel
 
-__all__ = ["StepProjection", "storage_energy_next"]
+__all__ = ["StepProjection", "der_used_mw", "storage_energy_next"]
 
 
 class StepProjection:
@@ -152,9 +152,10 @@ class StepProjection:
 
     def project_thermal(self, p_mw: np.ndarray, r_up_mw: np.ndarray, r_dn_mw: np.ndarray, p_last_mw: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The thermal part of :meth:`project` on its own (any leading batch axis; new arrays):
+        """The thermal part of :meth:`project` on its own (any leading batch axis; new arrays,
+        but the inputs themselves on a single feeder, which has no units):
         ``P`` into ``[down, max(up, down)]``, then ``r_up`` into ``[0, up - P]`` and ``r_dn``
-        into ``[0, P - down]`` (rooms below 0 count as 0). No units (a single feeder): unchanged."""
+        into ``[0, P - down]`` (rooms below 0 count as 0)."""
         if not self.model.is_td:
             return p_mw, r_up_mw, r_dn_mw
         dn_lim, up_lim = self.thermal_limits(p_last_mw)
@@ -162,6 +163,16 @@ class StepProjection:
         r_up = np.minimum(np.maximum(r_up_mw, 0.0), np.maximum(up_lim - p, 0.0))
         r_dn = np.minimum(np.maximum(r_dn_mw, 0.0), np.maximum(p - dn_lim, 0.0))
         return p, r_up, r_dn
+
+
+def der_used_mw(avail_mw: np.ndarray, curtail_frac: np.ndarray) -> np.ndarray:
+    """Renewable output used at curtailment shares ``c`` (projected, in ``[0, 1]``):
+    ``(1 - c) P_avail`` (any leading batch axis; a new array)."""
+    used = np.subtract(_ONE, curtail_frac)
+    if used.shape != np.shape(avail_mw):
+        return used * avail_mw
+    used *= avail_mw
+    return used
 
 
 def storage_energy_next(model: GridModel, e_mwh: np.ndarray, p_mw: np.ndarray, dt_h: float) -> np.ndarray:
@@ -178,3 +189,4 @@ def storage_energy_next(model: GridModel, e_mwh: np.ndarray, p_mw: np.ndarray, d
 
 
 _ZERO = np.zeros(())   # a 0-d zero: ufuncs take it faster than a Python float (the single env's hot path)
+_ONE = np.ones(())

@@ -49,18 +49,19 @@ from typing import Any, Literal
 import numpy as np
 
 from env.balancing import TOL_MW as _TOL_MW
-from env.balancing import balance, initial_thermal, settle_reference, tso_call
+from env.balancing import balance, imbalance_mw, initial_thermal, settle_reference, tso_call
 from env.dispatch import ActionLimits, Dispatch
 from env.fastpath import unchecked
 from env.evcs import EVCSBounds, EVFleet, EVStepResult
 from env.network import Grid
-from env.projection import StepProjection, storage_energy_next
+from env.projection import StepProjection, der_used_mw, storage_energy_next
 from env.observation import Observation, ObservationSpec
 from env.feeder_flow import solve_feeders, voltage_violation_pu
 from env.settings import StrictKwargs
 
 from env.grid_model import GridModel, _FeederSolution
-from env.step_outcome import COST_KEYS, VIOLATION_KEYS, StepOutcome, cost_breakdown, energy_terms
+from env.step_outcome import (COST_KEYS, VIOLATION_KEYS, StepOutcome, boundary_violation_mw, cost_breakdown,
+                              curtailment_mwh, energy_terms)
 
 __all__ = ["COST_KEYS", "GridModel", "GridSimulator", "SimulatorSettings", "StepOutcome", "VIOLATION_KEYS"]
 
@@ -170,9 +171,8 @@ class GridSimulator:
         self.load_p = np.ascontiguousarray(sc.load_pu * lay.load_p_mw)       # (T, n_load)
         self.load_q = np.ascontiguousarray(sc.load_pu * m.load_q_base)      # loads keep their q/p ratio
         self.load_q_f = self.load_q[:, :m.n_load_f]
-        s_load = (self.load_p[:, :m.n_load_f] + 1j * self.load_q_f) @ m.m_load.T  # (T, N_fb) MVA
-        self.s_load_fb_pu = s_load * m.inv_base_fb
-        self.der_avail = self._der_mw(np.asarray(sc.pv_p_mw), np.asarray(sc.wind_p_mw))  # (T, n_der)
+        self.s_load_fb_pu = m.load_injection_pu(self.load_p[:, :m.n_load_f], self.load_q_f)   # (T, N_fb)
+        self.der_avail = m.der_mw(np.asarray(sc.pv_p_mw), np.asarray(sc.wind_p_mw))  # (T, n_der)
         self.tso = np.asarray(sc.tso_requirement_mw, dtype=float)
         self.price_buy = self.grid.tariff.buy_price_at(self.time_h)
         self._net_load_da = self._day_ahead_net_load(sc)
@@ -186,17 +186,10 @@ class GridSimulator:
             rows = np.concatenate([rows, t_row[..., None]], axis=-1)
         return rows
 
-    def _der_mw(self, pv_mw: np.ndarray, wind_mw: np.ndarray) -> np.ndarray:
-        is_pv, col = self.model.der_columns()
-        out = np.zeros(pv_mw.shape[:-1] + (len(is_pv),))
-        out[..., is_pv] = pv_mw[..., col[is_pv]]
-        out[..., ~is_pv] = wind_mw[..., col[~is_pv]]
-        return out
-
     def _day_ahead_net_load(self, sc: Any) -> np.ndarray:
         da = sc.day_ahead
         load = da.load_pu_da * self.grid.layout.load_p_mw
-        der = self._der_mw(da.pv_pu_da * da.pv_p_max_mw, da.wind_pu_da * da.wind_p_max_mw)
+        der = self.model.der_mw(da.pv_pu_da * da.pv_p_max_mw, da.wind_pu_da * da.wind_p_max_mw)
         return self._net_rows(load, der)
 
     def _precompute(self) -> None:
@@ -388,7 +381,7 @@ class GridSimulator:
         h = self._h_fc
         fc = _forecast_at(self.scenario, t)   # covers steps t..T-1; its first row is the nowcast's step
         ahead = self._net_rows(fc.load_pu * self.grid.layout.load_p_mw,
-                               self._der_mw(fc.pv_pu * fc.day_ahead.pv_p_max_mw,
+                               self.model.der_mw(fc.pv_pu * fc.day_ahead.pv_p_max_mw,
                                             fc.wind_pu * fc.day_ahead.wind_p_max_mw))[1:]
         rows = np.empty((h, ahead.shape[1]))
         rows[0] = self._fc_rows[t][:, 0]
@@ -508,11 +501,7 @@ class GridSimulator:
         """Stacked per-bus complex net consumption in p.u. (N_fb,); ``s_load`` = ``s_load_fb_pu[t]``;
         ``tie_mw`` the tie lines' transfer (:meth:`GridModel._stack_ties`)."""
         m = self.model
-        ctrl = np.concatenate((ev_mw, st_mw, der_f_used))
-        s = m.m_ctrl.dot(ctrl) - 1j * m.m_comp.dot(q_comp)      # .dot: the same BLAS call as @
-        if m.n_tie and tie_mw is not None:
-            s += m.tie_inc.dot(tie_mw)
-        s *= m.inv_base_fb
+        s = m.control_injection_pu(np.concatenate((ev_mw, st_mw, der_f_used)), q_comp, tie_mw)
         if s_load is None:
             s_load = self.s_load_fb_pu[t]
         if shed_f is None:
@@ -533,8 +522,7 @@ class GridSimulator:
         t = st.t
         res = self.fleet.step(t, np.multiply(x["ev_p_mw"], _KILO))
         ev = np.multiply(res.p_kw, _MILLI)
-        der_used = np.subtract(_ONE, x["der_curtail_frac"])
-        der_used *= self.der_avail[t]
+        der_used = der_used_mw(self.der_avail[t], x["der_curtail_frac"])
         shed_f = np.zeros(m.n_feeder)
         s_load = self.s_load_fb_pu[t]
         s = self._feeder_injection(t, ev, x["storage_p_mw"], der_used if self._der_all_f else der_used[:m.n_der_f],
@@ -550,8 +538,7 @@ class GridSimulator:
         t = st.t
         call, dev = tso_call(m, self.tso[t][None], x["ev_r_up_mw"][None], x["ev_r_dn_mw"][None])
         call, dev = call[0], dev[0]
-        der_used = np.subtract(_ONE, x["der_curtail_frac"])
-        der_used *= self.der_avail[t]
+        der_used = der_used_mw(self.der_avail[t], x["der_curtail_frac"])
         ev1 = x["ev_p_mw"] + dev
         s = self._feeder_injection(t, ev1, x["storage_p_mw"], der_used[:m.n_der_f], x["q_comp_mvar"],
                                    tie_mw=x["tie_p_mw"])
@@ -560,7 +547,8 @@ class GridSimulator:
         load_t = self.load_p[t, m.n_load_f:]
         thermal = x["thermal_p_mw"]
         load_t_mw = _add_reduce(load_t)
-        imbalance = load_t_mw + _add_reduce(sol.head_p_mw) - _add_reduce(thermal) - _add_reduce(der_used[m.n_der_f:])
+        imbalance = imbalance_mw(load_t_mw, _add_reduce(sol.head_p_mw), _add_reduce(thermal),
+                                 _add_reduce(der_used[m.n_der_f:]))
         bal = balance(m, np.array((imbalance,)), {k: v[None] for k, v in x.items()}, dev[None], der_used[None],
                       np.array((load_t_mw,)), np.array((_add_reduce(self.load_p[t, :m.n_load_f]),)))
         bal = {k: (v[0] if v.ndim > 1 else v[0].item()) for k, v in bal.items()}   # day 0; scalars as Python
@@ -614,12 +602,12 @@ class GridSimulator:
         ev = r["ev"]
         ev_mwh = _fsum(ev) * dt
         unmet_kwh = 0.0 if res.unmet_kwh is self.fleet._zeros_ro else _fsum(res.unmet_kwh)
-        curt_mwh = (self._der_avail_sum_list[t] - _fsum(der_used) + r["backoff"]) * dt
+        curt_mwh = curtailment_mwh(self._der_avail_sum_list[t], _fsum(der_used), r["backoff"], dt)
         v_puh = float(_add_reduce(viol)) * dt
         head_mw = _fsum(head)
         if m.is_td:
             req = self.tso[t]
-            bviol = np.abs(req - r["tso_delivered"])
+            bviol = boundary_violation_mw(req, r["tso_delivered"])
             bviol_mwh = float(_add_reduce(bviol)) * dt
             line_p = r["line_p"]
             loading = np.abs(line_p) * m.inv_rate
@@ -711,7 +699,6 @@ _EMPTY.flags.writeable = False
 
 
 _ZERO = np.zeros(())  # 0-d constants: ufuncs take them faster than Python floats
-_ONE = np.ones(())
 _MILLI = np.full((), 1e-3)
 _KILO = np.full((), 1e3)
 _add_reduce = np.add.reduce        # = ndarray.sum() of a 1-D array, without the method's Python wrapper

@@ -19,7 +19,8 @@ from env.evcs import EVStepResult
 from env.hydro import spill_cost_per_h
 from env.thermal_cost import deep_peak_extra_per_h
 
-__all__ = ["COST_KEYS", "VIOLATION_KEYS", "StepOutcome", "cost_breakdown", "energy_terms"]
+__all__ = ["COST_KEYS", "VIOLATION_KEYS", "StepOutcome", "boundary_violation_mw", "cost_breakdown",
+           "curtailment_mwh", "energy_terms"]
 
 #: Cost breakdown keys (``total`` sums all but ``boundary_energy``; reward = -total).
 COST_KEYS: tuple[str, ...] = (
@@ -74,6 +75,17 @@ def cost_breakdown(tariff: Any, dt_h: float, bought: Any, sold: Any, fuel: Any, 
     return cost
 
 
+def curtailment_mwh(avail_mw: Any, used_mw: Any, backoff_mw: Any, dt_h: float) -> Any:
+    """Renewable energy not used in the step: ``(sum available - sum used + thermal back-off) dt``
+    (the balancing's back-off of thermal units below ``P - r_dn`` counts as curtailment)."""
+    return (avail_mw - used_mw + backoff_mw) * dt_h
+
+
+def boundary_violation_mw(requirement_mw: np.ndarray, delivered_mw: Any) -> np.ndarray:
+    """Each boundary's TSO requirement left undelivered, ``|requirement - delivered|`` (MW)."""
+    return np.abs(requirement_mw - delivered_mw)
+
+
 def energy_terms(model: Any, dt_h: float, price_buy: Any, price_sell: float, head_mw: np.ndarray,
                  thermal_mw: np.ndarray, r_up_mw: np.ndarray, r_dn_mw: np.ndarray, ev_reserve_mw: Any,
                  ev_reserve_price: float) -> tuple[Any, ...]:
@@ -98,7 +110,7 @@ def energy_terms(model: Any, dt_h: float, price_buy: Any, price_sell: float, hea
     spillage = zero
     if m.g_spill:
         units_first = th if th.ndim == 1 else th.reshape(-1, th.shape[-1]).T     # (n_gen[, K])
-        spillage = spill_cost_per_h(m.gen, units_first).reshape(zero.shape) * dt_h
+        spillage = spill_cost_per_h(m.gen, units_first).reshape(th.shape[:-1]) * dt_h
     reserves = ((r_up_mw + r_dn_mw) @ m.g_cr + ev_reserve_price * ev_reserve_mw) * dt_h
     return zero, zero, fuel, spillage, reserves, head_mw * dt_h * price_buy
 

@@ -17,7 +17,9 @@ The rules are the module's functions, with any leading batch axis: the one home 
 rule. :class:`HeuristicPolicy` plays them for one step; the rollout's day model
 (:mod:`policies.surrogate`) plays them on candidates x paths, step after step. The ranges they
 respect (storage power at an energy, the thermal ramp window) are the env's projection's
-(:class:`env.projection.StepProjection`), so the base rule's dispatch is feasible as sent.
+(:class:`env.projection.StepProjection`), so its setpoints need no projection; its reserves
+are sized on ``min(p_max - P, ramp dt)`` and the env cuts them to the ramp window's room
+``up - P`` / ``P - down`` (the day model applies the same projection).
 """
 
 from __future__ import annotations

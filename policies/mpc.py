@@ -568,7 +568,6 @@ class MPCPolicy:
         m = self.model
         self._ev_price = (m.ev_reserve_price_default if self.sim_settings.ev_reserve_price_per_mwh is None
                           else float(self.sim_settings.ev_reserve_price_per_mwh))
-        self._der_is_pv, self._der_col = m.der_columns()
         self._windows: dict[tuple[int, float], _Window] = {}
         self.n_compiled = 0
         self.reset()
@@ -705,10 +704,7 @@ class MPCPolicy:
         load = np.asarray(forecast.load_pu)[rows] * lay.load_p_mw
         pv = np.asarray(forecast.pv_pu)[rows] * forecast.day_ahead.pv_p_max_mw
         wind = np.asarray(forecast.wind_pu)[rows] * forecast.day_ahead.wind_p_max_mw
-        der = np.zeros((A - 1, self.sizes.n_der))
-        der[:, self._der_is_pv] = pv[:, self._der_col[self._der_is_pv]]
-        der[:, ~self._der_is_pv] = wind[:, self._der_col[~self._der_is_pv]]
-        return load, der
+        return load, self.model.der_mw(pv, wind)
 
     def _set_td(self, w: _Window, obs: Observation, forecast: Any, load_p: np.ndarray, avail: np.ndarray,
                 A: int) -> None:

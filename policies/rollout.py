@@ -175,7 +175,8 @@ def choose(q: np.ndarray, q_current: np.ndarray, weights: np.ndarray, z: float
 
 @dataclass(frozen=True)
 class StepLimits:
-    """(low, high, span) of every component kind at one step, as the env projects the action.
+    """(low, high, span) of every component kind at one step, as the env projects the action
+    (the storage and thermal ranges are :class:`env.projection.StepProjection`'s).
 
     ``span`` scales the candidate steps: the station's flexible range ``p_max - p_min`` now, the
     storage rating, 1 for a curtailment share (0 when the unit has no output), ``ramp dt``.
@@ -189,18 +190,14 @@ class StepLimits:
     @classmethod
     def build(cls, sur: DaySurrogate, ev_lo_mw: np.ndarray, ev_hi_mw: np.ndarray, storage_e_mwh: np.ndarray,
               der_avail_mw: np.ndarray, thermal_p_last_mw: np.ndarray, dt_h: float) -> "StepLimits":
-        m = sur.model
+        m, proj = sur.model, sur.projection(dt_h)
         ev_hi = np.maximum(ev_hi_mw, ev_lo_mw)
-        e = np.asarray(storage_e_mwh, dtype=float)
-        st_hi = np.minimum(m.st_p_max, (m.st_e_max - e) / (m.st_eta_c * dt_h))
-        st_lo = -np.minimum(m.st_p_max, e * m.st_eta_d / dt_h)
+        st_lo, st_hi = proj.storage_limits(np.asarray(storage_e_mwh, dtype=float))
         n = der_avail_mw.shape[0]
         curt = (np.zeros(n), np.ones(n), np.where(der_avail_mw > 1e-9, 1.0, 0.0))
         if m.is_td:
-            ramp = m.g_ramp * dt_h
-            last = np.asarray(thermal_p_last_mw, dtype=float)
-            lo, hi = np.maximum(m.g_p_min, last - ramp), np.minimum(m.g_p_max, last + ramp)
-            thermal = (lo, np.maximum(hi, lo), np.asarray(ramp, dtype=float))
+            lo, hi = proj.thermal_limits(np.asarray(thermal_p_last_mw, dtype=float))
+            thermal = (lo, np.maximum(hi, lo), np.asarray(proj.ramp_dt, dtype=float))
         else:
             thermal = (np.zeros(0),) * 3
         return cls((ev_lo_mw, ev_hi, ev_hi - ev_lo_mw), (st_lo, st_hi, np.asarray(m.st_p_max, dtype=float)),

@@ -23,15 +23,20 @@ What it models exactly (as :class:`env.simulator.GridSimulator` does):
   the env's chain; boundary violations with no EV reserve offered (the base rule offers none).
 
 One home for each rule: the model composes the env's and the base rule's own functions with
-its batch axes ``(H, C, M)`` and writes none of them again: the base rule is
-:mod:`policies.heuristic`'s (:func:`~policies.heuristic.storage_rule`,
-:func:`~policies.heuristic.thermal_rule`, :func:`~policies.heuristic.own_use_curtailment`,
-...); the ranges, the projection and the storage dynamics are
-:class:`env.projection.StepProjection`'s and :func:`env.projection.storage_energy_next`; the
-balancing is :func:`env.balancing.balance` (the points flattened onto its batch axis); the
-accounting is :func:`env.step_outcome.energy_terms` and :func:`env.step_outcome.cost_breakdown`;
-the sweeps are :mod:`env.physics.sweep`'s. What it adds is the orchestration: a reference
-trajectory and its re-solves (below), and the EV model of what a policy may know.
+its batch axes ``(H, C, M)``: the base rule is :mod:`policies.heuristic`'s
+(:func:`~policies.heuristic.storage_rule`, :func:`~policies.heuristic.thermal_rule`,
+:func:`~policies.heuristic.own_use_curtailment`, ...); the ranges, the projection, the DER
+used and the storage dynamics are :mod:`env.projection`'s; the EV split, battery gain and
+unmet energy :mod:`env.evcs`'s (the functions :class:`env.evcs.EVFleet` runs); the
+injections and the DER availability :class:`env.grid_model.GridModel`'s; the sweeps, the
+slack power and the voltage penalty :mod:`env.physics.sweep`'s and :mod:`env.feeder_flow`'s;
+the imbalance and the balancing :mod:`env.balancing`'s (the points flattened onto its batch
+axis); the accounting :mod:`env.step_outcome`'s. What it adds is the orchestration (a
+reference trajectory, its warm-started re-solves of the changed points with the injection
+change ``M_ctrl du / S_base``, the first-order expansion below), the EV model of what a
+policy may know, and the base rule's future in closed form (:func:`ev_asap`, the future
+sessions' ASAP profiles and unmet energy), which stepping the env's split with the base
+rule's setpoints reproduces (tested).
 
 Feeder physics: the reference trajectory (the first action priced, normally the base
 action) is solved by the AC backward/forward sweep on every step and path (to 1e-8 p.u.);
@@ -64,16 +69,17 @@ from typing import Any
 
 import numpy as np
 
-from env.balancing import balance, initial_thermal, tso_call
+from env.balancing import balance, imbalance_mw, initial_thermal, tso_call
 from env.dispatch import Dispatch
-from env.evcs import EVCSBounds, asap_profile, ev_rows, fill_stage, laxity_order, split_kw, step_limits
+from env.evcs import (EVCSBounds, asap_profile, battery_gain_kwh, ev_rows, fill_stage, laxity_order, split_kw,
+                      step_limits, unmet_kwh)
 from env.feeder_flow import voltage_violation_pu
 from env.network import Grid
-from env.physics.sweep import PowerFlowError, fixed_point
-from env.projection import StepProjection, storage_energy_next
+from env.physics.sweep import PowerFlowError, fixed_point, slack_power_pu
+from env.projection import StepProjection, der_used_mw, storage_energy_next
 from env.settings import StrictKwargs
-from env.simulator import COST_KEYS, GridModel
-from env.step_outcome import cost_breakdown, energy_terms
+from env.simulator import GridModel
+from env.step_outcome import boundary_violation_mw, cost_breakdown, curtailment_mwh, energy_terms
 from policies.heuristic import (
     feeder_net_mw,
     own_use_curtailment,
@@ -90,7 +96,6 @@ __all__ = [
     "SurrogateState", "ev_asap", "ev_split",
 ]
 
-_TOL_KWH = 1e-9
 _PLAN_FREE = -1e30  # a plan entry left to the base rule (stored finite: batches must be finite)
 
 
@@ -251,8 +256,7 @@ def ev_asap(ev: ConnectedEVs, e_kwh: np.ndarray, t_from: int, n_rows: int, dt_h:
                          np.minimum(ev.e_capacity_kwh, b_d + gain * (steps_left - np.minimum(d, steps_left))))
     p_kw = np.diff(b, axis=0) / (ev.efficiency * dt_h)
     power = (p_kw @ _onehot(ev.station, n_station)) * 1e-3
-    unmet = ev.e_request_kwh - b_end
-    unmet = np.where(unmet < _TOL_KWH, 0.0, unmet)                             # (C, n_ev)
+    unmet = unmet_kwh(ev.e_request_kwh, b_end)                                 # (C, n_ev)
     row = ev.deadline_step - 1 - t_from
     unmet_rows = np.zeros((n_rows, C))
     ok = (row >= 0) & (row < n_rows)
@@ -330,7 +334,7 @@ class EVTracker:
         target = self._setpoints.get(tau, np.full(self.n_station, np.inf))   # unknown: ASAP
         p = ev_split(ev, tau, self.dt_h, target[None, :], self.n_station)[0]
         out = e.copy()
-        out[on] = e[on] + ev.efficiency * p * self.dt_h
+        out[on] = e[on] + battery_gain_kwh(p, ev.efficiency, self.dt_h)
         return out
 
     def state(self, t: int, known: EVSessions, bounds: EVCSBounds, dwell_steps: np.ndarray | float
@@ -548,16 +552,12 @@ class DaySurrogate:
         self.sizes = m.sizes
         self.n_station = m.sizes.n_evcs
         self.is_td = m.is_td
-        self.der_is_pv, self.der_col = m.der_columns()
         self.n_der_f = m.n_der_f
         # ctrl vector of the feeders: [EV stations, storage, DER used on feeders] (consumption signs in m_ctrl)
         ctrl_feeder = np.concatenate([m.ev_feeder, m.st_feeder, m.der_feeder])
         self._feeder_ctrl = [np.flatnonzero(ctrl_feeder == k) for k in range(m.n_feeder)]
         self._m_ctrl = np.asarray(m.m_ctrl)
-        self._load_bus = np.asarray(m.m_load)                          # (n_fb, n_load_f)
-        q = np.zeros(m.n_fb)
-        q += m.m_comp @ np.full(m.sizes.n_comp, self.settings.q_comp_mvar)
-        self._q_comp_fb = q
+        self._q_comp = np.full(m.sizes.n_comp, self.settings.q_comp_mvar)
         self._st_share = storage_share(m)
         self._projections: dict[float, StepProjection] = {}
 
@@ -582,7 +582,7 @@ class DaySurrogate:
                              f"{sample.start_step + sample.horizon - 1}, expected {t}..{T - 1}")
         load = np.moveaxis(sample.load_p_mw, 1, 0).copy()                 # (H, M, n_load)
         load_q = np.moveaxis(sample.load_pu, 1, 0) * self.model.load_q_base
-        der = np.moveaxis(self._der_mw(sample.pv_p_mw, sample.wind_p_mw), 1, 0).copy()
+        der = np.moveaxis(self.model.der_mw(sample.pv_p_mw, sample.wind_p_mw), 1, 0).copy()
         load[0], der[0] = obs.load_p_mw, obs.der_avail_mw
         load_q[0] = obs.load_q_mvar
         ev_mw, unmet, dwell = self._future_ev(sample.ev_sessions, t, T, dt, len(sample))
@@ -600,7 +600,7 @@ class DaySurrogate:
         T, dt = int(scenario.n_steps), scenario.dt_minutes / 60.0
         load = (scenario.load_pu * lay.load_p_mw)[:, None]
         load_q = (scenario.load_pu * m.load_q_base)[:, None]
-        der = self._der_mw(scenario.pv_p_mw, scenario.wind_p_mw)[:, None]
+        der = self.model.der_mw(scenario.pv_p_mw, scenario.wind_p_mw)[:, None]
         ev = scenario.ev
         now = ev.select(ev.arrival_step == 0)
         ev_mw, unmet, _ = self._future_ev((ev,), 0, T, dt, 1)
@@ -613,12 +613,6 @@ class DaySurrogate:
                                ev=ConnectedEVs.from_sessions(now, now.e_arrival_kwh, T),
                                thermal_p_last_mw=initial_thermal(m, load[0, 0], der[0, 0]))
         return paths, state
-
-    def _der_mw(self, pv_mw: np.ndarray, wind_mw: np.ndarray) -> np.ndarray:
-        out = np.zeros(pv_mw.shape[:-1] + (self.der_is_pv.shape[0],))
-        out[..., self.der_is_pv] = pv_mw[..., self.der_col[self.der_is_pv]]
-        out[..., ~self.der_is_pv] = wind_mw[..., self.der_col[~self.der_is_pv]]
-        return out
 
     def _future_ev(self, sessions: tuple[EVSessions, ...], t: int, T: int, dt: float, n_paths: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -639,9 +633,7 @@ class DaySurrogate:
             dead = np.minimum(fut.departure_step, T)
             gain = fut.efficiency * fut.p_max_kw * dt
             b_end = np.minimum(fut.e_capacity_kwh, fut.e_arrival_kwh + gain * (dead - fut.arrival_step))
-            miss = fut.e_request_kwh - b_end
-            miss = np.where(miss < _TOL_KWH, 0.0, miss)
-            np.add.at(unmet[:, j], dead - 1 - t, miss)
+            np.add.at(unmet[:, j], dead - 1 - t, unmet_kwh(fut.e_request_kwh, b_end))
         d = np.concatenate(dwell_all) if dwell_all else np.zeros(0)
         dwell = float(d.mean()) if d.size else 4.0 / dt
         return power, unmet, np.full(ns, dwell)
@@ -770,20 +762,19 @@ class DaySurrogate:
         p_ev = ev_split(ev_state, t, dt, first.ev_p_mw * 1e3, self.n_station)              # (C, n_ev) kW
         onehot = _onehot(ev_state.station, self.n_station)
         ev0 = (p_ev @ onehot) * 1e-3
-        e1 = ev_state.e_kwh + ev_state.efficiency * p_ev * dt
+        e1 = ev_state.e_kwh + battery_gain_kwh(p_ev, ev_state.efficiency, dt)
         proj = self.projection(dt)
         st_lo, st_hi = proj.storage_limits(state.storage_e_mwh)
         st0 = np.minimum(np.maximum(first.storage_p_mw, st_lo), st_hi)                        # (C, n_st)
         curt0 = np.minimum(np.maximum(first.der_curtail_frac, 0.0), 1.0)
-        der0 = paths.der_avail_mw[0][None] * (1.0 - curt0[:, None])                           # (C, M, n_der)
+        der0 = der_used_mw(paths.der_avail_mw[0][None], curt0[:, None])                       # (C, M, n_der)
         th0 = proj.project_thermal(first.thermal_p_mw, first.thermal_r_up_mw, first.thermal_r_dn_mw,
                                    state.thermal_p_last_mw)
         est1 = storage_energy_next(m, state.storage_e_mwh, st0, dt)
         unmet0 = np.zeros(C)
         leave0 = ev_state.deadline_step == t + 1
         if leave0.any():
-            miss = ev_state.e_request_kwh[leave0] - e1[:, leave0]
-            unmet0 = np.where(miss < _TOL_KWH, 0.0, miss).sum(axis=1)
+            unmet0 = unmet_kwh(ev_state.e_request_kwh[leave0], e1[:, leave0]).sum(axis=1)
         key = np.concatenate([e1, est1, th0[0], _defer_key(first.ev_defer_steps, self.n_station),
                               first.storage_plan_mw], axis=1)
         # ---- arrays of all rows
@@ -855,12 +846,10 @@ class DaySurrogate:
         m = self.model
         ctrl = self._ctrl(tr)
         H, C, M = ctrl.shape[:3]
-        load = paths.load_p_mw[:n_rows, None, :, :m.n_load_f] @ self._load_bus.T           # (H, 1, M, n_fb)
-        load_q = paths.load_q_mvar[:n_rows, None, :, :m.n_load_f] @ self._load_bus.T
-        p = load + ctrl @ self._m_ctrl.T
-        q_comp_fb = self._q_comp_fb if paths.q_comp_mvar is None else self.model.m_comp @ paths.q_comp_mvar
-        q = np.broadcast_to(load_q - q_comp_fb, p.shape)
-        s = (p + 1j * q) * m.inv_base_fb                                                    # (H, C, M, n_fb)
+        q_comp = self._q_comp if paths.q_comp_mvar is None else paths.q_comp_mvar
+        s = (m.load_injection_pu(paths.load_p_mw[:n_rows, None, :, :m.n_load_f],          # (H, C, M, n_fb)
+                                 paths.load_q_mvar[:n_rows, None, :, :m.n_load_f])
+             + m.control_injection_pu(ctrl, q_comp))
         head = np.empty((H, C, M, m.n_feeder))
         viol = np.zeros((H, C, M))
         feeders: list[dict[str, Any]] = [{} for _ in range(m.n_feeder)]
@@ -977,8 +966,8 @@ class DaySurrogate:
                               tr.r_dn_mw, 0.0, 0.0)
         avail = np.broadcast_to(paths.der_avail_mw[:H, None].sum(-1), shape)
         cost = cost_breakdown(tar, dt, *energy, tr.ev_mw.sum(-1) * dt, der_used @ m.der_cost,
-                              np.abs(tr.storage_mw).sum(-1), (avail - der_used.sum(-1) + backoff) * dt, shed_mwh,
-                              tr.ev_unmet_kwh, ph.v_viol_pu * dt, bviol_mwh, z)
+                              np.abs(tr.storage_mw).sum(-1), curtailment_mwh(avail, der_used.sum(-1), backoff, dt),
+                              shed_mwh, tr.ev_unmet_kwh, ph.v_viol_pu * dt, bviol_mwh, z)
         return {k: v if isinstance(v, np.ndarray) and v.shape == shape and v.flags.writeable
                 else np.array(np.broadcast_to(v, shape)) for k, v in cost.items()}
 
@@ -1007,7 +996,7 @@ class DaySurrogate:
         der = flat(tr.der_used_mw, m.sizes.n_der)
         thermal = flat(tr.thermal_mw, m.n_gen)
         head = np.broadcast_to(ph.head_mw.sum(-1), shape).reshape(n)
-        imbalance = load_t + head - thermal.sum(-1) - der[:, m.n_der_f:].sum(-1)
+        imbalance = imbalance_mw(load_t, head, thermal.sum(-1), der[:, m.n_der_f:].sum(-1))
         none = np.zeros((n, m.sizes.n_evcs))
         x = {"thermal_p_mw": thermal, "thermal_r_up_mw": flat(tr.r_up_mw, m.n_gen),
              "thermal_r_dn_mw": flat(tr.r_dn_mw, m.n_gen), "ev_r_up_mw": none, "ev_r_dn_mw": none}
@@ -1019,7 +1008,7 @@ class DaySurrogate:
         rows = np.broadcast_to(req, shape[:1] + (1,) + shape[2:] + req.shape[-1:]).reshape(-1, req.shape[-1])
         no_reserve = np.zeros((rows.shape[0], m.sizes.n_evcs))
         call, _ = tso_call(m, rows, no_reserve, no_reserve)
-        bviol = np.abs(rows - call).sum(-1).reshape(shape[0], 1, shape[2]) * dt
+        bviol = boundary_violation_mw(rows, call).sum(-1).reshape(shape[0], 1, shape[2]) * dt
         return (r["der_used"].reshape(shape + (-1,)), thermal.reshape(shape + (-1,)),
                 r["backoff"].reshape(shape), shed_mwh.reshape(shape), np.broadcast_to(bviol, shape))
 
@@ -1051,7 +1040,7 @@ def _sweep_warm(dlf: np.ndarray, s: np.ndarray, v_start: np.ndarray, v0: complex
     s_conj[slack] = 0.0
     v = np.array(v_start, dtype=complex, order="C")
     v, i_bus, _ = fixed_point(dlf.dot, v0, s_conj, v, tol, max_iter, "surrogate")
-    return np.abs(v), (v0 * np.conj(i_bus.sum(axis=0))).real
+    return np.abs(v), slack_power_pu(v0, i_bus).real
 
 
 def _sweep_sensitivities(dlf: np.ndarray, v: np.ndarray, s: np.ndarray, m_loc: np.ndarray, slack: int,

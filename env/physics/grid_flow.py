@@ -134,8 +134,8 @@ def merit_order(gen_p_min: np.ndarray, gen_p_max: np.ndarray, c1: np.ndarray, de
     demand = np.asarray(demand_mw, dtype=float)
     shape = np.broadcast_shapes(lo.shape, hi.shape, demand.shape + lo.shape[-1:])
     o = np.argsort(c1, kind="stable")
-    room = (hi - lo)[..., o]
-    np.maximum(room, 0.0, out=room)
+    room = np.broadcast_to((hi - lo)[..., o], shape)       # (the full shape: demand may carry the batch)
+    room = np.maximum(room, 0.0)
     rest = demand - lo.sum(axis=-1)
     give = np.cumsum(room, axis=-1)
     give -= room                                   # room of the cheaper units

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["V_COLLAPSE_PU", "PowerFlowError", "RadialSweep", "SweepResult", "fixed_point"]
+__all__ = ["V_COLLAPSE_PU", "PowerFlowError", "RadialSweep", "SweepResult", "fixed_point", "slack_power_pu"]
 
 V_COLLAPSE_PU = 0.3
 """Below this voltage magnitude (p.u.) a sweep "solution" is a voltage collapse, not an operating point."""
@@ -404,7 +404,7 @@ class RadialSweep:
         loss = self._z_pu @ _abs_sq(i_branch)
         s_from = v[self.from_bus]
         s_from *= np.conjugate(i_branch)
-        s_slack = v0[0] * np.conjugate(i_bus.sum(axis=0))
+        s_slack = slack_power_pu(v0[0], i_bus)
         if s_slack.shape != (k,):
             s_slack = np.broadcast_to(s_slack, (k,)).copy()
         return SweepResult(
@@ -415,6 +415,12 @@ class RadialSweep:
             s_slack_pu=s_slack,
             iterations=iterations,
         )
+
+
+def slack_power_pu(v0: Any, i_bus: np.ndarray) -> np.ndarray:
+    """The power the slack bus delivers, ``S_slack = V0 conj(sum_j I_j)`` (p.u.; per column of the
+    bus currents ``conj(S / V)``; its real part is the feeder's head power)."""
+    return v0 * np.conjugate(i_bus.sum(axis=0))
 
 
 def _abs_sq(z: np.ndarray) -> np.ndarray:

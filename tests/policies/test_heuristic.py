@@ -115,6 +115,9 @@ def test_merit_order_on_a_batch_equals_each_row_by_its_definition() -> None:
     batch = merit_order(lo, hi, c1, demand)
     for i in range(40):
         np.testing.assert_allclose(batch[i], _merit_order_one(lo[i], hi[i], c1, demand[i]), atol=1e-9)
+    shared = merit_order(lo[0], hi[0], c1, demand)                 # one set of limits, a batch of demands
+    for i in range(40):
+        np.testing.assert_allclose(shared[i], _merit_order_one(lo[0], hi[0], c1, demand[i]), atol=1e-9)
 
 
 def test_storage_rule_absorbs_the_net_within_its_range_and_never_stores_without_exchange() -> None:

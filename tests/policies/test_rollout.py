@@ -277,9 +277,10 @@ def test_settings_reject_unknown_keys_and_bad_values() -> None:
 # ============================================================================ (d) surrogate vs env
 
 
-@pytest.mark.parametrize("case,no_exchange", [("d33", False), ("d33", True), ("t30d2", False)])
+@pytest.mark.parametrize("case,no_exchange", [("d33", False), ("d33", True), ("t30d2", False), ("t14d2", False)])
 def test_surrogate_prices_the_realized_day_like_the_env(case: str, no_exchange: bool) -> None:
-    """The base rule on the realized day as one path: cost breakdown within 1e-6 of the env's."""
+    """The base rule on the realized day as one path: cost breakdown within 1e-6 of the env's
+    (t14d2: the deep-peak fuel terms and hydro spillage too)."""
     e = gym.make("gridroll/TDGrid-v0", case=case, regime="cloudy")
     ctl = RollingController(e, HeuristicPolicy(e.unwrapped.grid, no_exchange=no_exchange),
                             settings=LoopSettings(reactive=False))
@@ -288,8 +289,8 @@ def test_surrogate_prices_the_realized_day_like_the_env(case: str, no_exchange: 
     paths, state = sur.paths_from_scenario(e.unwrapped.simulator.scenario)
     costs = sur.simulate(state, paths)
     assert costs["total"][0, 0] == pytest.approx(summary["total_cost"], rel=1e-6)
-    for key in ("energy_bought", "ev_revenue", "voltage_violation", "ev_unmet", "thermal_fuel", "load_shed",
-                "curtailment", "boundary_energy"):
+    for key in ("energy_bought", "ev_revenue", "voltage_violation", "ev_unmet", "thermal_fuel", "water_spillage",
+                "load_shed", "curtailment", "boundary_energy"):
         assert costs[key][0, 0] == pytest.approx(summary[f"cost_{key}"], rel=1e-6, abs=1e-6)
 
 
@@ -432,8 +433,9 @@ def test_ev_deferral_is_must_run_then_asap_step_by_step() -> None:
 def test_rollout_decisions_equal_the_recorded_ones_on_common_random_numbers() -> None:
     """The Rollout's closed-loop decisions on day 8140 (M = 8, reactive off) equal those recorded
     by the code before its day model moved onto the env's and the base rule's functions
-    (``tests/policies/data/rollout_decisions_8140.npz``, written by the same loop as
-    ``benchmarks/rollout_decisions.py``): d33's first 8 steps and t30d2's first 2 (the file
+    (``tests/policies/data/rollout_decisions_8140.npz``: commit d8cfb09's code, played by
+    ``play`` of ``benchmarks/rollout_decisions.py`` for 24 and 6 steps, keys
+    ``{case}_dispatch`` / ``{case}_cost``): d33's first 8 steps and t30d2's first 2 (the file
     holds 24 and 6)."""
     from pathlib import Path
 
