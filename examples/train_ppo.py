@@ -3,22 +3,29 @@
 Needs the ``rl`` extra: ``pip install -e ".[rl]"`` (stable-baselines3 and torch; the README
 says how to get the CPU build of torch).
 
-    nice -n 5 python examples/train_ppo.py --budget-minutes 20 --out runs/ppo_d33
+    nice -n 5 python examples/train_ppo.py --out runs/ppo_d33
 
-**Training** (docs/rl.md, "A worked example"): the agent corrects the heuristic (residual
-action mode, ``policies.residual``: its zero action is the heuristic's dispatch, so training
-starts at the heuristic's days), in the setting it is judged in: the fast reactive controller
-in the env (``ReactiveCompensationWrapper(method="fast")``, the loop's 30 draws reduced to 10
-scenarios; ``--reactive socp|none`` for the others). PPO (``MultiInputPolicy``, a small
-64x64 net, initial log-std ``-2`` so early exploration does not wreck the days) under
+**Training** (docs/rl.md, "A worked example"): the agent sets the battery's power itself and
+leaves every other entry at the heuristic's dispatch (residual action mode,
+``policies.residual``, with ``--entries storage_p_mw --absolute storage_p_mw``: the action is
+one number mapped onto the battery's range ``-p_max .. +p_max``, ``a = 0`` = idle; ``--entries
+all --absolute none`` is the plain residual mode, whose zero action is the heuristic's day), in
+the setting it is judged in: the fast reactive controller in the env
+(``ReactiveCompensationWrapper(method="fast")``, the loop's 30 draws reduced to 10 scenarios;
+``--reactive socp|none`` for the others). PPO (``MultiInputPolicy``, a 64x64 net, initial
+log-std ``-1``, gamma 0.999: the payoff of charging at night comes hours later) under
 ``VecNormalize`` (observations and rewards), ``--envs`` envs stepped in this one process
-(``DummyVecEnv``). Training plays day ``--seed + i`` first in env ``i``, then fresh days drawn
-from the envs' generators, never an evaluation day. It logs timesteps, days played, the mean
-daily cost of the last days, steps/s and the elapsed time, and stops at ``--timesteps`` or
-after ``--budget-minutes`` of wall time, whichever comes first.
+(``DummyVecEnv``), torch on one thread. Optionally a first phase without reactive control
+(``--pretrain-minutes``, ~800-1,000 steps/s instead of ~200) trains the same model, whose
+``VecNormalize`` statistics carry over into the phase with reactive control. Training plays
+day ``--seed + i`` first in env ``i``, then fresh days drawn from the envs' generators, never
+an evaluation day. It logs timesteps, days played, the mean daily cost of the last days,
+steps/s and the elapsed time, and each phase stops at its step cap or wall-time budget
+(``--pretrain-minutes`` + ``--budget-minutes``, 0 + 25 min by default).
 
 **Saving**: ``policies.sb3.save_agent``: the folder holds the model, its ``VecNormalize``
-statistics and ``agent.json`` (residual mode, scale), so ``sb3:FOLDER`` loads it anywhere.
+statistics and ``agent.json`` (residual mode, scale, entries, absolute groups), so
+``sb3:FOLDER`` loads it anywhere and plays it as trained.
 
 **Evaluation**: the same closed loop users run, ``gridroll compare --policies
 heuristic,sb3:FOLDER,perfect_information --regimes cloudy --reactive-method fast`` on
@@ -26,9 +33,10 @@ heuristic,sb3:FOLDER,perfect_information --regimes cloudy --reactive-method fast
 the paired comparison: mean daily cost difference vs the heuristic with its paired 95 %
 interval, and the share of the heuristic-to-perfect-information gap the agent closes.
 
-Measured (docs/rl.md, "A worked example"): in 20 min of training on the shared machine the
-agent does *not* beat the heuristic (+44 CNY/day, paired 95 % interval [+37, +52], on 20
-evaluation days); the page says why and what would likely change it.
+Measured (docs/rl.md, "A worked example"): with the defaults (25 min, 277,172 steps) the
+agent is *not distinguishable* from the heuristic: -53.4 CNY/day, paired 95 % interval
+[-134.0, +27.3], on 20 evaluation days (cheaper on 13 of them); 15 min of pretraining without
+reactive control + 10 min with it: +58.7 [-53.0, +170.4]. Neither wins yet; the page says why.
 """
 
 from __future__ import annotations
@@ -247,9 +255,9 @@ def main() -> None:
     parser.add_argument("--case", default="d33")
     parser.add_argument("--timesteps", type=int, default=1_000_000,
                         help="training steps with reactive control at most (after any pretraining)")
-    parser.add_argument("--budget-minutes", type=float, default=10.0,
+    parser.add_argument("--budget-minutes", type=float, default=25.0,
                         help="wall time of training with reactive control at most")
-    parser.add_argument("--pretrain-minutes", type=float, default=15.0,
+    parser.add_argument("--pretrain-minutes", type=float, default=0.0,
                         help="wall time of the pretraining phase without reactive control at most (0 = none)")
     parser.add_argument("--pretrain-timesteps", type=int, default=5_000_000, help="pretraining steps at most")
     parser.add_argument("--envs", type=int, default=4, help="envs stepped in this process (DummyVecEnv)")
