@@ -8,7 +8,8 @@ through the same rolling controller as every other policy (docs/rl.md).
   (SB3's ``VecNormalize``, or anything with ``normalize_obs``) the agent sees the
   observation normalised with the *training* statistics, frozen, as SB3 evaluates it.
 * :func:`save_agent` writes an agent folder: ``model.zip`` (``model.save``), ``agent.json``
-  (algorithm, action mode) and, when trained under ``VecNormalize``, ``vecnormalize.pkl``.
+  (algorithm, action mode, and the residual mode's options when set: ``residual_entries``,
+  ``residual_absolute``) and, when trained under ``VecNormalize``, ``vecnormalize.pkl``.
   :func:`load_agent` reads it back as an :class:`SB3Policy`; ``make_policy("sb3:FOLDER", grid)``
   and the CLI (``gridroll run --policy sb3:FOLDER``, ``gridroll compare --policies
   heuristic,sb3:FOLDER``) go through it. The policy's name, :func:`agent_label`, names the
@@ -29,7 +30,7 @@ import numpy as np
 
 from env.dispatch import Dispatch
 from env.observation import Observation
-from policies.residual import DEFAULT_RESIDUAL_SCALE, check_residual_scale, residual_dispatch
+from policies.residual import DEFAULT_RESIDUAL_SCALE, ResidualMode
 
 __all__ = ["ACTION_MODES", "AGENT_PREFIX", "SB3Policy", "agent_label", "load_agent", "save_agent"]
 
@@ -37,6 +38,8 @@ ACTION_MODES: tuple[str, ...] = ("plain", "residual")
 AGENT_PREFIX = "sb3:"
 AGENT_FILE, MODEL_FILE, NORMALIZER_FILE = "agent.json", "model.zip", "vecnormalize.pkl"
 _AGENT_KEYS = ("algorithm", "action_mode", "residual_scale", "normalized")
+#: written only when set (an agent folder without them is a residual agent over the whole action)
+_OPTIONAL_KEYS = ("residual_entries", "residual_absolute")
 _SLUG = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 
@@ -56,17 +59,19 @@ class SB3Policy:
         action_mode: ``"plain"`` (the action is the env's ``Box(-1, 1)`` action) or
             ``"residual"`` (a correction of the heuristic's dispatch, :mod:`policies.residual`).
         residual_scale: the residual mode's largest correction, in (0, 1].
+        residual_entries, residual_absolute: the residual mode's options
+            (:class:`policies.residual.ResidualMode`; off by default).
         deterministic: use the agent's deterministic action.
         name: the policy's name in results.
 
     Raises:
-        ValueError: unknown action mode, bad scale, a model without ``predict`` or a normalizer
+        ValueError: unknown action mode, bad residual options (or any in the plain mode), a model without ``predict`` or a normalizer
             without ``normalize_obs``.
     """
 
     def __init__(self, model: Predictor, env: Any = None, *, normalizer: Any = None, action_mode: str = "plain",
-                 residual_scale: float = DEFAULT_RESIDUAL_SCALE, deterministic: bool = True,
-                 name: str = "rl") -> None:
+                 residual_scale: float = DEFAULT_RESIDUAL_SCALE, residual_entries: tuple[str, ...] | None = None,
+                 residual_absolute: tuple[str, ...] = (), deterministic: bool = True, name: str = "rl") -> None:
         if not callable(getattr(model, "predict", None)):
             raise ValueError(f"SB3Policy: the model must have predict(obs, deterministic), got {type(model).__name__}")
         if normalizer is not None and not callable(getattr(normalizer, "normalize_obs", None)):
@@ -74,7 +79,10 @@ class SB3Policy:
         if action_mode not in ACTION_MODES:
             raise ValueError(f"SB3Policy: action_mode must be one of {list(ACTION_MODES)}, got {action_mode!r}")
         self.model, self.normalizer, self.action_mode = model, normalizer, action_mode
-        self.residual_scale = check_residual_scale(residual_scale)
+        self.residual = ResidualMode(residual_scale, residual_entries, residual_absolute)
+        if action_mode == "plain" and not self.residual.is_default:
+            raise ValueError("SB3Policy: residual_entries/residual_absolute need action_mode='residual'")
+        self.residual_scale = self.residual.scale
         self.deterministic = bool(deterministic)
         self.name = name
         self.env: Any = None
@@ -90,12 +98,15 @@ class SB3Policy:
                 trained on (another case, step length or observation setting).
         """
         base = env.unwrapped
-        for kind in ("observation_space", "action_space"):
+        expected = {"observation_space": base.observation_space, "action_space": base.action_space}
+        if self.action_mode == "residual":
+            expected["action_space"] = self.residual.action_space(base.action_space, base.model.sizes)
+        for kind, space in expected.items():
             trained = getattr(self.model, kind, None)
-            if trained is not None and trained != getattr(base, kind):
+            if trained is not None and trained != space:
                 raise ValueError(f"SB3Policy {self.name!r}: the agent was trained on another {kind.split('_')[0]} "
                                  f"space than this env's ({base.case}, dt {base.dt_minutes} min): "
-                                 f"trained {trained}, env {getattr(base, kind)}")
+                                 f"trained {trained}, env {space}")
         self.env = base
         if self.action_mode == "residual":
             from policies.heuristic import HeuristicPolicy
@@ -122,7 +133,7 @@ class SB3Policy:
         action = np.asarray(action, dtype=np.float64)
         limits = self.env.limits
         if self.action_mode == "residual":
-            return residual_dispatch(self.base_policy.act(obs, forecast), action, limits, self.residual_scale)
+            return self.residual.dispatch(self.base_policy.act(obs, forecast), action, limits)
         return Dispatch.from_array(action, limits)
 
 
@@ -130,7 +141,8 @@ class SB3Policy:
 
 
 def save_agent(folder: Path | str, model: Any, vec_normalize: Any = None, *, action_mode: str = "plain",
-               residual_scale: float = DEFAULT_RESIDUAL_SCALE) -> Path:
+               residual_scale: float = DEFAULT_RESIDUAL_SCALE, residual_entries: tuple[str, ...] | None = None,
+               residual_absolute: tuple[str, ...] = ()) -> Path:
     """Write an agent folder (``model.zip``, ``agent.json``, ``vecnormalize.pkl`` when given).
 
     Args:
@@ -138,13 +150,17 @@ def save_agent(folder: Path | str, model: Any, vec_normalize: Any = None, *, act
         model: an SB3 model (saved with ``model.save``); its class must be importable from
             ``stable_baselines3`` by name (PPO, A2C, SAC, TD3, DDPG, DQN).
         vec_normalize: the ``VecNormalize`` the model was trained under, or ``None``.
-        action_mode, residual_scale: the mode the agent was trained in.
+        action_mode, residual_scale, residual_entries, residual_absolute: the mode the agent was
+            trained in (the options are written to ``agent.json`` only when set).
 
     Returns:
         The folder.
     """
     if action_mode not in ACTION_MODES:
         raise ValueError(f"save_agent: action_mode must be one of {list(ACTION_MODES)}, got {action_mode!r}")
+    mode = ResidualMode(residual_scale, residual_entries, residual_absolute)
+    if action_mode == "plain" and not mode.is_default:
+        raise ValueError("save_agent: residual_entries/residual_absolute need action_mode='residual'")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / MODEL_FILE)
@@ -153,7 +169,11 @@ def save_agent(folder: Path | str, model: Any, vec_normalize: Any = None, *, act
     else:
         (folder / NORMALIZER_FILE).unlink(missing_ok=True)
     meta = {"algorithm": type(model).__name__, "action_mode": action_mode,
-            "residual_scale": check_residual_scale(residual_scale), "normalized": vec_normalize is not None}
+            "residual_scale": mode.scale, "normalized": vec_normalize is not None}
+    if mode.entries is not None:
+        meta["residual_entries"] = list(mode.entries)
+    if mode.absolute:
+        meta["residual_absolute"] = list(mode.absolute)
     (folder / AGENT_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return folder
 
@@ -166,8 +186,9 @@ def _read_meta(folder: Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or sorted(meta) != sorted(_AGENT_KEYS):
-        raise ValueError(f"{path}: expected the keys {list(_AGENT_KEYS)}, got {meta!r}")
+    if not isinstance(meta, dict) or not set(_AGENT_KEYS) <= set(meta) <= {*_AGENT_KEYS, *_OPTIONAL_KEYS}:
+        raise ValueError(f"{path}: expected the keys {list(_AGENT_KEYS)} (and optionally "
+                         f"{list(_OPTIONAL_KEYS)}), got {meta!r}")
     if meta["normalized"] != (folder / NORMALIZER_FILE).is_file():
         raise ValueError(f"{path} says normalized={meta['normalized']} but {NORMALIZER_FILE} is "
                          f"{'absent' if meta['normalized'] else 'present'} in {folder}")
@@ -217,4 +238,5 @@ def load_agent(folder: Path | str, env: Any = None) -> SB3Policy:
             normalizer = pickle.load(fh)  # noqa: S301 - the user's own agent file
         normalizer.training = False
     return SB3Policy(model, env, normalizer=normalizer, action_mode=meta["action_mode"],
-                     residual_scale=meta["residual_scale"], name=label)
+                     residual_scale=meta["residual_scale"], residual_entries=meta.get("residual_entries"),
+                     residual_absolute=meta.get("residual_absolute", ()), name=label)

@@ -68,6 +68,8 @@ def test_train_logs_saves_a_normalised_residual_agent_that_runs_a_day_in_the_loo
     policy = make_policy(f"sb3:{folder}", env.load_case("d33"))
     assert isinstance(policy, SB3Policy) and policy.name == agent_label(folder)
     assert policy.action_mode == "residual" and policy.normalizer is not None and not policy.normalizer.training
+    assert policy.residual.entries == example.DEFAULT_ENTRIES and policy.residual.absolute == example.DEFAULT_ABSOLUTE
+    assert model.action_space.shape == (1,)                            # the battery alone (the defaults)
     np.testing.assert_array_equal(policy.normalizer.obs_rms["voltage"].mean, venv.obs_rms["voltage"].mean)
     e = gym.make("gridroll/D33-v0")
     settings = LoopSettings(reactive_method="fast", n_samples=4, n_scenarios=2)
@@ -75,9 +77,31 @@ def test_train_logs_saves_a_normalised_residual_agent_that_runs_a_day_in_the_loo
     heuristic = RollingController(gym.make("gridroll/D33-v0"), make_policy("heuristic", e.unwrapped.grid),
                                   settings=settings).run_day(8390)
     assert day.steps.step.nunique() == 96 and np.isfinite(day.summary["total_cost"])
-    # the agent starts at the heuristic (residual mode): a few hundred steps move its day a little
+    # the heuristic but for the battery (idle at a = 0, the defaults' absolute storage entry): close to its day
     assert day.summary["total_cost"] != heuristic.summary["total_cost"]
     assert abs(day.summary["total_cost"] / heuristic.summary["total_cost"] - 1) < 0.02
+
+
+def test_pretraining_without_reactive_control_hands_the_same_model_and_statistics_on(tmp_path: Path) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    example = _example()
+    lines: list[str] = []
+    model, venv, days = example.train(96, seed=8300, reactive="fast", n_envs=1, n_steps=96, batch_size=96,
+                                      pretrain_timesteps=96, log_every=96, entries=("ev_p_mw", "storage_p_mw"),
+                                      absolute=(), printer=lines.append)
+    assert model.num_timesteps == 192 and model.env is venv and model.action_space.shape == (12,)
+    progress = [line for line in lines if "elapsed" in line]
+    assert len(progress) == 2 and progress[0].startswith("pretrain steps        96  days      1")
+    assert progress[1].startswith("steps       192  days      1")          # the step count goes on
+    assert any("phase 1 (pretrain): reactive none" in line for line in lines)
+    assert any("phase 2 (fine-tune): reactive fast" in line for line in lines)
+    assert venv.obs_rms["voltage"].count > 192          # the pretraining's statistics went on updating
+    inner = venv.venv.envs[0]
+    while not isinstance(inner, example.ReactiveCompensationWrapper):   # reactive control in the second phase
+        inner = inner.env
+    assert days[:2] == [8300, 8301] and len(days) == 4  # a day (and the next begun) per phase
 
 
 @pytest.mark.slow
