@@ -12,16 +12,20 @@ one number mapped onto the battery's range ``-p_max .. +p_max``, ``a = 0`` = idl
 all --absolute none`` is the plain residual mode, whose zero action is the heuristic's day), in
 the setting it is judged in: the fast reactive controller in the env
 (``ReactiveCompensationWrapper(method="fast")``, the loop's 30 draws reduced to 10 scenarios;
-``--reactive socp|none`` for the others). PPO (``MultiInputPolicy``, a 64x64 net, lr 1e-3,
-initial log-std ``-0.5``, gamma 0.999: the payoff of charging at night comes hours later) under
-``VecNormalize`` (observations and rewards), ``--envs`` envs stepped in this one process
-(``DummyVecEnv``), torch on one thread. Optionally a first phase without reactive control
-(``--pretrain-minutes``, ~800-1,000 steps/s instead of ~200) trains the same model, whose
-``VecNormalize`` statistics carry over into the phase with reactive control. Training plays
-day ``--seed + i`` first in env ``i``, then fresh days drawn from the envs' generators, never
-an evaluation day. It logs timesteps, days played, the mean daily cost of the last days,
+``--reactive socp|none`` for the others). Its reward is measured against the heuristic's day
+(``policies.baseline_reward.BaselineRewardWrapper``: a twin env plays the heuristic on the same
+day, and the reward is ``-(c_t - c_t^heuristic)``; the heuristic's costs do not depend on the
+agent, so the objective is still the env's cost, without the day's own variance;
+``--no-baseline-reward`` trains on the env's reward itself). PPO (``MultiInputPolicy``, a 64x64
+net, lr 3e-4, initial log-std ``-1``, gamma 0.999: the payoff of charging at night comes hours
+later) under ``VecNormalize`` (observations and rewards), ``--envs`` envs stepped in this one
+process (``DummyVecEnv``), torch on one thread. Optionally a first phase without reactive
+control (``--pretrain-minutes``, ~800-1,000 steps/s instead of ~120-200) trains the same model,
+whose ``VecNormalize`` statistics carry over into the phase with reactive control. Training
+plays day ``--seed + i`` first in env ``i``, then fresh days drawn from the envs' generators,
+never an evaluation day. It logs timesteps, days played, the mean day return of the last days,
 steps/s and the elapsed time, and each phase stops at its step cap or wall-time budget
-(``--pretrain-minutes`` + ``--budget-minutes``, 0 + 18 min by default).
+(``--pretrain-minutes`` + ``--budget-minutes``, 0 + 25 min by default).
 
 **Saving**: ``policies.sb3.save_agent``: the folder holds the model, its ``VecNormalize``
 statistics and ``agent.json`` (residual mode, scale, entries, absolute groups), so
@@ -33,10 +37,10 @@ heuristic,sb3:FOLDER,perfect_information --regimes cloudy --reactive-method fast
 the paired comparison: mean daily cost difference vs the heuristic with its paired 95 %
 interval, and the share of the heuristic-to-perfect-information gap the agent closes.
 
-Measured (docs/rl.md, "A worked example"): with the defaults (18 min, 217,544 steps, 2,268
-days) the agent beats the heuristic by 120.3 CNY/day, paired 95 % interval [-239.5, -1.1], on
-20 evaluation days (cheaper on 15 of them; 7.8 % of the gap to perfect information), narrowly:
-the interval's upper end is just below 0, and two other 25-min settings on the page do not win.
+Measured (docs/rl.md, "A worked example"): with the defaults (25 min in one process, 180,464
+steps, 1,876 days) the agent beats the heuristic by 778.1 CNY/day, paired 95 % interval
+[-798.5, -757.6], on 20 evaluation days (cheaper on all of them; 50.4 % of the gap to perfect
+information); the same settings trained on the env's reward itself do not (-53.4 [-134.0, +27.3]).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ import pandas as pd  # noqa: E402
 import env  # noqa: E402,F401  (registers the envs)
 from controller.wrappers import ReactiveCompensationWrapper  # noqa: E402
 from env.registration import case_env_id  # noqa: E402
+from policies.baseline_reward import BaselineRewardWrapper  # noqa: E402
 from policies.residual import DEFAULT_RESIDUAL_SCALE, ResidualActionWrapper  # noqa: E402
 from policies.sb3 import agent_label, save_agent  # noqa: E402
 
@@ -89,21 +94,30 @@ class TrainingDays(gym.Wrapper):
         return obs, info
 
 
+def _reactive(e: gym.Env, reactive: str) -> gym.Env:
+    if reactive == "none":
+        return e
+    return ReactiveCompensationWrapper(e, n_samples=N_SAMPLES, n_scenarios=N_SCENARIOS, method=reactive)
+
+
 def make_env(case: str = "d33", reactive: str = "fast", *, action_mode: str = "residual",
              residual_scale: float = DEFAULT_RESIDUAL_SCALE, entries: tuple[str, ...] | None = None,
-             absolute: tuple[str, ...] = (), held_out: frozenset[int] = frozenset()) -> gym.Env:
+             absolute: tuple[str, ...] = (), held_out: frozenset[int] = frozenset(),
+             baseline_reward: bool = False) -> gym.Env:
     """The training env: the case's id, its days filtered by :class:`TrainingDays`, reactive
-    control (``fast``/``socp``) in the env, then the residual action mode (outermost; its
-    options ``entries``/``absolute``: :class:`policies.residual.ResidualMode`)."""
-    e: gym.Env = TrainingDays(gym.make(case_env_id(case), regime=REGIME), held_out)
-    if reactive != "none":
-        e = ReactiveCompensationWrapper(e, n_samples=N_SAMPLES, n_scenarios=N_SCENARIOS, method=reactive)
+    control (``fast``/``socp``) in the env, then the residual action mode (its options
+    ``entries``/``absolute``: :class:`policies.residual.ResidualMode`); with ``baseline_reward``
+    the reward is measured against the heuristic on the same day, played in a twin env with the
+    same reactive control (:class:`policies.baseline_reward.BaselineRewardWrapper`, outermost)."""
+    e: gym.Env = _reactive(TrainingDays(gym.make(case_env_id(case), regime=REGIME), held_out), reactive)
     if action_mode == "residual":
         e = ResidualActionWrapper(e, scale=residual_scale, entries=entries, absolute=absolute)
     elif action_mode != "plain":
         raise ValueError(f"make_env: action_mode must be 'plain' or 'residual', got {action_mode!r}")
     elif entries is not None or absolute:
         raise ValueError("make_env: entries/absolute need action_mode='residual'")
+    if baseline_reward:
+        e = BaselineRewardWrapper(e, _reactive(gym.make(case_env_id(case), regime=REGIME), reactive))
     return e
 
 
@@ -167,7 +181,7 @@ def train(timesteps: int, seed: int, reactive: str = "fast", case: str = "d33", 
           n_envs: int = 4, budget_minutes: float | None = None, pretrain_timesteps: int = 0,
           pretrain_minutes: float | None = None, held_out: frozenset[int] = frozenset(), log_every: int = 4096,
           n_steps: int = 192, batch_size: int = 192, n_epochs: int = 10, learning_rate: float = 3e-4,
-          gamma: float = 0.999, log_std_init: float = -1.0,
+          gamma: float = 0.999, log_std_init: float = -1.0, baseline_reward: bool = True,
           printer: Any = print) -> tuple[Any, Any, list[int]]:
     """PPO under ``VecNormalize`` on ``n_envs`` envs of :func:`make_env` in this process.
 
@@ -184,7 +198,7 @@ def train(timesteps: int, seed: int, reactive: str = "fast", case: str = "d33", 
     from stable_baselines3 import PPO
 
     kwargs = {"case": case, "action_mode": action_mode, "residual_scale": residual_scale, "entries": entries,
-              "absolute": absolute, "held_out": frozenset(held_out)}
+              "absolute": absolute, "held_out": frozenset(held_out), "baseline_reward": baseline_reward}
     pretrain = pretrain_timesteps > 0
     first = _vec_env(seed, n_envs, gamma, {**kwargs, "reactive": "none" if pretrain else reactive})
     model = PPO("MultiInputPolicy", first, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs,
@@ -194,8 +208,10 @@ def train(timesteps: int, seed: int, reactive: str = "fast", case: str = "d33", 
     if action_mode == "residual":
         mode += (f" (scale {residual_scale}, entries {'all' if entries is None else ','.join(entries)}"
                  f"{f', absolute {chr(44).join(absolute)}' if absolute else ''})")
+    ret = ("day return = the heuristic's day cost - the agent's (CNY; > 0: the agent is cheaper)"
+           if baseline_reward else "day return = -day cost (CNY)")
     printer(f"training PPO on {case_env_id(case)} ({REGIME}), {mode}, {n_envs} envs, gamma {gamma:g}, "
-            f"lr {learning_rate:g}; day return = -day cost (CNY)")
+            f"lr {learning_rate:g}; {ret}")
     venvs = [first]
     if pretrain:
         printer(f"phase 1 (pretrain): reactive none, up to {pretrain_timesteps:,} steps"
@@ -255,7 +271,7 @@ def main() -> None:
     parser.add_argument("--case", default="d33")
     parser.add_argument("--timesteps", type=int, default=1_000_000,
                         help="training steps with reactive control at most (after any pretraining)")
-    parser.add_argument("--budget-minutes", type=float, default=18.0,
+    parser.add_argument("--budget-minutes", type=float, default=25.0,
                         help="wall time of training with reactive control at most")
     parser.add_argument("--pretrain-minutes", type=float, default=0.0,
                         help="wall time of the pretraining phase without reactive control at most (0 = none)")
@@ -273,9 +289,11 @@ def main() -> None:
                         help="residual mode: groups the agent sets outright instead of correcting (none = no group)")
     parser.add_argument("--gamma", type=float, default=0.999, help="discount (PPO and VecNormalize)")
     parser.add_argument("--n-steps", type=int, default=192, help="PPO rollout steps per env (a day is 96)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--n-epochs", type=int, default=10, help="PPO epochs per rollout")
-    parser.add_argument("--log-std-init", type=float, default=-0.5, help="initial log-std of the actions")
+    parser.add_argument("--log-std-init", type=float, default=-1.0, help="initial log-std of the actions")
+    parser.add_argument("--no-baseline-reward", action="store_true",
+                        help="train on the env's reward itself, not measured against the heuristic's day")
     parser.add_argument("--eval-days", type=int, default=20)
     parser.add_argument("--eval-seed", type=int, default=8380, help="evaluation days: eval-seed .. + eval-days - 1")
     parser.add_argument("--no-bound", action="store_true", help="skip perfect_information (no gap closed)")
@@ -298,7 +316,8 @@ def main() -> None:
                        absolute=absolute, n_envs=args.envs, budget_minutes=args.budget_minutes,
                        pretrain_timesteps=pretrain, pretrain_minutes=args.pretrain_minutes, held_out=held_out,
                        log_std_init=args.log_std_init, learning_rate=args.learning_rate, n_epochs=args.n_epochs,
-                       gamma=args.gamma, n_steps=args.n_steps, batch_size=args.n_steps)
+                       gamma=args.gamma, n_steps=args.n_steps, batch_size=args.n_steps,
+                       baseline_reward=not args.no_baseline_reward)
     print(f"trained in {(time.perf_counter() - t0) / 60:.1f} min on {len(days):,} days "
           f"({len(set(days) & held_out)} of them evaluation days); wrote {agent_dir}")
     table = evaluate(agent_dir, case=args.case, seed=args.eval_seed, days=args.eval_days, out=eval_dir,
