@@ -2,8 +2,8 @@
 reference unit (docs/design.md "Physics truth", items 2, 5 and 6).
 
 The one home of these rules. Every function takes a leading batch axis of ``B`` days
-(:class:`env.simulator.GridSimulator` passes ``B = 1``, :class:`env.batched.BatchedSimulator`
-its batch) and uses only elementwise arithmetic and row sums, so each day gets the numbers
+(the simulator :class:`env.batched.BatchedSimulator` passes its batch, ``B = 1`` for the
+one-day :class:`env.simulator.GridSimulator`) and uses only elementwise arithmetic and row sums, so each day gets the numbers
 it would get alone.
 """
 

@@ -1,29 +1,48 @@
-"""The simulator with a batch axis: ``B`` independent days stepped together (docs/design.md
-"Batched simulation").
+"""The grid simulator: ``B`` independent days of one grid stepped together, the physics truth
+every policy is judged by (docs/design.md "Physics truth" and "Batched simulation").
 
-``BatchedSimulator(grid, scenarios)`` plays ``len(scenarios)`` days of one grid in lockstep:
-``step_action(a)`` takes a ``(B, n_action)`` array in the gym action layout and returns a
-:class:`BatchedStepOutcome` whose every field has the batch axis first. One step is the
-single simulator's step (:mod:`env.simulator`, docs/design.md "Physics truth") on every day:
+``BatchedSimulator(grid, scenarios)`` plays ``len(scenarios)`` days in lockstep:
+``step_action(a)`` takes a ``(B, n_action)`` array in the gym action layout (``play(req)`` a
+requested dispatch in physical units) and returns a :class:`BatchedStepOutcome` whose every
+field has the batch axis first. :class:`env.simulator.GridSimulator`, the one-day simulator
+the gym env and the controllers use, is this simulator with ``B = 1``. One step of every day:
 
-1. decoding ``(a + 1) span / 2 + x(-1)`` and projection onto each day's feasible set
-   (:class:`env.projection.StepProjection`, the single simulator's);
-2. the EV split of all days at once: one :class:`env.evcs.EVFleet` over the ``B x n_station``
-   stations of the merged sessions (day ``b``'s station ``s`` is station ``b n_station + s``);
-3. the AC sweeps of all days' feeders at once, each day stopping on its own rule
-   (:func:`env.physics.sweep.fixed_point_blocks`); a day whose sweep fails sheds load as the
-   single simulator does;
-4. T-D: the TSO call, the balancing and the reference unit (:mod:`env.balancing`, the
-   single simulator's code) and the DC flows of every day;
-5. the accounting of :data:`env.step_outcome.COST_KEYS` per day.
+1. **Projection** of the dispatch onto the feasible set of the step
+   (:class:`env.projection.StepProjection`): EV station power to ``[p_min, p_max]`` of its
+   connected EVs; storage to ``|p| <= p_max`` and the energy limits
+   ``0 <= e + (eta_c p+ - p-/eta_d) dt <= e_max``; curtailment to ``[0, 1]``; thermal
+   setpoints to ``[p_min, p_max]`` and the ramp ``|P - P_last| <= ramp dt``; thermal reserves
+   to ``0 <= r_up <= min(p_max - P, P_last + ramp dt - P)``,
+   ``0 <= r_dn <= min(P - p_min, P - P_last + ramp dt)``; EV reserves to
+   ``0 <= r_up <= P_ev - p_min``, ``0 <= r_dn <= p_max - P_ev``; compensators to
+   ``[q_min, q_max]``. Every moved amount is reported per field (``projection``).
+2. **EVs**: the station setpoints (after any reserve deployment) are split to the EVs by one
+   :class:`env.evcs.EVFleet` over the ``B x n_station`` stations of the merged sessions (day
+   ``b``'s station ``s`` is station ``b n_station + s``; must-run first, then least laxity);
+   storage ``e += (eta_c p+ - p-/eta_d) dt``.
+3. **Feeders**: per bus ``p = load - DER used + EV + storage``, ``q = load q - compensator q``;
+   the AC backward/forward sweeps of all days' feeders at once, warm-started from the last
+   step, each day stopping on its own rule (:func:`env.physics.sweep.fixed_point_blocks`).
+   A day whose sweep has no solution (overload) sheds its feeders' loads proportionally
+   (bisection on the shed share, :func:`env.feeder_flow.shed_group`) until it converges.
+4. **Single feeder**: the root buys at the time-of-use price and sells at ``price_sell``.
+   **T-D**: the TSO's call on boundary ``b`` is clipped to the feeder's cleared EV reserves
+   and delivered by its stations (pro rata to their ``r_up`` / ``r_dn``); the real-time
+   imbalance ``D = T loads + sum head P - (thermal setpoints + T wind used)`` is covered
+   (:func:`env.balancing.balance`); the days whose feeders the balancing touched are
+   re-solved; the reference unit closes the residual (feeder loss changes) within its limits
+   (:func:`env.balancing.settle_reference`: an excess goes to the other units, then to
+   spilling transmission wind or shedding transmission loads, and only what is left stays
+   outside its limits, recorded as ``violations["ref_unit_limit_mw"]`` and priced); DC flows
+   by PTDF.
+5. **Costs** (tariff currency; energy = MW x dt): :data:`env.step_outcome.COST_KEYS`, by
+   :func:`env.step_outcome.energy_terms` and :func:`env.step_outcome.cost_breakdown`.
 
-Each day's results equal a :class:`env.simulator.GridSimulator` stepped alone with the same
-action, to floating-point rounding (BLAS may sum in another order for a wider matrix;
-``tests/env/test_batched.py`` checks every field on random actions, every case). The per-day
-data and the initial state come from one ``GridSimulator`` per day (built at construction);
-the balancing (:mod:`env.balancing`), a failed sweep's load shedding and the head power and
-losses (:mod:`env.feeder_flow`) and the accounting (:func:`env.step_outcome.cost_breakdown`)
-are the single simulator's own functions.
+Energy balance holds per feeder (``head P + DER used = load served + losses + storage +
+EV``, to the sweep tolerance) and on the transmission network (``thermal + wind used =
+T loads served + sum head P``). Day ``b`` of a batch equals the same day simulated alone, to
+floating-point rounding (BLAS may sum in another order for a wider matrix;
+``tests/env/test_batched.py`` checks every field on random actions, every case).
 """
 
 from __future__ import annotations
@@ -34,15 +53,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from env.balancing import TOL_MW, balance, imbalance_mw, settle_reference, tso_call
-from env.evcs import EVFleet
+from env.balancing import TOL_MW, balance, imbalance_mw, initial_thermal, settle_reference, tso_call
+from env.day_data import DayData
+from env.evcs import EVFleet, EVStepResult
 from env.fastpath import unchecked
 from env.feeder_flow import head_and_losses, shed_group, voltage_violation_pu
 from env.grid_model import GridModel
 from env.network import Grid
-from env.projection import der_used_mw, storage_energy_next
+from env.projection import StepProjection, der_used_mw, storage_energy_next
 from env.physics.sweep import V_COLLAPSE_PU, fixed_point_blocks
-from env.simulator import GridSimulator, SimulatorSettings
+from env.simulator_settings import SimulatorSettings
 from env.step_outcome import boundary_violation_mw, cost_breakdown, curtailment_mwh, energy_terms
 from scenarios import EVSessions
 
@@ -57,6 +77,7 @@ class BatchedStepOutcome:
     ``violations`` map each key of ``COST_KEYS`` / ``VIOLATION_KEYS`` to a ``(B,)`` array."""
 
     step: int
+    ev: EVStepResult
     cost: dict[str, np.ndarray]
     violations: dict[str, np.ndarray]
     setpoints: dict[str, np.ndarray]
@@ -80,6 +101,7 @@ class BatchedStepOutcome:
     residual_mw: np.ndarray
     tso_requirement_mw: np.ndarray
     tso_delivered_mw: np.ndarray
+    boundary_violation_mw: np.ndarray
     import_mw: np.ndarray
 
 
@@ -103,52 +125,72 @@ class BatchedSimulator:
         scenarios: the days (``scenarios.day.Scenario`` of this grid, same step length).
         settings: :class:`SimulatorSettings` (defaults when None).
         model: a prebuilt :class:`GridModel` of ``grid``.
+        projection: a prebuilt :class:`env.projection.StepProjection` of ``model`` at the days'
+            step length, shared by many simulators (built when None or when it does not match).
 
     Raises:
-        ValueError: no scenario, or days of different lengths.
+        ValueError: no scenario, days of different lengths, a model of another grid or a
+            scenario of another layout.
     """
 
     def __init__(self, grid: Grid, scenarios: Sequence[Any], settings: SimulatorSettings | None = None,
-                 model: GridModel | None = None) -> None:
+                 model: GridModel | None = None, projection: StepProjection | None = None) -> None:
         if not scenarios:
             raise ValueError("BatchedSimulator: at least one scenario is needed")
+        self.grid = grid
         self.model = m = model if model is not None else GridModel(grid)
-        self.settings = settings or SimulatorSettings()
-        d0 = GridSimulator(grid, scenarios[0], self.settings, model=m)
-        self.days = [d0] + [GridSimulator(grid, sc, self.settings, model=m, projection=d0.projection)
-                            for sc in scenarios[1:]]
-        if any(d.n_steps != d0.n_steps or d.dt_h != d0.dt_h for d in self.days):
+        if m.grid is not grid:
+            raise ValueError("GridSimulator: model was built for another grid")
+        self.settings = cfg = settings or SimulatorSettings()
+        self.days = days = [DayData(m, sc, cfg.forecast_horizon_h) for sc in scenarios]
+        d0 = days[0]
+        if any(d.n_steps != d0.n_steps or d.dt_h != d0.dt_h for d in days):
             raise ValueError("BatchedSimulator: all days must have the same number and length of steps")
-        self.n_batch = B = len(scenarios)
+        self.n_batch = B = len(days)
         self.n_steps, self.dt_h = d0.n_steps, d0.dt_h
-        stack = np.stack
-        self.load_p = stack([d.load_p for d in self.days], 1)           # (T, B, n_load)
-        self.s_load_pu = stack([d.s_load_fb_pu for d in self.days], 1)   # (T, B, N_fb)
-        self.der_avail = stack([d.der_avail for d in self.days], 1)      # (T, B, n_der)
-        self.der_avail_sum = stack([d.der_avail_sum for d in self.days], 1)
-        self.tso = stack([d.tso for d in self.days], 1)
-        self.pv_pu = stack([np.asarray(sc.pv_pu) for sc in scenarios], 1)
-        self.wind_pu = stack([np.asarray(sc.wind_pu) for sc in scenarios], 1)
-        self.fc_rows = stack([d._fc_rows for d in self.days], 1)         # (T, B, n_rows, h)
+        if projection is None or projection.model is not m or projection.dt_h != self.dt_h:
+            projection = StepProjection(m, self.dt_h)
+        self.projection = projection   # env.projection: decoding and projection, batch axis first
+
+        def stack(name: str) -> np.ndarray:   # (T, B, ...): one day's array is a view
+            return getattr(d0, name)[:, None] if B == 1 else np.stack([getattr(d, name) for d in days], 1)
+
+        self.load_p, self.s_load_pu, self.der_avail = stack("load_p"), stack("s_load_fb_pu"), stack("der_avail")
+        self.der_avail_sum, self.tso = stack("der_avail_sum"), stack("tso")
+        self.pv_pu, self.wind_pu, self.fc_rows = stack("pv_pu"), stack("wind_pu"), stack("fc_rows")
+        self.price_list = d0.price_list                 # the tariff's: the same for every day
+        self.price_sell = float(grid.tariff.price_sell_per_mwh)
+        self.ev_reserve_price = (m.ev_reserve_price_default if cfg.ev_reserve_price_per_mwh is None
+                                 else float(cfg.ev_reserve_price_per_mwh))
         self.n_station = ns = max(len(m.evcs_ports), 1)
-        self.fleet = EVFleet(merge_sessions([sc.ev for sc in scenarios], ns), B * ns, self.dt_h, self.n_steps,
-                             v2g=self.settings.v2g, enforce_must_run=self.settings.enforce_must_run)
-        self._d0 = d0
+        sessions = scenarios[0].ev if B == 1 else merge_sessions([sc.ev for sc in scenarios], ns)
+        self.fleet = EVFleet(sessions, B * ns, self.dt_h, self.n_steps, v2g=cfg.v2g,
+                             enforce_must_run=cfg.enforce_must_run)
         self._lay = dict(m.sizes_q.layout())
-        self._proj = d0.projection             # env.projection: decoding and projection, batch axis first
         self._init_state()
 
     def _init_state(self) -> None:
-        m, days = self.model, self.days
+        """Before the day: storage at its initial energy, thermal units at
+        :func:`env.balancing.initial_thermal`, the voltages of step 0's loads and DERs with the
+        controls at zero (from a flat start); nothing called, no flows, compensators at 0."""
+        m, B = self.model, self.n_batch
         self.t = 0
-        states = [d._state for d in days]
-        self.e_mwh = np.stack([s.e_mwh for s in states]).reshape(self.n_batch, -1)
-        self.p_last = np.stack([s.p_last for s in states]).reshape(self.n_batch, -1)
-        self.tso_last = np.zeros((self.n_batch, m.n_boundary))
-        self.line_loading = np.zeros((self.n_batch, m.n_line))
-        self.q_last = np.zeros((self.n_batch, m.sizes.n_comp))
-        self.v_groups = [np.hstack([s.v_ns[gi] for s in states]) for gi in range(len(m.groups))]
-        self.vm = np.stack([s.vm for s in states])
+        self._ev_lims_t = -1
+        self.e_mwh = np.tile(m.st_e_init.astype(float), (B, 1))
+        self.p_last = np.stack([initial_thermal(m, d.load_p[0], d.der_avail[0]) for d in self.days])
+        self.tso_last = np.zeros((B, m.n_boundary))
+        self.line_loading = np.zeros((B, m.n_line))
+        self.q_last = np.zeros((B, m.sizes.n_comp))
+        self.v_groups = [np.full((g.idx_cov.shape[0], B * g.idx_cov.shape[1]), g.v0, dtype=complex)
+                         for g in m.groups]
+        rows = np.arange(B)
+        shed_f = np.zeros((B, m.n_feeder))
+        zeros = {"storage_p_mw": np.zeros((B, m.sizes.n_storage)), "q_comp_mvar": self.q_last,
+                 "tie_p_mw": np.zeros((B, m.n_tie))}
+        sol = self._solve(self._injection(rows, np.zeros((B, m.sizes.n_evcs)), zeros,
+                                          self.der_avail[0][:, :m.n_der_f], shed_f), rows, shed_f)
+        self.v_groups, self.vm = sol["v"], sol["vm"]
+        self.v_min, self.v_max = _feeder_min_max(m, self.vm)
 
     @property
     def done(self) -> bool:
@@ -156,8 +198,12 @@ class BatchedSimulator:
 
     # ------------------------------------------------------------------ observation
     def ev_limits_mw(self) -> np.ndarray:
-        """(2, B, n_station) ``p_min, p_max`` of the stations at the current step (MW)."""
-        return self.fleet._limits_mw(self.t).reshape(2, self.n_batch, self.n_station)
+        """(2, B, n_station) ``p_min, p_max`` of the stations at the current step (MW; cached per
+        step, not to be modified)."""
+        if self._ev_lims_t != self.t:
+            self._ev_lims = self.fleet._limits_mw(self.t).reshape(2, self.n_batch, self.n_station)
+            self._ev_lims_t = self.t
+        return self._ev_lims
 
     def observation_parts(self) -> dict[str, np.ndarray]:
         """The raw (unscaled) observation of every day, per key of
@@ -181,31 +227,44 @@ class BatchedSimulator:
     def step_action(self, a: np.ndarray, q_comp_mvar: np.ndarray | None = None) -> BatchedStepOutcome:
         """Play the current step of every day with actions ``a`` (B, n_action) in the flat
         layout (finite; the caller checks), compensators at ``q_comp_mvar`` (B, n_comp) when
-        the action carries none (zeros when None), and advance."""
-        if self.done:
-            raise RuntimeError(f"BatchedSimulator: the day is over (step {self.t} of {self.n_steps})")
-        m = self.model
-        lims = self.ev_limits_mw()
-        req = self._proj.decode(a, lims, q_comp_mvar)
-        x = self._proj.project(req, lims, self.e_mwh, self.p_last)
+        the action carries none (zeros when None), and advance. Decodes
+        ``(a + 1) span / 2 + x(-1)`` (:meth:`env.projection.StepProjection.decode`)."""
+        self._require_running()
+        return self.play(self.projection.decode(a, self.ev_limits_mw(), q_comp_mvar))
+
+    def project(self, req: np.ndarray) -> np.ndarray:
+        """(B, n_req) the requested dispatch ``req`` (flat, reactive layout: ``q_comp_mvar``
+        last) projected onto each day's feasible set of the current step (module docstring,
+        stage 1); nothing changes."""
+        self._require_running()
+        return self.projection.project(req, self.ev_limits_mw(), self.e_mwh, self.p_last)
+
+    def play(self, req: np.ndarray) -> BatchedStepOutcome:
+        """Project the requested dispatch ``req`` (B, n_req) (flat, reactive layout), simulate
+        and account every day (module docstring, stages 1-5), and advance."""
+        x = self.project(req)
         diff = x - req
         lay = self._lay
         xs = {name: x[:, sl] for name, sl in lay.items()}
-        r = self._step_td(xs) if m.is_td else self._step_feeder(xs)
+        r = self._step_td(xs) if self.model.is_td else self._step_feeder(xs)
         return self._finish(xs, {name: diff[:, sl] for name, sl in lay.items()}, r)
+
+    def _require_running(self) -> None:
+        if self.t >= self.n_steps:
+            raise RuntimeError(f"GridSimulator: the day is over (step {self.t} of {self.n_steps})")
 
     # .................................................................. feeders
     def _injection(self, rows: Any, ev_mw: np.ndarray, x: dict[str, np.ndarray], der_f: np.ndarray,
                    shed_f: np.ndarray) -> np.ndarray:
         """(b, N_fb) stacked complex net consumption (p.u.) of the days ``rows``
-        (:meth:`GridSimulator._feeder_injection` with the loads kept at ``1 - shed``)."""
+        (``control_injection_pu`` plus the loads kept at ``1 - shed``)."""
         m = self.model
         s = m.control_injection_pu(np.concatenate((ev_mw, x["storage_p_mw"][rows], der_f), axis=1),
                                    x["q_comp_mvar"][rows], x["tie_p_mw"][rows] if m.n_tie else None)
         return s + self.s_load_pu[self.t][rows] * (1.0 - shed_f[:, m.bus_feeder])
 
     def _solve(self, s: np.ndarray, rows: np.ndarray, shed_f: np.ndarray) -> dict[str, Any]:
-        """AC sweeps of the days ``rows`` from their last voltages (:func:`env.feeder_flow.solve_feeders`):
+        """AC sweeps of the days ``rows`` from their last voltages:
         all their feeders at once; a day whose group fails is solved alone with load shedding
         (``s`` and ``shed_f`` updated in place)."""
         m, cfg = self.model, self.settings
@@ -308,7 +367,7 @@ class BatchedSimulator:
 
     # .................................................................. accounting
     def _finish(self, x: dict[str, np.ndarray], proj: dict[str, np.ndarray], r: dict[str, Any]) -> BatchedStepOutcome:
-        """Storage, served load, violations and :meth:`GridSimulator._costs` of every day; advance."""
+        """Storage, served load, violations and :meth:`_costs` of every day; advance."""
         m, t, dt, B = self.model, self.t, self.dt_h, self.n_batch
         sol = r["sol"]
         p_st = x["storage_p_mw"]
@@ -334,7 +393,7 @@ class BatchedSimulator:
             loading = np.abs(line_p) * m.inv_rate
             loading_max = loading.max(axis=1) if m.any_rated else np.full(B, math.nan)
         else:
-            req, line_p, loading = np.zeros((B, 0)), r["line_p"], np.zeros((B, 0))
+            req, line_p, loading, bviol = np.zeros((B, 0)), r["line_p"], np.zeros((B, 0)), np.zeros((B, 0))
             bviol_mwh, loading_max = np.zeros(B), np.full(B, math.nan)
         cost = self._costs(x, r, der_used, p_st, ev_mwh, unmet_kwh, shed_mwh, curt_mwh, v_puh, bviol_mwh, head_mw)
         violations = {
@@ -344,34 +403,39 @@ class BatchedSimulator:
             "line_overload_max": np.maximum(loading_max - 1.0, 0.0) if m.any_rated else np.zeros(B),
             "unbalanced_mw": r["unbalanced"], "ref_unit_limit_mw": r["ref_limit"],
         }
-        v_min = np.minimum.reduceat(vm, m.fb_offset, axis=1)
-        v_max = np.maximum.reduceat(vm, m.fb_offset, axis=1)
+        v_min, v_max = _feeder_min_max(m, vm)
         if not np.isfinite(cost["total"]).all():
             raise ValueError(f"BatchedStepOutcome.cost: total is {cost['total']}")
         out = unchecked(BatchedStepOutcome, dict(
-            step=t, cost=cost, violations=violations, setpoints=x, projection=proj, load_p_mw=load,
+            step=t, ev=r["fleet"], cost=cost, violations=violations, setpoints=x, projection=proj, load_p_mw=load,
             load_served_mw=served, der_used_mw=der_used, storage_p_mw=p_st, storage_e_mwh=e_new, ev_p_mw=ev,
             thermal_p_mw=r["thermal"], head_p_mw=head, head_q_mvar=sol["hq"], loss_mw=sol["lp"], v_pu=vm,
             v_min_pu=v_min, v_max_pu=v_max, line_p_mw=line_p, line_loading=loading, imbalance_mw=r["imbalance"],
-            residual_mw=r["residual"], tso_requirement_mw=req, tso_delivered_mw=r["tso_delivered"], import_mw=head_mw))
+            residual_mw=r["residual"], tso_requirement_mw=req, boundary_violation_mw=bviol, tso_delivered_mw=r["tso_delivered"], import_mw=head_mw))
         # advance
         self.t = t + 1
         self.e_mwh = e_new
         if m.is_td:
             self.p_last, self.tso_last, self.line_loading = x["thermal_p_mw"].copy(), req, loading
-        self.v_groups, self.vm = sol["v"], vm
+        self.v_groups, self.vm, self.v_min, self.v_max = sol["v"], vm, v_min, v_max
         self.q_last = x["q_comp_mvar"]
         return out
 
     def _costs(self, x: dict[str, np.ndarray], r: dict[str, Any], der_used: np.ndarray, p_st: np.ndarray,
                ev_mwh: np.ndarray, unmet_kwh: np.ndarray, shed_mwh: np.ndarray, curt_mwh: np.ndarray,
                v_puh: np.ndarray, bviol_mwh: np.ndarray, head_mw: np.ndarray) -> dict[str, np.ndarray]:
-        """:meth:`GridSimulator._costs` with a batch axis (the same terms in the same order)."""
-        m, d0, dt = self.model, self._d0, self.dt_h
+        """The cost breakdown (:data:`env.step_outcome.COST_KEYS`) of every day:
+        :func:`env.step_outcome.energy_terms`, then :func:`env.step_outcome.cost_breakdown`."""
+        m, dt = self.model, self.dt_h
         ev_res = (x["ev_r_up_mw"] + x["ev_r_dn_mw"]).sum(axis=1) if m.is_td else 0.0
         bought, sold, fuel, spillage, reserves, boundary_energy = energy_terms(
-            m, dt, d0._price_list[self.t], d0.price_sell, head_mw, r.get("thermal"), x["thermal_r_up_mw"],
-            x["thermal_r_dn_mw"], ev_res, d0.ev_reserve_price)
-        return cost_breakdown(d0._tar, dt, bought, sold, fuel, spillage, reserves, boundary_energy, ev_mwh,
+            m, dt, self.price_list[self.t], self.price_sell, head_mw, r.get("thermal"), x["thermal_r_up_mw"],
+            x["thermal_r_dn_mw"], ev_res, self.ev_reserve_price)
+        return cost_breakdown(self.grid.tariff, dt, bought, sold, fuel, spillage, reserves, boundary_energy, ev_mwh,
                               der_used @ m.der_cost, np.abs(p_st).sum(axis=1), curt_mwh, shed_mwh, unmet_kwh,
                               v_puh, bviol_mwh, r["ref_limit"])
+
+
+def _feeder_min_max(model: GridModel, vm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, n_feeder) each feeder's lowest and highest bus voltage magnitude of ``vm`` (B, N_fb)."""
+    return np.minimum.reduceat(vm, model.fb_offset, axis=1), np.maximum.reduceat(vm, model.fb_offset, axis=1)

@@ -1,28 +1,25 @@
 """Feeder power flow of one step: the AC sweeps of all feeders, warm-started, with load
 shedding where a sweep has no solution (docs/design.md "Physics truth", item 3).
 
-``solve_feeders`` is what :class:`env.simulator.GridSimulator` calls each step; the batched
-simulator (:mod:`env.batched`) sweeps many days at once with
-:func:`env.physics.sweep.fixed_point_blocks` and calls :func:`shed_group` and
-:func:`head_and_losses` from here for the parts it shares. The sweep itself is
-:func:`env.physics.sweep.fixed_point` (docs/math.md section 1).
+The simulator (:mod:`env.batched`) sweeps all days' feeders at once with
+:func:`env.physics.sweep.fixed_point_blocks`; from here it takes :func:`head_and_losses`,
+:func:`voltage_violation_pu` and :func:`shed_group` (a failed day's feeders solved alone, by
+:func:`sweep`, shedding load). The update itself is :func:`env.physics.sweep.fixed_point`'s
+(docs/math.md section 1).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from env.grid_model import GridModel, _FeederSolution, _SweepGroup
+from env.grid_model import _SweepGroup
 from env.physics.sweep import V_COLLAPSE_PU, PowerFlowError, fixed_point
 
-__all__ = ["SHED_BISECTIONS", "head_and_losses", "shed_group", "solve_feeders", "sweep", "sweep_stacked",
-           "voltage_violation_pu"]
+__all__ = ["SHED_BISECTIONS", "head_and_losses", "shed_group", "sweep", "voltage_violation_pu"]
 
 SHED_BISECTIONS = 14  # shed share resolution 2^-14 ~ 6e-5
 _ZERO = np.zeros(())   # a 0-d zero: ufuncs take it faster than a Python float
 _add_reduce = np.add.reduce
-_min_reduce = np.minimum.reduce
-_max_reduce = np.maximum.reduce
 
 
 def voltage_violation_pu(vm_pu: np.ndarray, vmin_pu: np.ndarray, vmax_pu: np.ndarray) -> np.ndarray:
@@ -32,46 +29,6 @@ def voltage_violation_pu(vm_pu: np.ndarray, vmin_pu: np.ndarray, vmax_pu: np.nda
     np.maximum(viol, np.subtract(vm_pu, vmax_pu), out=viol)
     np.maximum(viol, _ZERO, out=viol)
     return viol
-
-
-def solve_feeders(model: GridModel, v_start: list[np.ndarray], s_pu: np.ndarray, tol: float, max_iter: int,
-                  load_pu: np.ndarray | None = None, shed_f: np.ndarray | None = None) -> _FeederSolution:
-    """AC sweeps of all feeders (groups batched, warm-started); sheds load where a sweep fails.
-
-    ``s_pu`` (N_fb,) is modified in place when shedding (``load_pu`` = the load part, and
-    ``shed_f`` (n_feeder,) receives the shed shares). Per group with bus currents ``I``:
-    ``S_head = V0 conj(sum I)``, ``loss = sum_b (r_b + j x_b) |T I|_b^2`` (times S_base).
-    """
-    m = model
-    groups = m.groups
-    if len(groups) == 1 and groups[0].stacked:      # one group, its columns are the stacked vector
-        g = groups[0]
-        try:
-            v_ns, i_bus, vm, minmax = sweep_stacked(g, s_pu, v_start[0], tol, max_iter)
-        except PowerFlowError:
-            v_ns, i_bus = shed_group(g, s_pu, load_pu, shed_f, tol, max_iter)
-            vm, minmax = np.abs(v_ns.T).ravel(), None
-        s_head, lp, lq = head_and_losses(g, i_bus)
-        return _FeederSolution(vm, [v_ns], s_head.real.copy(), s_head.imag.copy(), lp, lq, minmax)
-    vm = np.empty(m.n_fb)
-    hp, hq, lp, lq = (np.empty(m.n_feeder) for _ in range(4))
-    v_ns_all = []
-    for gi, g in enumerate(groups):
-        try:
-            v_ns, i_bus = sweep(g, s_pu[g.idx_cov], v_start[gi], tol, max_iter)
-        except PowerFlowError:
-            v_ns, i_bus = shed_group(g, s_pu, load_pu, shed_f, tol, max_iter)
-        v_ns_all.append(v_ns)
-        if g.stacked:                       # the group's columns are the stacked vector, in order
-            vm[:] = np.abs(v_ns.T).ravel()
-        else:
-            if g.slack_row < 0:
-                vm[g.idx] = abs(g.v0)
-            vm[g.idx_cov] = np.abs(v_ns)
-        s_head, lp_g, lq_g = head_and_losses(g, i_bus)
-        hp[g.feeders], hq[g.feeders] = s_head.real, s_head.imag
-        lp[g.feeders], lq[g.feeders] = lp_g, lq_g
-    return _FeederSolution(vm, v_ns_all, hp, hq, lp, lq)
 
 
 def head_and_losses(g: _SweepGroup, i_bus: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,38 +43,6 @@ def head_and_losses(g: _SweepGroup, i_bus: np.ndarray) -> tuple[np.ndarray, np.n
     lq = g.x.dot(i_sq)
     lq *= g.base0
     return s_head, lp, lq
-
-
-def sweep_stacked(g: _SweepGroup, s_pu: np.ndarray, v_start: np.ndarray, tol: float,
-                   max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`sweep` of a stacked group on the stacked vector itself (no gather), on 1-D
-    vectors for a single column; the same arithmetic, so the same bits. Returns
-    (V (n, K), I_bus (n, K), |V| in stacked order, (2, K) read-only min and max of |V|
-    per feeder)."""
-    n, k = g.n_cov, g.k
-    if k == 1:
-        s_conj = np.conjugate(s_pu)
-        v = v_start.reshape(n).copy()
-    else:
-        s_conj = np.conjugate(s_pu.reshape(k, n).T)
-        v = v_start.copy()
-    s_conj[g.slack_row] = 0.0
-    # g.dlf.dot: the same BLAS call (zgemv / zgemm) as np.matmul, cheaper
-    v, i_bus, _ = fixed_point(g.dlf.dot, g.v0_vec, s_conj, v, tol, max_iter, g.name)
-    vm = np.abs(v)
-    # per feeder (column) min and max of |V|; the min screens the exact collapse test of
-    # _sweep (|V|^2 < 0.09 implies |V| < 0.3 + 1e-9)
-    minmax = np.empty((2, k))
-    vm2 = vm.reshape(n, k)
-    _min_reduce(vm2, 0, out=minmax[0])
-    _max_reduce(vm2, 0, out=minmax[1])
-    if min(minmax[0].tolist()) < V_COLLAPSE_PU + 1e-9 and \
-            (v.real * v.real + v.imag * v.imag).min() < V_COLLAPSE_PU ** 2:
-        raise PowerFlowError(g.name, 0, f"voltage collapse (|V| < {V_COLLAPSE_PU} p.u.)")
-    minmax.setflags(write=False)
-    if k == 1:
-        return v.reshape(n, 1), i_bus.reshape(n, 1), vm, minmax
-    return v, i_bus, vm.T.ravel(), minmax
 
 
 def sweep(g: _SweepGroup, s_cov: np.ndarray, v_start: np.ndarray, tol: float,

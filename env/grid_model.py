@@ -58,35 +58,13 @@ class _SweepGroup:
         self.r = np.asarray(sweep.r_pu)
         self.x = np.asarray(sweep.x_pu)
         self.slack = slack
-        # one group covering every feeder bus, all buses in its matrices, in stacking order
-        self.stacked = bool(full and np.array_equal(self.idx.T.ravel(), np.arange(self.idx.size))
-                            and offsets.shape[0] == self.feeders.shape[0])
         self.k = int(self.feeders.shape[0])
         self.n_cov = int(self.buses.shape[0])
-        # fast path: the slack voltage as an array (ufuncs take it faster than a scalar)
-        self.v0_vec = np.full(self.n_cov if self.k == 1 else (self.n_cov, self.k), self.v0)
         self.head_scale = np.full((), self.v0 * self.base_mva)
         self.base0 = np.full((), self.base_mva)
         for value in vars(self).values():
             if isinstance(value, np.ndarray):
                 value.flags.writeable = False
-
-
-class _FeederSolution:
-    """Stacked AC results of all feeders (bus vectors stacked in feeder order)."""
-
-    __slots__ = ("vm_pu", "v_ns", "head_p_mw", "head_q_mvar", "loss_mw", "loss_mvar", "v_minmax")
-
-    def __init__(self, vm_pu: np.ndarray, v_ns: list[np.ndarray], head_p_mw: np.ndarray,
-                 head_q_mvar: np.ndarray, loss_mw: np.ndarray, loss_mvar: np.ndarray,
-                 v_minmax: np.ndarray | None = None) -> None:
-        self.v_minmax = v_minmax        # (2, n_feeder) min / max of vm_pu per feeder, when known
-        self.vm_pu = vm_pu              # (N_fb,)
-        self.v_ns = v_ns                # per group: complex (n_ns, K) non-slack voltages (warm start)
-        self.head_p_mw = head_p_mw      # (n_feeder,)
-        self.head_q_mvar = head_q_mvar
-        self.loss_mw = loss_mw
-        self.loss_mvar = loss_mvar
 
 
 class GridModel:

@@ -1,7 +1,7 @@
 """What the env charges, per unit, for the coming step of a feeder: the prices an optimizer
 inside the loop must use so that its objective is the env's own cost (docs/math.md §10).
 
-The accounting itself lives in :meth:`env.simulator.GridSimulator._costs`; this module states
+The accounting itself lives in :meth:`env.batched.BatchedSimulator._costs`; this module states
 the marginal prices that accounting implies for what a feeder-level decision (reactive
 setpoints, active dispatch) can change:
 

@@ -2,8 +2,8 @@
 "Physics truth", item 1).
 
 :class:`StepProjection` holds what does not change during a day (a grid model at a step
-length); its methods take a leading batch axis of ``B`` days: :class:`env.simulator.GridSimulator`
-calls them with ``B = 1``, :class:`env.batched.BatchedSimulator` with its batch. The one home of:
+length); its methods take a leading batch axis of ``B`` days (:class:`env.batched.BatchedSimulator`'s
+batch, ``B = 1`` for the one-day :class:`env.simulator.GridSimulator`). The one home of:
 
 * the action decoding ``x = (a + 1) span / 2 + x(-1)`` with this step's EV station limits;
 * the projection, stage 1: EV stations to ``[p_min, p_max]``; storage to ``|p| <= p_max``

@@ -52,9 +52,9 @@ def cost_breakdown(tariff: Any, dt_h: float, bought: Any, sold: Any, fuel: Any, 
     ``load_shed = E_shed VOLL``, ``ev_unmet = 1e-3 E_unmet,kWh pi_ev``,
     ``voltage_violation = V_puh pi_V``, ``boundary_violation = E_b pi_b``,
     ``unit_limit = P_lim dt VOLL``; ``total`` sums them all in this order (``boundary_energy``,
-    the T-D boundary purchase, is reported, not summed). Elementwise only: Python floats (one
-    step, :class:`env.simulator.GridSimulator`) and ``(B,)`` arrays (:mod:`env.batched`) give
-    the same numbers."""
+    the T-D boundary purchase, is reported, not summed). Elementwise only, on arrays of any shape
+    (the simulator's ``(B,)`` days, :mod:`env.batched`; the Rollout's day model's points)
+    or Python floats."""
     tar = tariff
     parts = (
         bought, sold, fuel, spillage, reserves,

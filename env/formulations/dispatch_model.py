@@ -487,7 +487,7 @@ class ThermalBlock:
 def thermal_block(p_min_mw: np.ndarray, p_max_mw: np.ndarray, ramp_mw_per_h: np.ndarray, p_last_mw: Array,
                   n_periods: int, dt_h: float, ramp_mw: Array | None = None) -> ThermalBlock:
     """Setpoints ``P`` and reserves within limits and ramps from ``p_last`` (the setpoint before
-    period 0); exactly the set :meth:`env.simulator.GridSimulator._project` leaves unchanged.
+    period 0); exactly the set :meth:`env.projection.StepProjection.project` leaves unchanged.
 
     ``ramp_mw`` (n_gen, K) overrides the per-period ramp limit ``ramp dt`` (e.g. a Parameter
     that frees the periods after the day's end in a fixed-size window).
