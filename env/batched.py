@@ -167,6 +167,8 @@ class BatchedSimulator:
         self.fleet = EVFleet(sessions, B * ns, self.dt_h, self.n_steps, v2g=cfg.v2g,
                              enforce_must_run=cfg.enforce_must_run)
         self._lay = dict(m.sizes_q.layout())
+        # per sweep group, (n, B, k) flat indices of its covered buses in the (B, N_fb) injection
+        self._take = [g.idx_cov[:, None, :] + (m.n_fb * np.arange(B))[:, None] for g in m.groups]
         self._init_state()
 
     def _init_state(self) -> None:
@@ -264,38 +266,44 @@ class BatchedSimulator:
         return s + self.s_load_pu[self.t][rows] * (1.0 - shed_f[:, m.bus_feeder])
 
     def _solve(self, s: np.ndarray, rows: np.ndarray, shed_f: np.ndarray) -> dict[str, Any]:
-        """AC sweeps of the days ``rows`` from their last voltages:
-        all their feeders at once; a day whose group fails is solved alone with load shedding
-        (``s`` and ``shed_f`` updated in place)."""
+        """AC sweeps of the days ``rows`` from their last voltages: all their feeders at once
+        (:func:`env.physics.sweep.fixed_point_blocks`, one block per day); a day whose group
+        fails (no convergence, non-finite, or a bus below ``V_COLLAPSE_PU``) has that group's
+        feeders solved alone with load shedding (``s`` and ``shed_f`` updated in place)."""
         m, cfg = self.model, self.settings
         nb, B = rows.shape[0], self.n_batch
-        load = self.s_load_pu[self.t][rows] * (1.0 - shed_f[:, m.bus_feeder])
+        every = nb == B                              # all days, in order (rows = arange(B))
         vm = np.empty((nb, m.n_fb))
-        hp, hq, lp, lq = (np.empty((nb, m.n_feeder)) for _ in range(4))
+        flows = np.empty((4, nb, m.n_feeder))        # head P, head Q, loss P, loss Q
         v_out = []
         for gi, g in enumerate(m.groups):
             n, k = g.idx_cov.shape
-            s_conj = np.conjugate(s[:, g.idx_cov]).transpose(1, 0, 2).reshape(n, nb * k)
+            take = self._take[gi] if every else (g.idx_cov[:, None, :] + (m.n_fb * np.arange(nb))[:, None])
+            s_conj = s.take(take.reshape(n, nb * k))  # (n, nb k): day-major columns
+            np.conjugate(s_conj, out=s_conj)
             if g.slack_row >= 0:
                 s_conj[g.slack_row] = 0.0
-            start = self.v_groups[gi].reshape(n, B, k)[:, rows].reshape(n, nb * k)
+            start = (self.v_groups[gi].copy() if every
+                     else self.v_groups[gi].reshape(n, B, k)[:, rows].reshape(n, nb * k))
             v, i_bus, ok = fixed_point_blocks(g.dlf.dot, g.v0, s_conj, start, cfg.sweep_tol_pu,
                                               cfg.sweep_max_iter, k)
-            v3 = v.reshape(n, nb, k)
-            ok &= ~((v3.real * v3.real + v3.imag * v3.imag) < V_COLLAPSE_PU ** 2).any(axis=(0, 2))
-            for j in np.flatnonzero(~ok):            # shed this day's load (as the single simulator)
-                vj, ij = shed_group(g, s[j], load[j], shed_f[j], cfg.sweep_tol_pu, cfg.sweep_max_iter)
-                v[:, j * k:(j + 1) * k] = vj
-                i_bus[:, j * k:(j + 1) * k] = ij
+            av = np.abs(v)
+            if av.min() < V_COLLAPSE_PU + 1e-9:      # screens the exact test |V|^2 < V_COLLAPSE^2
+                ok &= ~((v.real * v.real + v.imag * v.imag) < V_COLLAPSE_PU ** 2).reshape(n, nb, k).any(axis=(0, 2))
+            if not ok.all():
+                load = self.s_load_pu[self.t][rows] * (1.0 - shed_f[:, m.bus_feeder])
+                for j in np.flatnonzero(~ok):        # shed this day's load
+                    vj, ij = shed_group(g, s[j], load[j], shed_f[j], cfg.sweep_tol_pu, cfg.sweep_max_iter)
+                    v[:, j * k:(j + 1) * k] = vj
+                    i_bus[:, j * k:(j + 1) * k] = ij
+                av = np.abs(v)
             v_out.append(v)
-            vm[:, g.idx] = abs(g.v0)
-            vm[:, g.idx_cov] = np.abs(v).reshape(n, nb, k).transpose(1, 0, 2)
+            if g.slack_row < 0:
+                vm[:, g.idx] = abs(g.v0)
+            vm[:, g.idx_cov] = av.reshape(n, nb, k).transpose(1, 0, 2)
             s_head, lp_g, lq_g = head_and_losses(g, i_bus)
-            hp[:, g.feeders] = s_head.real.reshape(nb, k)
-            hq[:, g.feeders] = s_head.imag.reshape(nb, k)
-            lp[:, g.feeders] = lp_g.reshape(nb, k)
-            lq[:, g.feeders] = lq_g.reshape(nb, k)
-        return {"vm": vm, "v": v_out, "hp": hp, "hq": hq, "lp": lp, "lq": lq}
+            flows[:, :, g.feeders] = np.stack((s_head.real, s_head.imag, lp_g, lq_g)).reshape(4, nb, k)
+        return {"vm": vm, "v": v_out, "hp": flows[0], "hq": flows[1], "lp": flows[2], "lq": flows[3]}
 
     def _merge(self, sol: dict[str, Any], rows: np.ndarray, part: dict[str, Any]) -> None:
         """Write the re-solved days ``rows`` (``part``) into ``sol``."""

@@ -468,29 +468,47 @@ def fixed_point(dlf_dot: Any, v0: Any, s_conj: np.ndarray, v: np.ndarray, tol: f
             ``point`` is the failing column (the first non-finite one, or the one whose last
             update was largest).
     """
+    v, i_bus, d, iteration, status = _iterate(dlf_dot, v0, s_conj, v, tol, max_iter)
+    if status == _NON_FINITE:
+        bad = ~np.isfinite(d.reshape(d.shape[0], -1)).all(axis=0)
+        raise PowerFlowError(name, _first(bad), "the sweep produced non-finite voltages")
+    if status == _NO_CONVERGENCE:
+        per_point = _abs_sq(d.reshape(d.shape[0], -1)).sum(axis=0)
+        worst = int(np.argmax(per_point))
+        raise PowerFlowError(name, worst, f"no convergence within {max_iter} iterations "
+                             f"(last voltage update {np.sqrt(per_point[worst]):.3g} p.u.)")
+    return v, i_bus, iteration
+
+
+_CONVERGED, _NON_FINITE, _NO_CONVERGENCE = 0, 1, 2
+
+
+def _iterate(dlf_dot: Any, v0: Any, s_conj: np.ndarray, v: np.ndarray, tol: float,
+             max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """The loop of :func:`fixed_point`: :func:`_update` until ``||V_new - V||_2 < tol`` over all
+    of ``v`` (one BLAS ddot per iteration), a non-finite update, or ``max_iter`` iterations.
+    Returns ``(V, I_bus = conj(S / V) at V, the last update, iterations, status)`` with status
+    ``_CONVERGED``, ``_NON_FINITE`` or ``_NO_CONVERGENCE``."""
     v_new = np.empty_like(v)
     i_bus = np.empty_like(v)
     d = np.empty_like(v)
     d_flat = d.reshape(-1).view(float)
     tol2 = tol * tol
     d_dot = d_flat.dot
+    status, iteration = _NO_CONVERGENCE, max_iter
     for iteration in range(1, max_iter + 1):
         _update(dlf_dot, v0, s_conj, v, v_new, i_bus, d)
         v, v_new = v_new, v
         step2 = d_dot(d_flat)
         if step2 < tol2:
+            status = _CONVERGED
             break
         if not step2 < np.inf:
-            bad = ~np.isfinite(d.reshape(d.shape[0], -1)).all(axis=0)
-            raise PowerFlowError(name, _first(bad), "the sweep produced non-finite voltages")
-    else:
-        per_point = _abs_sq(d.reshape(d.shape[0], -1)).sum(axis=0)
-        worst = int(np.argmax(per_point))
-        raise PowerFlowError(name, worst, f"no convergence within {max_iter} iterations "
-                             f"(last voltage update {np.sqrt(per_point[worst]):.3g} p.u.)")
+            status = _NON_FINITE
+            break
     np.conjugate(v, i_bus)
     np.divide(s_conj, i_bus, i_bus)
-    return v, i_bus, iteration
+    return v, i_bus, d, iteration, status
 
 
 def fixed_point_blocks(dlf_dot: Any, v0: Any, s_conj: np.ndarray, v: np.ndarray, tol: float, max_iter: int,
@@ -513,6 +531,10 @@ def fixed_point_blocks(dlf_dot: Any, v0: Any, s_conj: np.ndarray, v: np.ndarray,
     v = np.ascontiguousarray(v)
     n, k_all = v.shape
     n_block = k_all // block
+    if n_block == 1:                             # one block: fixed_point's own loop
+        with np.errstate(all="ignore"):
+            v, i_bus, _, _, status = _iterate(dlf_dot, v0, s_conj, v, tol, max_iter)
+        return v, i_bus, np.array([status == _CONVERGED])
     out, v_new, i_bus, d = (np.empty(v.shape, dtype=v.dtype) for _ in range(4))
     tol2 = tol * tol
     settled = np.zeros(n_block, dtype=bool)      # converged or failed: out holds its final columns

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from env.physics.sweep import PowerFlowError, RadialSweep, SweepResult, fixed_point
+from env.physics.sweep import PowerFlowError, RadialSweep, SweepResult, fixed_point, fixed_point_blocks
 
 pp = pytest.importorskip("pandapower")
 pn = pytest.importorskip("pandapower.networks")
@@ -273,3 +273,31 @@ def test_fixed_point_names_the_failing_column(sweep33: RadialSweep) -> None:
     with pytest.raises(PowerFlowError) as err:
         fixed_point(sweep33.dlf.dot, 1.0 + 0j, s_conj, np.ones_like(s_conj), 1e-10, 50, "d33")
     assert err.value.point == 1
+
+
+@pytest.mark.parametrize("n_block", [1, 3])
+def test_fixed_point_blocks_stop_each_block_as_if_alone(sweep33: RadialSweep, n_block: int) -> None:
+    """The batched simulator's sweep: each block (a day, 2 columns here) returns the iterate at
+    which it would stop alone (fixed_point on its columns, same bits), a block with no solution
+    is flagged and the others are unaffected; one block runs fixed_point's own loop."""
+    rng = np.random.default_rng(8002)
+    k = 2
+    s = (rng.uniform(0.0, 0.04, (N_BUS, n_block * k)) + 1j * rng.uniform(0.0, 0.02, (N_BUS, n_block * k)))
+    bad = n_block - 1 if n_block > 1 else None
+    if bad is not None:
+        s[:, bad * k:(bad + 1) * k] *= 60.0              # far beyond what the feeder can carry
+    s_conj = np.conjugate(s)
+    s_conj[sweep33.slack_bus] = 0.0
+    start = np.ones_like(s_conj)
+    v, i_bus, ok = fixed_point_blocks(sweep33.dlf.dot, 1.0 + 0j, s_conj, start.copy(), 1e-10, 50, k)
+    assert ok.tolist() == [b != bad for b in range(n_block)]
+    for b in range(n_block):
+        cols = slice(b * k, (b + 1) * k)
+        if b == bad:
+            with pytest.raises(PowerFlowError):
+                fixed_point(sweep33.dlf.dot, 1.0 + 0j, s_conj[:, cols].copy(), start[:, cols].copy(), 1e-10, 50)
+            continue
+        v_alone, i_alone, _ = fixed_point(sweep33.dlf.dot, 1.0 + 0j, s_conj[:, cols].copy(), start[:, cols].copy(),
+                                          1e-10, 50)
+        np.testing.assert_allclose(v[:, cols], v_alone, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(i_bus[:, cols], i_alone, rtol=0, atol=1e-14)
