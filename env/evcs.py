@@ -423,30 +423,34 @@ class _Membership:
         # (step, EV) pairs of the connected EVs, by step, then admission order: each EV's steps
         # a..end-1 in admission order, then a stable sort by step
         dur = np.maximum(end - a, 0)
-        i_rep = np.repeat(np.arange(a.shape[0]), dur)
+        n_ev = a.shape[0]
+        i_rep = np.repeat(np.arange(n_ev, dtype=np.int32), dur)
         first = np.cumsum(dur) - dur
-        t_rep = a[i_rep] + (np.arange(i_rep.shape[0]) - first[i_rep])
         small = np.int16 if n_steps < 2**15 else np.int64       # 16-bit keys: numpy's stable sort is a radix sort
+        t_rep = np.arange(i_rep.shape[0], dtype=np.int64)
+        t_rep += np.repeat((a - first).astype(np.int64), dur)     # a_i + (k - first_i): EV i's k-th pair
         by_step = np.argsort(t_rep.astype(small), kind="stable")
-        t_all, i_all = t_rep[by_step], i_rep[by_step]
+        i_all = i_rep[by_step]
         act = adm[i_all].astype(np.intp)
         st = station[act]
-        n_t = np.bincount(t_all, minlength=n_steps)
+        # per step and station, connected EVs: arrivals minus departures so far (per EV, not per pair)
+        inside = dur > 0
+        a_in, end_in, s_in = a[inside], end[inside], np.asarray(station)[adm[inside]]
+        delta = (np.bincount(a_in * ns + s_in, minlength=(n_steps + 1) * ns)
+                 - np.bincount(end_in * ns + s_in, minlength=(n_steps + 1) * ns))
+        counts = np.cumsum(delta.reshape(n_steps + 1, ns)[:n_steps], axis=0)
+        n_t = counts.sum(axis=1)
         off = np.concatenate(([0], np.cumsum(n_t))).astype(np.intp)
-        # bincount key of the stacked per-station sums, per step a block (rows r: st + ns r)
-        rows = ns * np.arange(_N_SUM)[:, None]
-        key = np.empty(_N_SUM * act.shape[0], dtype=np.intp)
-        for t0, t1 in zip(off[:-1].tolist(), off[1:].tolist()):
-            if t1 > t0:
-                key[_N_SUM * t0:_N_SUM * t1] = (st[None, t0:t1] + rows).reshape(-1)
-        counts = np.bincount(t_all * ns + st, minlength=n_steps * ns).reshape(n_steps, ns)
+        t_all = np.repeat(np.arange(n_steps), n_t)
         leave = d[i_all] == t_all + 1                              # D = t + 1: leaves after t
         gone = np.flatnonzero(leave)
         t_gone = t_all[gone]
         d_t = np.bincount(t_gone, minlength=n_steps)
         doff = np.concatenate(([0], np.cumsum(d_t))).astype(np.intp)
         departed = np.bincount(t_gone * ns + st[gone], minlength=n_steps * ns).reshape(n_steps, ns)
-        self._act, self._st, self._key, self._counts = act, st, key, counts
+        self._act, self._st, self._counts = act, st, counts
+        # bincount key of the stacked per-station sums (rows r: st + ns r), built per step
+        self._rows = ns * np.arange(_N_SUM, dtype=np.intp)[:, None]
         self._keep, self._departed = ~leave, departed
         self._gone_pos, self._gone_ids, self._gone_st = gone - off[t_gone], act[gone], st[gone]
         for arr in vars(self).values():
@@ -457,7 +461,10 @@ class _Membership:
     def during(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(sessions, stations, sum key, EVs per station) of the EVs connected during step ``t``."""
         o0, o1 = self._off[t], self._off[t + 1]
-        return self._act[o0:o1], self._st[o0:o1], self._key[_N_SUM * o0:_N_SUM * o1], self._counts[t]
+        st = self._st[o0:o1]
+        key = (st + self._rows).reshape(-1)
+        key.setflags(write=False)
+        return self._act[o0:o1], st, key, self._counts[t]
 
     def gone(self, t: int) -> tuple[np.ndarray, ...] | None:
         """(positions, sessions, stations, count per station, mask of those staying) of the EVs

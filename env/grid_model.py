@@ -140,6 +140,8 @@ class GridModel:
         st_bus, self.st_feeder = self._stack(feeders, "storage")
         comp_bus, _ = self._stack(feeders, "compensator")
         self.m_load = _incidence(n_fb, load_bus)                    # (N_fb, n_load_f)
+        self.load_bus_f = load_bus                                    # stacked bus of each feeder load
+        self._load_bus_distinct = bool(np.unique(load_bus).shape[0] == load_bus.shape[0])
         # controllable active power onto buses: [EV, storage, -DER used on feeders]
         self.m_ctrl = np.hstack([_incidence(n_fb, ev_bus), _incidence(n_fb, st_bus), -_incidence(n_fb, der_bus)])
         self.m_ev, self.m_der = _incidence(n_fb, ev_bus), _incidence(n_fb, der_bus)   # (N_fb, n_evcs), (N_fb, n_der_f)
@@ -242,7 +244,17 @@ class GridModel:
     def load_injection_pu(self, load_f_mw: np.ndarray, load_f_mvar: np.ndarray) -> np.ndarray:
         """The feeder loads' complex consumption per stacked feeder bus, p.u. (..., N_fb):
         ``(M_load (p + j q)) / S_base``."""
-        return ((load_f_mw + 1j * load_f_mvar) @ self.m_load.T) * self.inv_base_fb
+        shape = np.shape(load_f_mw)[:-1] + (self.m_load.shape[0],)
+        if self._load_bus_distinct:         # M_load is a one-to-one scatter: the same numbers
+            out = np.zeros(shape, dtype=complex)
+            out[..., self.load_bus_f] = load_f_mw
+            out.imag[..., self.load_bus_f] = load_f_mvar
+        else:                               # real: two real products, not a complex copy of M
+            out = np.empty(shape, dtype=complex)
+            np.matmul(load_f_mw, self.m_load.T, out=out.real)
+            np.matmul(load_f_mvar, self.m_load.T, out=out.imag)
+        out *= self.inv_base_fb
+        return out
 
     def control_injection_pu(self, ctrl_mw: np.ndarray, q_comp_mvar: np.ndarray, tie_mw: np.ndarray | None = None
                              ) -> np.ndarray:

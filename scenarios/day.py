@@ -12,6 +12,7 @@ draws — common random numbers across regimes and policies):
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -243,7 +244,21 @@ def boundary_peak_mw(layout: Layout) -> np.ndarray:
     """Peak load of the feeder behind each boundary: boundary j <-> loads named ``f{j}_...``.
 
     A boundary with no matching load gets the mean of the matched ones (or 1 MW if none).
+    Computed once per layout (a read-only array).
     """
+    hit = _PEAKS.get(id(layout))
+    if hit is not None and hit[0]() is layout:
+        return hit[1]
+    peaks = _boundary_peak_mw(layout)
+    peaks.setflags(write=False)
+    _PEAKS[id(layout)] = (weakref.ref(layout, lambda _, k=id(layout): _PEAKS.pop(k, None)), peaks)
+    return peaks
+
+
+_PEAKS: dict[int, tuple[weakref.ref, np.ndarray]] = {}   # id(layout) -> (the layout, its peaks)
+
+
+def _boundary_peak_mw(layout: Layout) -> np.ndarray:
     sums = [0] * len(layout.boundary_names)
     for name, p in zip(layout.load_names, layout.load_p_mw.tolist()):   # one pass, in load order
         head = name.split("_", 1)[0] if "_" in name else ""

@@ -269,7 +269,12 @@ def sample_arrivals(rng: np.random.Generator, params: EVArrivalParams, n_ports: 
     dwell_h = np.clip(np.exp(mu + sig * rng.standard_normal(n)), params.dwell_min_h, params.dwell_max_h)
     soc0 = rng.beta(*params.soc_arrival_beta, size=n)
     soc_req = rng.uniform(*params.soc_request_range, size=n)
-    order = np.lexsort((s_idx, t_arr))
+    # by time, then station: the counts come bin by bin, station by station, so a stable sort on
+    # time alone gives that order unless two times are equal (then the explicit two-key sort)
+    order = np.argsort(t_arr, kind="stable")
+    t_sorted = t_arr[order]
+    if (t_sorted[1:] == t_sorted[:-1]).any():
+        order = np.lexsort((s_idx, t_arr))
     return ArrivalTable(station=s_idx[order], t_arrival_min=t_arr[order], dwell_min=dwell_h[order] * 60.0,
                         component=c_idx[order], e_arrival_kwh=soc0[order] * battery_kwh,
                         e_target_kwh=np.maximum(soc_req, soc0)[order] * battery_kwh)
@@ -387,16 +392,27 @@ def _never_queued(table: ArrivalTable, n_ports: np.ndarray, dt_minutes: int,
     > ``t_a,j``), i.e. ``i - #{j : r_j <= t_a,i}`` of them (every ``j >= i`` has
     ``r_j > t_a,j >= t_a,i``); EV ``i`` plugs in on arrival iff that is below the station's
     ports. Stations with ports busy before the first arrival are left to the queue."""
-    st = table.station
-    rel = np.ceil(table.t_departure_min / dt_minutes) * dt_minutes
-    by_st = np.argsort(st, kind="stable")               # per station, in arrival order
-    bounds = np.searchsorted(st[by_st], np.arange(n_ports.shape[0] + 1))
-    ok = np.array([len(r) == 0 for r in releases], dtype=bool)
-    for k in np.flatnonzero(ok):
-        idx = by_st[bounds[k]:bounds[k + 1]]
-        released = np.searchsorted(np.sort(rel[idx]), table.t_arrival_min[idx], side="right")
-        ok[k] = bool(np.all(np.arange(idx.shape[0]) - released < n_ports[k]))
-    return ok
+    st = np.asarray(table.station, dtype=np.int64)
+    n_ev, n_st = st.shape[0], n_ports.shape[0]
+    if n_ev == 0:
+        return np.array([len(r) == 0 for r in releases], dtype=bool)
+    # integer steps: r_j = k_rel,j dt <= t_a,i  <=>  k_rel,j <= k_arr,i, the last step start at
+    # or before t_a,i (floor, corrected so k dt <= t_a < (k + 1) dt holds in floating point)
+    t_a = table.t_arrival_min
+    k_rel = np.ceil(table.t_departure_min / dt_minutes).astype(np.int64)
+    k_arr = np.floor(t_a / dt_minutes).astype(np.int64)
+    k_arr += (k_arr + 1) * dt_minutes <= t_a
+    k_arr -= k_arr * dt_minutes > t_a
+    span = int(max(k_rel.max(), k_arr.max())) + 2          # keys station * span + step, per station apart
+    rel_keys = np.sort(st * span + k_rel)
+    released = np.searchsorted(rel_keys, st * span + k_arr, side="right")
+    by_st = np.argsort(st, kind="stable")                   # per station, in arrival order
+    start = np.searchsorted(st[by_st], np.arange(n_st + 1))
+    rank = np.empty(n_ev, dtype=np.int64)                   # EV i's position among its station's
+    rank[by_st] = np.arange(n_ev) - start[st[by_st]]
+    busy = rank - (released - start[st])                    # ports busy when EV i arrives
+    full = np.bincount(st[busy >= n_ports[st]], minlength=n_st) > 0
+    return np.array([len(r) == 0 for r in releases], dtype=bool) & ~full
 
 
 def _port_result(served: list[tuple[int, int, int]] | np.ndarray, balked: np.ndarray, station: np.ndarray,

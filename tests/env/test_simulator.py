@@ -465,3 +465,19 @@ def test_dispatch_validation_names_the_field():
         Dispatch.zeros(sizes).replace(ev_p=np.zeros(2))
     assert Dispatch.zeros(sizes).q_comp_mvar is None
     assert Dispatch.zeros(dataclasses.replace(sizes, reactive=True)).q_comp_mvar.shape == (2,)
+
+
+@pytest.mark.parametrize("one_to_one", [True, False])
+def test_load_injection_is_the_incidence_product(t30d2, one_to_one: bool) -> None:  # noqa: ANN001
+    """GridModel.load_injection_pu = (p + j q) M_load^T / S_base, bit for bit, by its scatter
+    (each bus holds at most one feeder load, every shipped case) and by its product (the path
+    of a grid with two loads on a bus, forced here)."""
+    m = GridModel(t30d2[0])                 # its own model: the shared one stays untouched
+    assert m._load_bus_distinct
+    if not one_to_one:
+        m._load_bus_distinct = False
+    rng = np.random.default_rng(8003)
+    p, q = rng.uniform(-1.0, 3.0, (2, 5, m.n_load_f))
+    expected = ((p + 1j * q) @ m.m_load.T) * m.inv_base_fb
+    np.testing.assert_array_equal(m.load_injection_pu(p, q), expected)
+    np.testing.assert_array_equal(m.load_injection_pu(p[0], q[0]), expected[0])
