@@ -68,6 +68,9 @@ from scenarios import EVSessions
 
 __all__ = ["BatchedSimulator", "BatchedStepOutcome", "merge_sessions"]
 
+_ALL = slice(None)   # every day of the batch, as rows (views, not copies)
+_rsum, _rmax = np.add.reduce, np.maximum.reduce   # = ndarray.sum / max(axis), without the Python wrapper
+
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ class BatchedSimulator:
         if any(d.n_steps != d0.n_steps or d.dt_h != d0.dt_h for d in days):
             raise ValueError("BatchedSimulator: all days must have the same number and length of steps")
         self.n_batch = B = len(days)
+        # read-only constants of the outcome (a step with nothing shed, a feeder with no lines)
+        self._zero_b, self._nan_b, self._empty_b0 = _ro(np.zeros(B)), _ro(np.full(B, math.nan)), _ro(np.zeros((B, 0)))
         self.n_steps, self.dt_h = d0.n_steps, d0.dt_h
         if projection is None or projection.model is not m or projection.dt_h != self.dt_h:
             projection = StepProjection(m, self.dt_h)
@@ -185,7 +190,7 @@ class BatchedSimulator:
         self.q_last = np.zeros((B, m.sizes.n_comp))
         self.v_groups = [np.full((g.idx_cov.shape[0], B * g.idx_cov.shape[1]), g.v0, dtype=complex)
                          for g in m.groups]
-        rows = np.arange(B)
+        rows = _ALL
         shed_f = np.zeros((B, m.n_feeder))
         zeros = {"storage_p_mw": np.zeros((B, m.sizes.n_storage)), "q_comp_mvar": self.q_last,
                  "tie_p_mw": np.zeros((B, m.n_tie))}
@@ -193,6 +198,13 @@ class BatchedSimulator:
                                           self.der_avail[0][:, :m.n_der_f], shed_f), rows, shed_f)
         self.v_groups, self.vm = sol["v"], sol["vm"]
         self.v_min, self.v_max = _feeder_min_max(m, self.vm)
+        self._freeze_state()
+
+    def _freeze_state(self) -> None:
+        """The state arrays are read-only (observations hand out views of them)."""
+        for a in (self.e_mwh, self.p_last, self.tso_last, self.line_loading, self.q_last, self.vm, self.v_min,
+                  self.v_max):
+            a.flags.writeable = False
 
     @property
     def done(self) -> bool:
@@ -265,14 +277,14 @@ class BatchedSimulator:
                                    x["q_comp_mvar"][rows], x["tie_p_mw"][rows] if m.n_tie else None)
         return s + self.s_load_pu[self.t][rows] * (1.0 - shed_f[:, m.bus_feeder])
 
-    def _solve(self, s: np.ndarray, rows: np.ndarray, shed_f: np.ndarray) -> dict[str, Any]:
+    def _solve(self, s: np.ndarray, rows: np.ndarray | slice, shed_f: np.ndarray) -> dict[str, Any]:
         """AC sweeps of the days ``rows`` from their last voltages: all their feeders at once
         (:func:`env.physics.sweep.fixed_point_blocks`, one block per day); a day whose group
         fails (no convergence, non-finite, or a bus below ``V_COLLAPSE_PU``) has that group's
         feeders solved alone with load shedding (``s`` and ``shed_f`` updated in place)."""
         m, cfg = self.model, self.settings
-        nb, B = rows.shape[0], self.n_batch
-        every = nb == B                              # all days, in order (rows = arange(B))
+        nb, B = s.shape[0], self.n_batch
+        every = nb == B                              # all days, in order
         vm = np.empty((nb, m.n_fb))
         flows = np.empty((4, nb, m.n_feeder))        # head P, head Q, loss P, loss Q
         v_out = []
@@ -305,8 +317,11 @@ class BatchedSimulator:
             flows[:, :, g.feeders] = np.stack((s_head.real, s_head.imag, lp_g, lq_g)).reshape(4, nb, k)
         return {"vm": vm, "v": v_out, "hp": flows[0], "hq": flows[1], "lp": flows[2], "lq": flows[3]}
 
-    def _merge(self, sol: dict[str, Any], rows: np.ndarray, part: dict[str, Any]) -> None:
+    def _merge(self, sol: dict[str, Any], rows: np.ndarray | slice, part: dict[str, Any]) -> None:
         """Write the re-solved days ``rows`` (``part``) into ``sol``."""
+        if isinstance(rows, slice):               # every day re-solved
+            sol.update(part)
+            return
         for key in ("vm", "hp", "hq", "lp", "lq"):
             sol[key][rows] = part[key]
         for gi, g in enumerate(self.model.groups):
@@ -319,13 +334,12 @@ class BatchedSimulator:
         ev = res.p_kw.reshape(B, -1) * 1e-3
         der_used = der_used_mw(self.der_avail[t], x["der_curtail_frac"])
         shed_f = np.zeros((B, m.n_feeder))
-        rows = np.arange(B)
+        rows = _ALL
         s = self._injection(rows, ev, x, der_used[:, :m.n_der_f], shed_f)
-        z = np.zeros(B)
+        z, e0 = self._zero_b, self._empty_b0
         return {"fleet": res, "ev": ev, "der_used": der_used, "sol": self._solve(s, rows, shed_f),
-                "shed_f": shed_f, "shed_t": z, "thermal": np.zeros((B, 0)), "imbalance": z, "residual": z,
-                "tso_delivered": np.zeros((B, 0)), "backoff": z, "unbalanced": z,
-                "line_p": np.zeros((B, 0)), "ref_limit": z}
+                "shed_f": shed_f, "shed_t": z, "thermal": e0, "imbalance": z, "residual": z,
+                "tso_delivered": e0, "backoff": z, "unbalanced": z, "line_p": e0, "ref_limit": z}
 
     # .................................................................. T-D
     def _step_td(self, x: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -335,13 +349,13 @@ class BatchedSimulator:
         der_used = der_used_mw(self.der_avail[t], x["der_curtail_frac"])
         ev1 = x["ev_p_mw"] + dev
         shed_f = np.zeros((B, m.n_feeder))
-        rows = np.arange(B)
+        rows = _ALL
         sol = self._solve(self._injection(rows, ev1, x, der_used[:, :nd_f], shed_f), rows, shed_f)
         load_t = self.load_p[t][:, nl_f:]
-        load_t_mw = load_t.sum(axis=1)
-        load_f_mw = self.load_p[t][:, :nl_f].sum(axis=1)
-        imbalance = imbalance_mw(load_t_mw, sol["hp"].sum(axis=1), x["thermal_p_mw"].sum(axis=1),
-                                 der_used[:, nd_f:].sum(axis=1))
+        load_t_mw = _rsum(load_t, 1)
+        load_f_mw = _rsum(self.load_p[t][:, :nl_f], 1)
+        imbalance = imbalance_mw(load_t_mw, _rsum(sol["hp"], 1), _rsum(x["thermal_p_mw"], 1),
+                                 _rsum(der_used[:, nd_f:], 1))
         bal = balance(m, imbalance, x, dev, der_used, load_t_mw, load_f_mw)
         thermal, dev2, der_used = bal["thermal"], bal["dev"], bal["der_used"]
         shed_t, shed_fb, changed = bal["shed_t"], bal["shed_f"], bal["feeder_changed"]
@@ -350,15 +364,16 @@ class BatchedSimulator:
         res = self.fleet.step(t, (ev_set * 1e3).reshape(-1))
         ev = res.p_kw.reshape(B, -1) * 1e-3
         changed |= (shed_fb > 0) | (np.abs(ev - ev1).max(axis=1, initial=0.0) > 1e-12)
-        rows = np.flatnonzero(changed)
-        if rows.size:                            # re-solve the days the balancing changed
+        idx = np.flatnonzero(changed)
+        if idx.size:                             # re-solve the days the balancing changed
+            rows = _ALL if idx.size == B else idx
             shed_f[rows] = 1.0 - (1.0 - shed_f[rows]) * (1.0 - shed_fb[rows, None])
             sub_shed = shed_f[rows]
             s2 = self._injection(rows, ev[rows], x, der_used[rows, :nd_f], sub_shed)
             self._merge(sol, rows, self._solve(s2, rows, sub_shed))
             shed_f[rows] = sub_shed
         served_t = load_t * (1.0 - shed_t)[:, None]
-        residual = served_t.sum(axis=1) + sol["hp"].sum(axis=1) - thermal.sum(axis=1) - der_used[:, nd_f:].sum(axis=1)
+        residual = _rsum(served_t, 1) + _rsum(sol["hp"], 1) - _rsum(thermal, 1) - _rsum(der_used[:, nd_f:], 1)
         k = m.ref_unit
         thermal[:, k] += residual
         ref_limit = np.zeros(B)
@@ -382,33 +397,36 @@ class BatchedSimulator:
         e_new = storage_energy_next(m, self.e_mwh, p_st, dt)
         load = self.load_p[t]
         served = load.copy()
-        served[:, :m.n_load_f] *= 1.0 - r["shed_f"][:, m.load_feeder]
-        served[:, m.n_load_f:] *= (1.0 - r["shed_t"])[:, None]
-        shed_mwh = (load.sum(axis=1) - served.sum(axis=1)) * dt
+        if r["shed_f"].any() or r["shed_t"].any():
+            served[:, :m.n_load_f] *= 1.0 - r["shed_f"][:, m.load_feeder]
+            served[:, m.n_load_f:] *= (1.0 - r["shed_t"])[:, None]
+            shed_mwh = (_rsum(load, 1) - _rsum(served, 1)) * dt
+        else:                                       # nothing shed (the usual step)
+            shed_mwh = self._zero_b
         vm = sol["vm"]
         viol = voltage_violation_pu(vm, m.vmin_fb, m.vmax_fb)
         ev, der_used, head = r["ev"], r["der_used"], sol["hp"]
-        ev_mwh = ev.sum(axis=1) * dt
-        unmet_kwh = r["fleet"].unmet_kwh.reshape(B, -1).sum(axis=1)
-        curt_mwh = curtailment_mwh(self.der_avail_sum[t], der_used.sum(axis=1), r["backoff"], dt)
-        v_puh = viol.sum(axis=1) * dt
-        head_mw = head.sum(axis=1)
+        ev_mwh = _rsum(ev, 1) * dt
+        unmet_kwh = _rsum(r["fleet"].unmet_kwh.reshape(B, -1), 1)
+        curt_mwh = curtailment_mwh(self.der_avail_sum[t], _rsum(der_used, 1), r["backoff"], dt)
+        v_puh = _rsum(viol, 1) * dt
+        head_mw = _rsum(head, 1)
         if m.is_td:
             req = self.tso[t]
             bviol = boundary_violation_mw(req, r["tso_delivered"])
-            bviol_mwh = bviol.sum(axis=1) * dt
+            bviol_mwh = _rsum(bviol, 1) * dt
             line_p = r["line_p"]
             loading = np.abs(line_p) * m.inv_rate
             loading_max = loading.max(axis=1) if m.any_rated else np.full(B, math.nan)
         else:
-            req, line_p, loading, bviol = np.zeros((B, 0)), r["line_p"], np.zeros((B, 0)), np.zeros((B, 0))
-            bviol_mwh, loading_max = np.zeros(B), np.full(B, math.nan)
+            req, line_p, loading, bviol = self._empty_b0, r["line_p"], self._empty_b0, self._empty_b0
+            bviol_mwh, loading_max = self._zero_b, self._nan_b
         cost = self._costs(x, r, der_used, p_st, ev_mwh, unmet_kwh, shed_mwh, curt_mwh, v_puh, bviol_mwh, head_mw)
         violations = {
-            "voltage_puh": v_puh, "voltage_worst_pu": viol.max(axis=1), "voltage_buses": np.count_nonzero(viol, axis=1)
-            .astype(float), "load_shed_mwh": shed_mwh, "curtailment_mwh": curt_mwh, "ev_unmet_kwh": unmet_kwh,
+            "voltage_puh": v_puh, "voltage_worst_pu": _rmax(viol, 1),
+            "voltage_buses": _rsum(viol > 0.0, 1, dtype=float), "load_shed_mwh": shed_mwh, "curtailment_mwh": curt_mwh, "ev_unmet_kwh": unmet_kwh,
             "boundary_violation_mwh": bviol_mwh,
-            "line_overload_max": np.maximum(loading_max - 1.0, 0.0) if m.any_rated else np.zeros(B),
+            "line_overload_max": np.maximum(loading_max - 1.0, 0.0) if m.any_rated else self._zero_b,
             "unbalanced_mw": r["unbalanced"], "ref_unit_limit_mw": r["ref_limit"],
         }
         v_min, v_max = _feeder_min_max(m, vm)
@@ -427,6 +445,7 @@ class BatchedSimulator:
             self.p_last, self.tso_last, self.line_loading = x["thermal_p_mw"].copy(), req, loading
         self.v_groups, self.vm, self.v_min, self.v_max = sol["v"], vm, v_min, v_max
         self.q_last = x["q_comp_mvar"]
+        self._freeze_state()
         return out
 
     def _costs(self, x: dict[str, np.ndarray], r: dict[str, Any], der_used: np.ndarray, p_st: np.ndarray,
@@ -435,13 +454,18 @@ class BatchedSimulator:
         """The cost breakdown (:data:`env.step_outcome.COST_KEYS`) of every day:
         :func:`env.step_outcome.energy_terms`, then :func:`env.step_outcome.cost_breakdown`."""
         m, dt = self.model, self.dt_h
-        ev_res = (x["ev_r_up_mw"] + x["ev_r_dn_mw"]).sum(axis=1) if m.is_td else 0.0
+        ev_res = _rsum(x["ev_r_up_mw"] + x["ev_r_dn_mw"], 1) if m.is_td else 0.0
         bought, sold, fuel, spillage, reserves, boundary_energy = energy_terms(
             m, dt, self.price_list[self.t], self.price_sell, head_mw, r.get("thermal"), x["thermal_r_up_mw"],
             x["thermal_r_dn_mw"], ev_res, self.ev_reserve_price)
         return cost_breakdown(self.grid.tariff, dt, bought, sold, fuel, spillage, reserves, boundary_energy, ev_mwh,
-                              der_used @ m.der_cost, np.abs(p_st).sum(axis=1), curt_mwh, shed_mwh, unmet_kwh,
+                              der_used @ m.der_cost, _rsum(np.abs(p_st), 1), curt_mwh, shed_mwh, unmet_kwh,
                               v_puh, bviol_mwh, r["ref_limit"])
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 def _feeder_min_max(model: GridModel, vm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

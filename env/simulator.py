@@ -92,11 +92,11 @@ class GridSimulator:
 
     @property
     def storage_e_mwh(self) -> np.ndarray:
-        return _read_only(self._sim.e_mwh[0])
+        return self._sim.e_mwh[0]
 
     @property
     def thermal_p_last_mw(self) -> np.ndarray:
-        return _read_only(self._sim.p_last[0])
+        return self._sim.p_last[0]
 
     def _step_cache(self) -> None:
         """Forget the bounds and limits of an earlier step."""
@@ -154,7 +154,7 @@ class GridSimulator:
         t, n = sim.t, self.n_steps
         running = t < n
         tc = t if running else n - 1
-        vm = _read_only(sim.vm[0])
+        vm = sim.vm[0]                      # the state arrays are read-only, so are their rows
         sc = self.scenario
         intraday = self.settings.forecast_obs == "intraday"
         return unchecked(Observation, dict(
@@ -162,13 +162,13 @@ class GridSimulator:
             load_p_mw=self.load_p[tc], load_q_mvar=self.load_q[tc],
             pv_pu=sc.pv_pu[tc], wind_pu=sc.wind_pu[tc], der_avail_mw=self.der_avail[tc],
             ev=self.ev_bounds() if running else None,
-            storage_e_mwh=_read_only(sim.e_mwh[0]), thermal_p_last_mw=_read_only(sim.p_last[0]),
+            storage_e_mwh=sim.e_mwh[0], thermal_p_last_mw=sim.p_last[0],
             v_pu=(vm,) if self._v_slices is None else tuple(vm[sl] for sl in self._v_slices),
-            v_min_pu=_read_only(sim.v_min[0]), v_max_pu=_read_only(sim.v_max[0]),
-            line_loading=_read_only(sim.line_loading[0]),
+            v_min_pu=sim.v_min[0], v_max_pu=sim.v_max[0],
+            line_loading=sim.line_loading[0],
             price_buy_per_mwh=day.price_list[tc], price_ahead_per_mwh=self.price_buy[tc:],
             price_sell_per_mwh=self.price_sell,
-            tso_requirement_last_mw=_read_only(sim.tso_last[0]), q_comp_last_mvar=_read_only(sim.q_last[0]),
+            tso_requirement_last_mw=sim.tso_last[0], q_comp_last_mvar=sim.q_last[0],
             net_load_forecast_mw=day.intraday_rows(tc) if intraday else day.fc_rows[tc],
             forecast_fn=_LazyForecast(sc, t) if running else None,
         ))
@@ -255,13 +255,6 @@ class GridSimulator:
             tso_delivered_mw=out.tso_delivered_mw[0], boundary_violation_mw=out.boundary_violation_mw[0],
             residual_mw=float(out.residual_mw[0]), import_mw=float(out.import_mw[0]),
         ))
-
-
-def _read_only(a: np.ndarray) -> np.ndarray:
-    """A read-only view of ``a`` (the simulator's state is not the caller's to change)."""
-    v = a.view()
-    v.flags.writeable = False
-    return v
 
 
 class _LazyForecast:
