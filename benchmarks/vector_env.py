@@ -116,7 +116,11 @@ def _ev_table_gb(case: str, num_envs: int) -> float:
 
     grid = load_case(case)
     fleet = EVFleet(sample_day(grid, "cloudy", 8005).ev, len(grid.layout.evcs_names), 0.25, 96)
-    per_day = sum(a.nbytes for a in vars(fleet._members).values() if isinstance(a, np.ndarray))
+    members = fleet._members
+    per_day = sum(a.nbytes for a in vars(members).values() if isinstance(a, np.ndarray))
+    # building the merged membership holds pair-sized temporaries (~7 int64 per (step, EV) pair)
+    # beside what it keeps: count them, or a large N runs out of memory while it builds
+    per_day += 7 * 8 * members._act.shape[0]
     return num_envs * (per_day + 14 * 8 * len(fleet.sessions)) / 1e9
 
 

@@ -424,7 +424,8 @@ class BatchedSimulator:
         cost = self._costs(x, r, der_used, p_st, ev_mwh, unmet_kwh, shed_mwh, curt_mwh, v_puh, bviol_mwh, head_mw)
         violations = {
             "voltage_puh": v_puh, "voltage_worst_pu": _rmax(viol, 1),
-            "voltage_buses": _rsum(viol > 0.0, 1, dtype=float), "load_shed_mwh": shed_mwh, "curtailment_mwh": curt_mwh, "ev_unmet_kwh": unmet_kwh,
+            "voltage_buses": _rsum(viol > 0.0, 1, dtype=float), "load_shed_mwh": shed_mwh,
+            "curtailment_mwh": curt_mwh, "ev_unmet_kwh": unmet_kwh,
             "boundary_violation_mwh": bviol_mwh,
             "line_overload_max": np.maximum(loading_max - 1.0, 0.0) if m.any_rated else self._zero_b,
             "unbalanced_mw": r["unbalanced"], "ref_unit_limit_mw": r["ref_limit"],
@@ -437,7 +438,8 @@ class BatchedSimulator:
             load_served_mw=served, der_used_mw=der_used, storage_p_mw=p_st, storage_e_mwh=e_new, ev_p_mw=ev,
             thermal_p_mw=r["thermal"], head_p_mw=head, head_q_mvar=sol["hq"], loss_mw=sol["lp"], v_pu=vm,
             v_min_pu=v_min, v_max_pu=v_max, line_p_mw=line_p, line_loading=loading, imbalance_mw=r["imbalance"],
-            residual_mw=r["residual"], tso_requirement_mw=req, boundary_violation_mw=bviol, tso_delivered_mw=r["tso_delivered"], import_mw=head_mw))
+            residual_mw=r["residual"], tso_requirement_mw=req, boundary_violation_mw=bviol,
+            tso_delivered_mw=r["tso_delivered"], import_mw=head_mw))
         # advance
         self.t = t + 1
         self.e_mwh = e_new

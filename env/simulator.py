@@ -241,7 +241,8 @@ class GridSimulator:
         loading = out.line_loading[0]
         loading_max = float(loading.max()) if self.model.any_rated else math.nan   # no rated line: absent
         return unchecked(StepOutcome, dict(
-            info_scalars=(float(out.loss_mw[0].sum()), float(out.ev.unmet_kwh.sum()), loading_max), step=t, time_h=t * dt, dt_h=dt,
+            info_scalars=(float(out.loss_mw[0].sum()), float(out.ev.unmet_kwh.sum()), loading_max),
+            step=t, time_h=t * dt, dt_h=dt,
             cost={k: float(v[0]) for k, v in out.cost.items()},
             violations={k: float(v[0]) for k, v in out.violations.items()},
             projection={k: v[0] for k, v in out.projection.items()}, setpoints=setpoints, ev=out.ev,
