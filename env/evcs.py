@@ -370,7 +370,8 @@ def laxity_order(s: np.ndarray, station: np.ndarray) -> tuple[np.ndarray, np.nda
     key += s[_LAXKEY0]
     o = key.argsort(kind="stable")
     st_o = station[o]
-    return o, st_o, st_o.searchsorted(st_o)
+    n_at = np.bincount(st_o)                   # the first sorted position of station s is the
+    return o, st_o, (np.cumsum(n_at) - n_at)[st_o]   # count of EVs at stations before s
 
 
 def fill_stage(room: np.ndarray, o: np.ndarray, first_o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

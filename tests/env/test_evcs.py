@@ -463,3 +463,26 @@ def test_v2g_by_hand() -> None:
         r = fleet.step(t, np.array([p_set]))
         np.testing.assert_allclose(r.p_kw, [p_done])
     assert fleet.unmet_kwh[0] == 0.0 and fleet.e_kwh[0] == pytest.approx(10.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 60), n_station=st.integers(1, 5))
+def test_laxity_order_sorts_by_station_then_laxity(seed: int, n: int, n_station: int) -> None:
+    """Known answer of the split's order: EVs by station, then least laxity
+    ``(D - t) dt - (e_req - e)/(eta pmax)`` (ties by position), each with the first sorted
+    position of its station; brute force by Python's stable sort on (station, laxity)."""
+    from env.evcs import ev_rows, laxity_order
+
+    rng = np.random.default_rng(seed)
+    station = rng.integers(0, n_station, n)
+    e = rng.uniform(0.0, 40.0, n)
+    e_req = e + rng.choice([0.0, 5.0, 20.0], n)          # repeated values: ties happen
+    deadline = rng.integers(4, 8, n)
+    s = ev_rows(station, e, e_req, np.full(n, 60.0) + e_req, np.full(n, 7.0), np.full(n, 0.9), deadline, 0.25)
+    lax = deadline * 0.25 - (e_req - e) / (0.9 * 7.0)
+    expected = sorted(range(n), key=lambda i: (station[i], lax[i]))
+    o, st_o, first_o = laxity_order(s, station)
+    # the sort key carries rounding of W station + laxity: compare orders on well-separated laxities
+    np.testing.assert_array_equal(st_o, station[expected])
+    np.testing.assert_allclose(lax[o], lax[expected], rtol=0, atol=1e-9)
+    assert first_o.tolist() == [st_o.tolist().index(x) for x in st_o.tolist()]
