@@ -143,7 +143,7 @@ class BatchedSimulator:
         self.grid = grid
         self.model = m = model if model is not None else GridModel(grid)
         if m.grid is not grid:
-            raise ValueError("GridSimulator: model was built for another grid")
+            raise ValueError("BatchedSimulator: model was built for another grid")
         self.settings = cfg = settings or SimulatorSettings()
         self.days = days = [DayData(m, sc, cfg.forecast_horizon_h) for sc in scenarios]
         d0 = days[0]
@@ -265,7 +265,7 @@ class BatchedSimulator:
 
     def _require_running(self) -> None:
         if self.t >= self.n_steps:
-            raise RuntimeError(f"GridSimulator: the day is over (step {self.t} of {self.n_steps})")
+            raise RuntimeError(f"BatchedSimulator: the days are over (step {self.t} of {self.n_steps})")
 
     # .................................................................. feeders
     def _injection(self, rows: Any, ev_mw: np.ndarray, x: dict[str, np.ndarray], der_f: np.ndarray,

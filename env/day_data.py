@@ -61,7 +61,7 @@ class DayData:
         m, grid = model, model.grid
         lay = grid.layout
         if scenario.layout.load_names != lay.load_names or scenario.layout.evcs_names != lay.evcs_names:
-            raise ValueError(f"GridSimulator: scenario layout ({scenario.layout.case}) does not match grid {grid.name}")
+            raise ValueError(f"DayData: scenario layout ({scenario.layout.case}) does not match grid {grid.name}")
         self.model, self.scenario = m, scenario
         self.n_steps = T = int(scenario.n_steps)
         self.dt_h = scenario.dt_minutes / 60.0
