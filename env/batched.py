@@ -275,7 +275,14 @@ class BatchedSimulator:
         m = self.model
         s = m.control_injection_pu(np.concatenate((ev_mw, x["storage_p_mw"][rows], der_f), axis=1),
                                    x["q_comp_mvar"][rows], x["tie_p_mw"][rows] if m.n_tie else None)
-        return s + self.s_load_pu[self.t][rows] * (1.0 - shed_f[:, m.bus_feeder])
+        s += self._loads_kept(rows, shed_f)
+        return s
+
+    def _loads_kept(self, rows: Any, shed_f: np.ndarray) -> np.ndarray:
+        """(b, N_fb) the feeder loads' injection (p.u.) of the days ``rows`` at ``1 - shed`` of
+        their feeder's share (the day's own array when nothing is shed: not to be modified)."""
+        s_load = self.s_load_pu[self.t][rows]
+        return s_load * (1.0 - shed_f[:, self.model.bus_feeder]) if shed_f.any() else s_load
 
     def _solve(self, s: np.ndarray, rows: np.ndarray | slice, shed_f: np.ndarray) -> dict[str, Any]:
         """AC sweeps of the days ``rows`` from their last voltages: all their feeders at once
@@ -303,7 +310,7 @@ class BatchedSimulator:
             if av.min() < V_COLLAPSE_PU + 1e-9:      # screens the exact test |V|^2 < V_COLLAPSE^2
                 ok &= ~((v.real * v.real + v.imag * v.imag) < V_COLLAPSE_PU ** 2).reshape(n, nb, k).any(axis=(0, 2))
             if not ok.all():
-                load = self.s_load_pu[self.t][rows] * (1.0 - shed_f[:, m.bus_feeder])
+                load = self._loads_kept(rows, shed_f)
                 for j in np.flatnonzero(~ok):        # shed this day's load
                     vj, ij = shed_group(g, s[j], load[j], shed_f[j], cfg.sweep_tol_pu, cfg.sweep_max_iter)
                     v[:, j * k:(j + 1) * k] = vj
