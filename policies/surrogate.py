@@ -71,8 +71,8 @@ import numpy as np
 
 from env.balancing import balance, imbalance_mw, initial_thermal, tso_call
 from env.dispatch import Dispatch
-from env.evcs import (EVCSBounds, asap_profile, battery_gain_kwh, ev_rows, fill_stage, laxity_order, split_kw,
-                      step_limits, unmet_kwh)
+from env.evcs import (EVCSBounds, asap_profile, battery_gain_kwh, ev_rows, fill_stage, interval_power_kw, laxity_order,
+                      split_kw, step_limits, unmet_kwh)
 from env.feeder_flow import voltage_violation_pu
 from env.network import Grid
 from env.physics.sweep import PowerFlowError, fixed_point, slack_power_pu
@@ -229,6 +229,12 @@ def ev_asap(ev: ConnectedEVs, e_kwh: np.ndarray, t_from: int, n_rows: int, dt_h:
     rows (the env's must-run: ``b_k = min(E_cap, e + gain k, max(e, e_req - gain (D - t_from - k)))``),
     then charge ASAP from ``b_d``.
 
+    Both are full power over intervals of rows (:func:`env.evcs.interval_power_kw`): with
+    ``L = D - t_from`` rows left, ``K = (E_cap - e)/gain`` and ``R = (e_req - e)/gain``, the
+    must-run part is ``[a, min(a + K, L, d))`` from ``a = max(L - R, 0)``, and the ASAP part
+    ``[min(d, L), min(d, L) + min(K - x_d, L - min(d, L)))`` where ``x_d`` is the must-run part's
+    length (no deferral: ``d = 0``, the ASAP part alone, ``[0, min(K, L))``).
+
     Returns:
         power (n_rows, C, n_station) in MW, and unmet energy (n_rows, C) in kWh counted on the
         row where each EV leaves (``D - 1 - t_from``; EVs leaving after the rows are dropped).
@@ -238,9 +244,8 @@ def ev_asap(ev: ConnectedEVs, e_kwh: np.ndarray, t_from: int, n_rows: int, dt_h:
     if len(ev) == 0 or n_rows <= 0:
         return np.zeros((max(n_rows, 0), C, n_station)), np.zeros((max(n_rows, 0), C))
     gain = ev.efficiency * ev.p_max_kw * dt_h
-    k = np.arange(n_rows + 1, dtype=float)[:, None, None]
     steps_left = np.maximum(ev.deadline_step - t_from, 0)                      # (n_ev,)
-    b = np.minimum(ev.e_capacity_kwh, e[None] + gain * np.minimum(k, steps_left))   # (n_rows + 1, C, n_ev)
+    room = np.maximum((ev.e_capacity_kwh - e) / gain, 0.0)                     # K (C, n_ev)
     b_end = np.minimum(ev.e_capacity_kwh, e + gain * steps_left)
     if defer_steps is not None and np.asarray(defer_steps).size and np.any(np.asarray(defer_steps) > 1):
         d = np.maximum(np.asarray(defer_steps, dtype=float)[:, ev.station] - 1.0, 0.0)   # (C, n_ev) rows deferred
@@ -249,19 +254,25 @@ def ev_asap(ev: ConnectedEVs, e_kwh: np.ndarray, t_from: int, n_rows: int, dt_h:
             floor = np.maximum(e, ev.e_request_kwh - gain * np.maximum(steps_left - j, 0.0))
             return np.minimum(np.minimum(ev.e_capacity_kwh, e + gain * np.minimum(j, steps_left)), floor)
 
+        a = np.maximum(steps_left - (ev.e_request_kwh - e) / gain, 0.0)
+        stop = np.maximum(np.minimum(np.minimum(a + room, steps_left), d), a)
+        d_left = np.minimum(d, steps_left)
+        start2 = d_left
+        stop2 = d_left + np.maximum(np.minimum(room - (stop - a), steps_left - d_left), 0.0)
+        p_kw = (interval_power_kw(a, stop, ev.p_max_kw, ev.station, n_rows, n_station)
+                + interval_power_kw(start2, stop2, ev.p_max_kw, ev.station, n_rows, n_station))
         b_d = must_run(d)
-        after = np.minimum(ev.e_capacity_kwh, b_d + gain * (np.minimum(k, steps_left) - np.minimum(d, steps_left)))
-        b = np.where(k <= d, must_run(k), after)
         b_end = np.where(steps_left <= d, must_run(steps_left + 0.0 * d),
-                         np.minimum(ev.e_capacity_kwh, b_d + gain * (steps_left - np.minimum(d, steps_left))))
-    p_kw = np.diff(b, axis=0) / (ev.efficiency * dt_h)
-    power = (p_kw @ _onehot(ev.station, n_station)) * 1e-3
+                         np.minimum(ev.e_capacity_kwh, b_d + gain * (steps_left - d_left)))
+    else:
+        p_kw = interval_power_kw(np.zeros_like(room), np.minimum(room, steps_left), ev.p_max_kw, ev.station,
+                                 n_rows, n_station)
     unmet = unmet_kwh(ev.e_request_kwh, b_end)                                 # (C, n_ev)
     row = ev.deadline_step - 1 - t_from
-    unmet_rows = np.zeros((n_rows, C))
     ok = (row >= 0) & (row < n_rows)
-    np.add.at(unmet_rows, row[ok], unmet[:, ok].T)
-    return power, unmet_rows
+    key = (row[ok][None, :] * C + np.arange(C)[:, None]).reshape(-1)
+    unmet_rows = np.bincount(key, weights=unmet[:, ok].reshape(-1), minlength=n_rows * C).reshape(n_rows, C)
+    return p_kw * 1e-3, unmet_rows
 
 
 def _defer_key(defer_steps: np.ndarray, n_station: int) -> np.ndarray:

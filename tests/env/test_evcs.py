@@ -6,12 +6,14 @@ the least-laxity split, feasible schedules) are written here independently, with
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from env.evcs import (EVCSBounds, EVCSHorizon, EVFleet, EVStepResult, asap_profile,
+from env.evcs import (EVCSBounds, EVCSHorizon, EVFleet, EVStepResult, asap_profile, interval_power_kw,
                       horizon_bounds)
 from scenarios import EVSessions
 
@@ -313,6 +315,26 @@ def test_asap_profile_is_each_evs_battery_curve_summed_per_station(inst, upto) -
             b0, b1 = (min(top[i], s.e_arrival_kwh[i] + gain * j) for j in (k, k + 1))
             want[t, s.station[i]] += (b1 - b0) / (s.efficiency[i] * dt)
     np.testing.assert_allclose(asap_profile(s, n_station, dt, n_steps, upto), want, rtol=1e-12, atol=1e-9)
+
+
+@SETTINGS
+@given(st.integers(0, 2**31 - 1), st.integers(1, 3), st.integers(1, 25))
+def test_interval_power_is_each_rows_overlap_with_the_intervals(seed, n_batch, n_rows) -> None:
+    """Row ``k`` gets ``p |[k, k+1) n [start, stop)|`` per EV, summed per station, for intervals
+    inside, across and outside the rows (integer and fractional ends, empty ones)."""
+    rng = np.random.default_rng(seed)
+    n_ev, n_station = int(rng.integers(0, 12)), int(rng.integers(1, 4))
+    start = rng.uniform(-3.0, n_rows + 3.0, (n_batch, n_ev))
+    start[:, ::3] = np.round(start[:, ::3])
+    stop = start + rng.choice([0.0, 0.5, 1.0, 2.25, 7.0, 40.0], (n_batch, n_ev))
+    p_kw, station = rng.uniform(1.0, 22.0, n_ev), rng.integers(0, n_station, n_ev)
+    want = np.zeros((n_rows, n_batch, n_station))
+    for b, i, k in itertools.product(range(n_batch), range(n_ev), range(n_rows)):
+        want[k, b, station[i]] += p_kw[i] * max(0.0, min(k + 1.0, stop[b, i]) - max(k, start[b, i]))
+    got = interval_power_kw(start, stop, p_kw, station, n_rows, n_station)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(interval_power_kw(start[0], stop[0], p_kw, station, n_rows, n_station), want[:, 0],
+                               rtol=1e-12, atol=1e-9)
 
 
 @SETTINGS
