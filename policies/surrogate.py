@@ -97,6 +97,9 @@ __all__ = [
 ]
 
 _PLAN_FREE = -1e30  # a plan entry left to the base rule (stored finite: batches must be finite)
+# Inputs of the base rule's thermal row within this of the reference's count as the same (MW):
+# rounding of the station sums, far below any setpoint that matters (chosen).
+_SAME_MW = 1e-9
 
 
 # ============================================================================ settings
@@ -537,6 +540,7 @@ class _Traj:
     r_up_mw: np.ndarray
     r_dn_mw: np.ndarray
     next_key: np.ndarray       # (C, n) state after row 0 (EV energies, storage, thermal)
+    fnet_mw: np.ndarray        # (H, C, M, F) feeder net demand with storage seen by the thermal rule (rows 1..)
 
 
 @dataclass
@@ -762,9 +766,18 @@ class DaySurrogate:
         return thermal_rule(self.projection(dt), demand, p_last, self.settings.reserve_margin)
 
     # ------------------------------------------------------------------ dispatch trajectories
-    def _trajectory(self, state: SurrogateState, paths: DayPaths, first: ActionBatch, n_rows: int | None = None
-                    ) -> _Traj:
-        """Row 0 with the candidates, then the base rule on every path (rows 1..n_rows-1)."""
+    def _trajectory(self, state: SurrogateState, paths: DayPaths, first: ActionBatch, n_rows: int | None = None,
+                    ref: _Traj | None = None) -> _Traj:
+        """Row 0 with the candidates, then the base rule on every path (rows 1..n_rows-1).
+
+        ``ref``: a full trajectory of the same state and paths (one candidate) whose rows are
+        reused where they are the same: the feeder rows 1.. when every candidate's feeder state
+        after row 0 (EV and storage energies, deferrals, storage plan) equals ``ref``'s (to
+        1e-12, the test :class:`Lookahead` uses to share rows), and each thermal row ``k`` where
+        every candidate's last setpoints equal ``ref``'s row ``k - 1`` and the feeder net demand
+        of row ``k`` equals ``ref``'s, to ``_SAME_MW`` (the base rule's row is a Lipschitz function of those inputs alone,
+        so the rows reused differ from the ones computed by a small multiple of it).
+        """
         m, dt, t = self.model, paths.dt_h, state.step
         H = paths.horizon if n_rows is None else min(n_rows, paths.horizon)
         C, M = len(first), paths.n_paths
@@ -805,20 +818,51 @@ class DaySurrogate:
         th_all = [np.empty((H, C, M, n_gen)) for _ in range(3)]
         for a, v in zip(th_all, th0):
             a[0] = v[:, None]
+        fnet_all = np.zeros((H, C, M, m.n_feeder))
         if H > 1:
             load = paths.load_p_mw[1:H, None]                                                # (H-1, 1, M, n)
-            _, der_all[1:] = self._curtail(load, ev_all[1:], paths.der_avail_mw[1:H, None])
-            net = self._feeder_net(load, ev_all[1:], der_all[1:])                             # (H-1, C, M, F)
-            self._storage_loop(net, est1, st_all, dt, first.plan(self.sizes.n_storage))
+            if ref is not None and ref.ev_mw.shape[0] == H and _same_state(
+                    _feeder_key(key, n_gen, ev_state, n_st), _feeder_key(ref.next_key, n_gen, ev_state, n_st)[0]).all():
+                for a, b in ((ev_all, ref.ev_mw), (unmet, ref.ev_unmet_kwh), (st_all, ref.storage_mw),
+                             (der_all, ref.der_used_mw), (fnet_all, ref.fnet_mw)):
+                    a[1:] = b[1:]
+            else:
+                _, der_all[1:] = self._curtail(load, ev_all[1:], paths.der_avail_mw[1:H, None])
+                net = self._feeder_net(load, ev_all[1:], der_all[1:])                         # (H-1, C, M, F)
+                self._storage_loop(net, est1, st_all, dt, first.plan(self.sizes.n_storage))
+                fnet_all[1:] = net + st_all[1:] @ m.f_st.T
             if self.is_td:
-                p_last = np.broadcast_to(th0[0][:, None], (C, M, n_gen)).copy()
-                for k in range(1, H):
-                    fnet = net[k - 1] + st_all[k] @ m.f_st.T
-                    th = self._thermal_rule(load[k - 1], der_all[k], fnet, p_last, dt)
-                    for a, v in zip(th_all, proj.project_thermal(*th, p_last)):
-                        a[k] = v
-                    p_last = th_all[0][k]
-        return _Traj(ev_all, unmet, st_all, der_all, th_all[0], th_all[1], th_all[2], key)
+                self._thermal_rows(load, der_all, fnet_all, th_all, th0[0], dt, ref)
+        return _Traj(ev_all, unmet, st_all, der_all, th_all[0], th_all[1], th_all[2], key, fnet_all)
+
+    def _thermal_rows(self, load: np.ndarray, der_all: np.ndarray, fnet_all: np.ndarray, th_all: list[np.ndarray],
+                      p0: np.ndarray, dt: float, ref: _Traj | None) -> None:
+        """The base rule's thermal rows 1.. (``th_all``: setpoints, reserves (H, C, M, n_gen)) on
+        the feeder net demand ``fnet_all``, each row's ramp window after the row before. Rows
+        whose inputs equal ``ref``'s (see :meth:`_trajectory`) are ``ref``'s, in runs up to the
+        next row where the feeder net demand differs."""
+        H, C, M = fnet_all.shape[:3]
+        proj = self.projection(dt)
+        p_last = np.broadcast_to(p0[:, None], (C, M, p0.shape[-1]))
+        differ = np.arange(1, H)
+        if ref is not None and ref.fnet_mw.shape[0] == H:
+            differ = np.flatnonzero((np.abs(fnet_all - ref.fnet_mw) > _SAME_MW).any(axis=(1, 2, 3)))
+        ref_rows = (ref.thermal_mw, ref.r_up_mw, ref.r_dn_mw) if ref is not None else ()
+        k = 1
+        while k < H:
+            if ref_rows and (np.abs(p_last - ref.thermal_mw[k - 1]) <= _SAME_MW).all():
+                j = int(np.searchsorted(differ, k))
+                nxt = int(differ[j]) if j < differ.shape[0] else H
+                if nxt > k:
+                    for a, b in zip(th_all, ref_rows):
+                        a[k:nxt] = b[k:nxt]
+                    p_last, k = ref.thermal_mw[nxt - 1], nxt
+                    continue
+            th = self._thermal_rule(load[k - 1], der_all[k], fnet_all[k], p_last, dt)
+            for a, v in zip(th_all, proj.project_thermal(*th, p_last)):
+                a[k] = v
+            p_last = th_all[0][k]
+            k += 1
 
     def _storage_loop(self, net: np.ndarray, e1: np.ndarray, out: np.ndarray, dt: float,
                       plan: np.ndarray | None = None) -> None:
@@ -1097,6 +1141,7 @@ class _Reference:
     row0_shared: bool           # row 0 (the nowcast) identical on every path
     key: np.ndarray             # state after row 0
     rows: np.ndarray            # (H, M) total cost per row
+    traj: _Traj                 # its dispatch trajectory (rows reused by candidates, see DaySurrogate._trajectory)
 
 
 class Lookahead:
@@ -1126,7 +1171,7 @@ class Lookahead:
                       and np.ptp(paths.load_q_mvar[0], axis=0).max(initial=0.0) == 0.0)
         rows = sur._costs(paths, tr, ph, H)["total"][:, 0]
         self._ref = _Reference(sur._ctrl(tr).copy(), ph.head_mw.copy(), ph.v_viol_pu.copy(), feeders, shared,
-                               tr.next_key[0].copy(), rows)
+                               tr.next_key[0].copy(), rows, tr)
         self.reference_cost = rows.sum(axis=0)                                               # (M,)
         self.current_cost = self.reference_cost.copy()
 
@@ -1142,7 +1187,8 @@ class Lookahead:
             if not sel.any():
                 continue
             idx = np.flatnonzero(sel)
-            tr = _take_traj(tr1, idx) if rows == 1 else sur._trajectory(self.state, paths, actions.take(idx))
+            tr = _take_traj(tr1, idx) if rows == 1 else sur._trajectory(self.state, paths, actions.take(idx),
+                                                                         ref=ref.traj)
             keep: list[tuple[Any, ...]] = []
             ph = sur._delta_physics(ref, tr, rows, self.max_columns, keep=keep)
             cost = sur._costs(paths, tr, ph, rows)["total"]
@@ -1172,6 +1218,8 @@ class Lookahead:
             ref.viol[:rows] = ph.v_viol_pu[:, j:j + 1]
             ref.rows[:rows] = cost[:, j]
             ref.key = tr.next_key[j].copy()
+            if rows == ref.traj.ev_mw.shape[0]:
+                ref.traj = _take_traj(tr, np.array([j]))
             self.current_cost = ref.rows.sum(axis=0)
             return self.current_cost
         raise ValueError(f"Lookahead.commit_last: no candidate {i} in the last evaluation")
@@ -1189,6 +1237,12 @@ def _same_state(keys: np.ndarray, ref_key: np.ndarray) -> np.ndarray:
     k = np.pad(keys, ((0, 0), (0, width - keys.shape[1])), constant_values=_PLAN_FREE)
     r = np.pad(ref_key, (0, width - ref_key.shape[0]), constant_values=_PLAN_FREE)
     return np.abs(k - r).max(axis=1, initial=0.0) <= 1e-12
+
+
+def _feeder_key(key: np.ndarray, n_gen: int, ev: ConnectedEVs, n_st: int) -> np.ndarray:
+    """The columns of state keys (C, n) that the feeder rows 1.. depend on (all but the thermal setpoints)."""
+    cut = len(ev) + n_st
+    return np.concatenate([key[:, :cut], key[:, cut + n_gen:]], axis=1)
 
 
 def _take_traj(tr: _Traj, idx: np.ndarray) -> _Traj:

@@ -322,19 +322,25 @@ def extra_defers(cand) -> bool:  # noqa: ANN001
     return bool(np.any(cand[3].get("ev_defer_steps", np.zeros(1)) > 0))
 
 
-def test_lookahead_prices_candidates_like_a_full_simulation() -> None:
-    """Re-solving only the changed points (and committing) gives the exact surrogate Q."""
-    base_env = _env("d33", 4)
-    pol = RolloutPolicy(base_env.grid, n_sims=4, z=0.0, ev_defer_steps=(4, 16))
-    pol.reset(4)
+def _lookahead_at(case: str, seed: int, step: int, **kw):  # noqa: ANN202
+    """A Rollout (z = 0) and its lookahead at ``step`` of a day played by the heuristic:
+    (policy, observation, lookahead, base action, candidates)."""
+    base_env = _env(case, seed)
+    pol = RolloutPolicy(base_env.grid, z=0.0, **kw)
+    pol.reset(seed)
     heur = HeuristicPolicy(base_env.grid)
-    while base_env.observation_typed.step < 52:
+    while base_env.observation_typed.step < step:
         base_env.step_dispatch(heur.act(base_env.observation_typed))
     obs = base_env.observation_typed
     base = heur.act(obs)
     look = pol.lookahead(obs, obs.forecast, base)
     b = ActionBatch.from_dispatch(base)
-    cands = candidate_values(StepLimits.from_observation(pol.surrogate, obs), b, pol.settings)
+    return pol, obs, look, b, candidate_values(StepLimits.from_observation(pol.surrogate, obs), b, pol.settings)
+
+
+def test_lookahead_prices_candidates_like_a_full_simulation() -> None:
+    """Re-solving only the changed points (and committing) gives the exact surrogate Q."""
+    pol, obs, look, b, cands = _lookahead_at("d33", 4, 52, n_sims=4, ev_defer_steps=(4, 16))
     _, i, vals, extra = next(c for c in cands if c[0] == "storage")
     batch = b.vary("storage_p_mw", i, vals, **extra)                          # multi-step candidates too
     q = look.evaluate(batch)
@@ -351,6 +357,32 @@ def test_lookahead_prices_candidates_like_a_full_simulation() -> None:
                                rtol=1e-7)
     assert q_chosen @ look.paths.probabilities <= look.reference_cost @ look.paths.probabilities
     assert any(r.chosen > 0 for r in rounds)
+
+
+def test_lookahead_reusing_reference_rows_prices_td_candidates_like_a_full_simulation() -> None:
+    """On a T-D case, thermal and EV candidates priced by the lookahead (the reference's feeder
+    and thermal rows reused where their inputs match) have the Q of a full simulation of each,
+    before and after the reference moves to a chosen candidate."""
+    pol, obs, look, b, cands = _lookahead_at("t30d2", 5, 44, n_sims=3)
+    reserves = pol._reserves(obs, look, b)
+    kinds = set()
+    for kind, i, vals, extra in cands:
+        if kind not in ("thermal", "ev") or kind in kinds:
+            continue
+        kinds.add(kind)
+        also = dict(extra)
+        if kind == "thermal":
+            p = np.repeat(b.thermal_p_mw, vals.size, axis=0)
+            p[:, i] = vals
+            also["thermal_r_up_mw"], also["thermal_r_dn_mw"] = reserves(p)
+        batch = b.vary({"thermal": "thermal_p_mw", "ev": "ev_p_mw"}[kind], i, vals, **also)
+        q = look.evaluate(batch)
+        np.testing.assert_allclose(q, pol.surrogate.simulate(look.state, look.paths, batch)["total"], rtol=1e-9)
+    assert kinds == {"thermal", "ev"}
+    chosen, rounds, q_chosen = improve(look, b, cands, z=0.0, reserves=reserves)
+    assert {r.kind for r in rounds if r.chosen > 0} & {"thermal", "ev"}
+    np.testing.assert_allclose(q_chosen, pol.surrogate.simulate(look.state, look.paths, chosen)["total"][0],
+                               rtol=1e-9)
 
 
 def test_first_order_fallback_is_close_for_one_step_changes() -> None:
