@@ -132,19 +132,19 @@ def merit_order(gen_p_min: np.ndarray, gen_p_max: np.ndarray, c1: np.ndarray, de
     """
     lo, hi = np.asarray(gen_p_min, dtype=float), np.asarray(gen_p_max, dtype=float)
     demand = np.asarray(demand_mw, dtype=float)
-    shape = np.broadcast_shapes(lo.shape, hi.shape, demand.shape + lo.shape[-1:])
     o = np.argsort(c1, kind="stable")
-    room = np.broadcast_to((hi - lo)[..., o], shape)       # (the full shape: demand may carry the batch)
-    room = np.maximum(room, 0.0)
+    room = np.take(hi - lo, o, axis=-1)                    # in merit order
+    np.maximum(room, 0.0, out=room)
+    shape = np.broadcast_shapes(room.shape, demand.shape + lo.shape[-1:])
+    if room.shape != shape:                                # (demand may carry the batch)
+        room = np.broadcast_to(room, shape)
     rest = demand - lo.sum(axis=-1)
     give = np.cumsum(room, axis=-1)
     give -= room                                   # room of the cheaper units
     np.subtract(rest[..., None], give, out=give)
     np.maximum(give, 0.0, out=give)
     np.minimum(give, room, out=give)
-    p = lo.copy() if lo.shape == shape else np.broadcast_to(lo, shape).copy()
-    p[..., o] += give
-    return p
+    return lo + np.take(give, np.argsort(o), axis=-1)      # back to unit order
 
 
 def base_transmission_injection(grid: Grid, physics: GridPhysics | None = None) -> np.ndarray:
