@@ -36,7 +36,7 @@ from scenarios import EVSessions
 
 __all__ = ["EVCSBounds", "EVCSHorizon", "EVFleet", "EVStepResult", "asap_profile", "ev_rows", "fill_stage",
            "battery_gain_kwh", "horizon_bounds", "interval_power_kw", "laxity_order", "limits_into", "split_kw",
-           "step_limits", "unmet_kwh"]
+           "station_sums", "step_limits", "unmet_kwh"]
 
 _TOL_KWH = 1e-9  # unmet energy below this is rounding, reported as 0
 
@@ -194,7 +194,7 @@ def _grid_energy(db_kwh: np.ndarray, eta: np.ndarray) -> np.ndarray:
     return np.where(db_kwh >= 0, db_kwh / eta, db_kwh * eta)
 
 
-def _station_sums(station: np.ndarray, values: np.ndarray, n_station: int) -> np.ndarray:
+def station_sums(station: np.ndarray, values: np.ndarray, n_station: int) -> np.ndarray:
     """``out[..., s] = sum_{i: station_i = s} values[..., i]``, values of shape (m, n) or (n,)."""
     if values.ndim == 1:
         return np.bincount(station, weights=values, minlength=n_station)
@@ -241,10 +241,10 @@ def horizon_bounds(e_kwh: np.ndarray, station: np.ndarray, p_max_kw: np.ndarray,
     if v2g:
         x_hi = np.maximum(x_hi, _cycle_x_hi(e_capacity_kwh - e, eta, reach_kwh, n))
     on = (left > k).astype(float) * pmax
-    p_hi = _station_sums(station, on, n_station)
+    p_hi = station_sums(station, on, n_station)
     return EVCSHorizon(p_max_kw=p_hi, p_min_kw=-p_hi if v2g else np.zeros_like(p_hi),
-                       x_lo_kwh=_station_sums(station, x_lo, n_station),
-                       x_hi_kwh=_station_sums(station, x_hi, n_station))
+                       x_lo_kwh=station_sums(station, x_lo, n_station),
+                       x_hi_kwh=station_sums(station, x_hi, n_station))
 
 
 def _cycle_x_hi(room_kwh: np.ndarray, eta: np.ndarray, reach_kwh: np.ndarray,

@@ -72,7 +72,7 @@ import numpy as np
 from env.balancing import balance, imbalance_mw, initial_thermal, tso_call
 from env.dispatch import Dispatch
 from env.evcs import (EVCSBounds, asap_profile, battery_gain_kwh, ev_rows, fill_stage, interval_power_kw, laxity_order,
-                      split_kw, step_limits, unmet_kwh)
+                      split_kw, station_sums, step_limits, unmet_kwh)
 from env.feeder_flow import voltage_violation_pu
 from env.network import Grid
 from env.physics.sweep import PowerFlowError, fixed_point, slack_power_pu
@@ -211,9 +211,8 @@ def ev_split(ev: ConnectedEVs, t: int, dt_h: float, target_kw: np.ndarray, n_sta
         return np.zeros((target.shape[0], 0))
     s = ev.rows(dt_h)
     p_lo, head = step_limits(s, t, dt_h)
-    onehot = _onehot(ev.station, n_station)
-    lo_sum = p_lo @ onehot
-    extra = np.minimum(np.maximum(target, lo_sum), head @ onehot) - lo_sum           # (C, n_station)
+    lo_sum = station_sums(ev.station, p_lo, n_station)
+    extra = np.minimum(np.maximum(target, lo_sum), station_sums(ev.station, head, n_station)) - lo_sum  # (C, n_station)
     o, st_o, first_o = laxity_order(s, ev.station)
     before_o, cap_o = fill_stage(head - p_lo, o, first_o)
     p = np.broadcast_to(p_lo, (target.shape[0], len(ev))).copy()
@@ -284,12 +283,6 @@ def _defer_key(defer_steps: np.ndarray, n_station: int) -> np.ndarray:
     return d if d.shape[1] else np.zeros((d.shape[0], n_station))
 
 
-def _onehot(idx: np.ndarray, n: int) -> np.ndarray:
-    m = np.zeros((idx.shape[0], n))
-    m[np.arange(idx.shape[0]), idx] = 1.0
-    return m
-
-
 class EVTracker:
     """Per-EV energies of the connected EVs, rebuilt from what a policy may know.
 
@@ -356,15 +349,17 @@ class EVTracker:
         """All EVs connected at ``t``: the known ones plus one pseudo-EV per station for the
         EVs plugging in at ``t`` (station totals of ``bounds`` minus the known EVs')."""
         ev = self.known_state(t, known)
-        onehot = _onehot(ev.station, self.n_station)
-        rated = bounds.p_rated_kw - ev.p_max_kw @ onehot
+        def total(x: np.ndarray) -> np.ndarray:
+            return station_sums(ev.station, x, self.n_station)
+
+        rated = bounds.p_rated_kw - total(ev.p_max_kw)
         new = rated > 1e-9
         if not new.any():
             return ev
         st = np.flatnonzero(new)
-        e = np.maximum(bounds.e_kwh - ev.e_kwh @ onehot, 0.0)[st]
-        cap = np.maximum(bounds.e_capacity_kwh - ev.e_capacity_kwh @ onehot, 0.0)[st]
-        req = np.maximum(bounds.e_target_kwh - ev.e_request_kwh @ onehot, 0.0)[st]
+        e = np.maximum(bounds.e_kwh - total(ev.e_kwh), 0.0)[st]
+        cap = np.maximum(bounds.e_capacity_kwh - total(ev.e_capacity_kwh), 0.0)[st]
+        req = np.maximum(bounds.e_target_kwh - total(ev.e_request_kwh), 0.0)[st]
         cap = np.maximum(cap, e)
         req = np.clip(req, e, cap)
         dwell = np.broadcast_to(np.asarray(dwell_steps, dtype=float), (self.n_station,))[st]
@@ -659,7 +654,7 @@ class DaySurrogate:
         m = self.model
         t, dt = state.step, paths.dt_h
         _, head = _ev_limits(state.ev, state.ev.e_kwh, t, dt)
-        ev = (head @ _onehot(state.ev.station, self.n_station)) * 1e-3
+        ev = station_sums(state.ev.station, head, self.n_station) * 1e-3
         load, der = paths.load_p_mw[:1, None, :1], paths.der_avail_mw[:1, None, :1]      # (1, 1, 1, n)
         ev4 = ev[None, None, None]
         curt, der_used = self._curtail(load, ev4, der)
@@ -668,15 +663,16 @@ class DaySurrogate:
         th: tuple[np.ndarray, ...] = (np.zeros((1, 0)),) * 3
         if self.is_td:
             fnet = net + st @ m.f_st.T
-            p, r_up, r_dn = self._thermal_rule(load[0], der_used[0], fnet, state.thermal_p_last_mw[None, None], dt)
+            p, r_up, r_dn = self._thermal_rule(self._thermal_demand(load[0], der_used[0], fnet),
+                                               state.thermal_p_last_mw[None, None], dt)
             th = tuple(a[:, 0] for a in self.projection(dt).project_thermal(p, r_up, r_dn, state.thermal_p_last_mw))
         return ActionBatch(ev[None], st[:, 0], curt[0, :, 0], *th)
 
     def ev_bounds(self, state: SurrogateState, dt_h: float) -> tuple[np.ndarray, np.ndarray]:
         """Station power range (MW) of the surrogate's EVs now: (sum must-run, sum headroom)."""
         p_lo, head = _ev_limits(state.ev, state.ev.e_kwh, state.step, dt_h)
-        onehot = _onehot(state.ev.station, self.n_station)
-        return (p_lo @ onehot) * 1e-3, (head @ onehot) * 1e-3
+        station = state.ev.station
+        return station_sums(station, p_lo, self.n_station) * 1e-3, station_sums(station, head, self.n_station) * 1e-3
 
     def step(self, state: SurrogateState, paths: DayPaths, action: ActionBatch
              ) -> tuple[np.ndarray, SurrogateState]:
@@ -756,36 +752,74 @@ class DaySurrogate:
         lo, hi = self.projection(dt).storage_limits(e)
         return storage_rule(net_f[..., self.model.st_feeder] * self._st_share, lo, hi, self.settings.no_exchange)
 
-    def _thermal_rule(self, load: np.ndarray, der_used: np.ndarray, feeder_net: np.ndarray, p_last: np.ndarray,
-                      dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The base rule's thermal setpoints and reserves (C, M, n_gen) on the transmission net
-        load (:func:`policies.heuristic.thermal_demand`, :func:`policies.heuristic.thermal_rule`)."""
+    def _thermal_demand(self, load: np.ndarray, der_used: np.ndarray, feeder_net: np.ndarray) -> np.ndarray:
+        """The transmission net load the base rule's units cover (:func:`policies.heuristic.thermal_demand`)."""
         m = self.model
-        demand = thermal_demand(load[..., m.n_load_f:], feeder_net, der_used[..., m.n_der_f:],
-                                self.settings.loss_factor)
-        return thermal_rule(self.projection(dt), demand, p_last, self.settings.reserve_margin)
+        return thermal_demand(load[..., m.n_load_f:], feeder_net, der_used[..., m.n_der_f:], self.settings.loss_factor)
+
+    def _thermal_rule(self, demand_mw: np.ndarray, p_last: np.ndarray, dt: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The base rule's thermal setpoints and reserves (C, M, n_gen) on the transmission net
+        load ``demand_mw`` (:func:`policies.heuristic.thermal_rule`)."""
+        return thermal_rule(self.projection(dt), demand_mw, p_last, self.settings.reserve_margin)
 
     # ------------------------------------------------------------------ dispatch trajectories
     def _trajectory(self, state: SurrogateState, paths: DayPaths, first: ActionBatch, n_rows: int | None = None,
-                    ref: _Traj | None = None) -> _Traj:
-        """Row 0 with the candidates, then the base rule on every path (rows 1..n_rows-1).
+                    ref: _Traj | None = None, row0: _Traj | None = None) -> _Traj:
+        """Row 0 with the candidates (``row0``: :meth:`_first_row` of ``first``, if already
+        computed), then the base rule on every path (rows 1..n_rows-1).
 
         ``ref``: a full trajectory of the same state and paths (one candidate) whose rows are
         reused where they are the same: the feeder rows 1.. when every candidate's feeder state
         after row 0 (EV and storage energies, deferrals, storage plan) equals ``ref``'s (to
         1e-12, the test :class:`Lookahead` uses to share rows), and each thermal row ``k`` where
         every candidate's last setpoints equal ``ref``'s row ``k - 1`` and the feeder net demand
-        of row ``k`` equals ``ref``'s, to ``_SAME_MW`` (the base rule's row is a Lipschitz function of those inputs alone,
-        so the rows reused differ from the ones computed by a small multiple of it).
+        of row ``k`` equals ``ref``'s, to ``_SAME_MW`` (the base rule's row is a Lipschitz
+        function of those inputs alone, so the rows reused differ from the ones computed by a
+        small multiple of it).
         """
-        m, dt, t = self.model, paths.dt_h, state.step
         H = paths.horizon if n_rows is None else min(n_rows, paths.horizon)
+        row0 = row0 if row0 is not None else self._first_row(state, paths, first)
+        if H == 1:
+            return row0
+        m, dt, t, ev_state = self.model, paths.dt_h, state.step, state.ev
+        C, M = len(first), paths.n_paths
+        n_ev, n_st, n_gen = len(ev_state), self.sizes.n_storage, self.sizes.n_gen
+        key = row0.next_key
+        ev_all, unmet, st_all, der_all, fnet_all, *th_all = (
+            np.empty((H,) + a.shape[1:]) for a in (row0.ev_mw, row0.ev_unmet_kwh, row0.storage_mw, row0.der_used_mw,
+                                                   row0.fnet_mw, row0.thermal_mw, row0.r_up_mw, row0.r_dn_mw))
+        for a, b in zip((ev_all, unmet, st_all, der_all, fnet_all, *th_all),
+                        (row0.ev_mw, row0.ev_unmet_kwh, row0.storage_mw, row0.der_used_mw, row0.fnet_mw,
+                         row0.thermal_mw, row0.r_up_mw, row0.r_dn_mw)):
+            a[0] = b[0]
+        load = paths.load_p_mw[1:H, None]                                                    # (H-1, 1, M, n)
+        if ref is not None and ref.ev_mw.shape[0] == H and _same_state(
+                _feeder_key(key, n_gen, ev_state, n_st), _feeder_key(ref.next_key, n_gen, ev_state, n_st)[0]).all():
+            for a, b in ((ev_all, ref.ev_mw), (unmet, ref.ev_unmet_kwh), (st_all, ref.storage_mw),
+                         (der_all, ref.der_used_mw), (fnet_all, ref.fnet_mw)):
+                a[1:] = b[1:]
+        else:
+            ev_cur, unmet_cur = ev_asap(ev_state, key[:, :n_ev], t + 1, H - 1, dt, self.n_station,   # (H-1, C, ns)
+                                        first.ev_defer_steps)
+            ev_all[1:] = ev_cur[:, :, None] + paths.ev_future_mw[1:H, None]
+            unmet[1:] = unmet_cur[:, :, None] + paths.ev_future_unmet_kwh[1:H, None]
+            _, der_all[1:] = self._curtail(load, ev_all[1:], paths.der_avail_mw[1:H, None])
+            net = self._feeder_net(load, ev_all[1:], der_all[1:])                             # (H-1, C, M, F)
+            self._storage_loop(net, key[:, n_ev:n_ev + n_st], st_all, dt, first.plan(n_st))
+            fnet_all[1:] = net + st_all[1:] @ m.f_st.T
+        if self.is_td:
+            self._thermal_rows(load, der_all, fnet_all, th_all, row0.thermal_mw[0, :, 0], dt, ref)
+        return _Traj(ev_all, unmet, st_all, der_all, th_all[0], th_all[1], th_all[2], key, fnet_all)
+
+    def _first_row(self, state: SurrogateState, paths: DayPaths, first: ActionBatch) -> _Traj:
+        """Row 0 of the candidates (projected like the env), a one-row :class:`_Traj` with the
+        state key after it: EV energies, storage energies, thermal setpoints, deferrals, plan."""
+        m, dt, t = self.model, paths.dt_h, state.step
         C, M = len(first), paths.n_paths
         ev_state = state.ev
-        # ---- row 0: the candidates (projected like the env)
         p_ev = ev_split(ev_state, t, dt, first.ev_p_mw * 1e3, self.n_station)              # (C, n_ev) kW
-        onehot = _onehot(ev_state.station, self.n_station)
-        ev0 = (p_ev @ onehot) * 1e-3
+        ev0 = station_sums(ev_state.station, p_ev, self.n_station) * 1e-3
         e1 = ev_state.e_kwh + battery_gain_kwh(p_ev, ev_state.efficiency, dt)
         proj = self.projection(dt)
         st_lo, st_hi = proj.storage_limits(state.storage_e_mwh)
@@ -801,39 +835,12 @@ class DaySurrogate:
             unmet0 = unmet_kwh(ev_state.e_request_kwh[leave0], e1[:, leave0]).sum(axis=1)
         key = np.concatenate([e1, est1, th0[0], _defer_key(first.ev_defer_steps, self.n_station),
                               first.storage_plan_mw], axis=1)
-        # ---- arrays of all rows
-        n_st, n_der, n_gen = self.sizes.n_storage, self.sizes.n_der, self.sizes.n_gen
-        ev_cur, unmet_cur = ev_asap(ev_state, e1, t + 1, H - 1, dt, self.n_station,        # (H-1, C, ns)
-                                    first.ev_defer_steps)
-        ev_all = np.empty((H, C, M, self.n_station))
-        ev_all[0] = ev0[:, None]
-        ev_all[1:] = ev_cur[:, :, None] + paths.ev_future_mw[1:H, None]
-        unmet = np.empty((H, C, M))
-        unmet[0] = unmet0[:, None] + paths.ev_future_unmet_kwh[0][None]
-        unmet[1:] = unmet_cur[:, :, None] + paths.ev_future_unmet_kwh[1:H, None]
-        st_all = np.empty((H, C, M, n_st))
-        st_all[0] = st0[:, None]
-        der_all = np.empty((H, C, M, n_der))
-        der_all[0] = der0
-        th_all = [np.empty((H, C, M, n_gen)) for _ in range(3)]
-        for a, v in zip(th_all, th0):
-            a[0] = v[:, None]
-        fnet_all = np.zeros((H, C, M, m.n_feeder))
-        if H > 1:
-            load = paths.load_p_mw[1:H, None]                                                # (H-1, 1, M, n)
-            if ref is not None and ref.ev_mw.shape[0] == H and _same_state(
-                    _feeder_key(key, n_gen, ev_state, n_st), _feeder_key(ref.next_key, n_gen, ev_state, n_st)[0]).all():
-                for a, b in ((ev_all, ref.ev_mw), (unmet, ref.ev_unmet_kwh), (st_all, ref.storage_mw),
-                             (der_all, ref.der_used_mw), (fnet_all, ref.fnet_mw)):
-                    a[1:] = b[1:]
-            else:
-                _, der_all[1:] = self._curtail(load, ev_all[1:], paths.der_avail_mw[1:H, None])
-                net = self._feeder_net(load, ev_all[1:], der_all[1:])                         # (H-1, C, M, F)
-                self._storage_loop(net, est1, st_all, dt, first.plan(self.sizes.n_storage))
-                fnet_all[1:] = net + st_all[1:] @ m.f_st.T
-            if self.is_td:
-                self._thermal_rows(load, der_all, fnet_all, th_all, th0[0], dt, ref)
-        return _Traj(ev_all, unmet, st_all, der_all, th_all[0], th_all[1], th_all[2], key, fnet_all)
+
+        def rows(a: np.ndarray) -> np.ndarray:                                                # (C, n) -> (1, C, M, n)
+            return np.broadcast_to(a[:, None], (C, M, a.shape[-1]))[None].copy()
+
+        return _Traj(rows(ev0), (unmet0[:, None] + paths.ev_future_unmet_kwh[0][None])[None], rows(st0), der0[None],
+                     *(rows(v) for v in th0), key, np.zeros((1, C, M, m.n_feeder)))
 
     def _thermal_rows(self, load: np.ndarray, der_all: np.ndarray, fnet_all: np.ndarray, th_all: list[np.ndarray],
                       p0: np.ndarray, dt: float, ref: _Traj | None) -> None:
@@ -848,6 +855,7 @@ class DaySurrogate:
         if ref is not None and ref.fnet_mw.shape[0] == H:
             differ = np.flatnonzero((np.abs(fnet_all - ref.fnet_mw) > _SAME_MW).any(axis=(1, 2, 3)))
         ref_rows = (ref.thermal_mw, ref.r_up_mw, ref.r_dn_mw) if ref is not None else ()
+        demand = self._thermal_demand(load, der_all[1:], fnet_all[1:])                       # (H-1, C, M)
         k = 1
         while k < H:
             if ref_rows and (np.abs(p_last - ref.thermal_mw[k - 1]) <= _SAME_MW).all():
@@ -858,7 +866,7 @@ class DaySurrogate:
                         a[k:nxt] = b[k:nxt]
                     p_last, k = ref.thermal_mw[nxt - 1], nxt
                     continue
-            th = self._thermal_rule(load[k - 1], der_all[k], fnet_all[k], p_last, dt)
+            th = self._thermal_rule(demand[k - 1], p_last, dt)
             for a, v in zip(th_all, proj.project_thermal(*th, p_last)):
                 a[k] = v
             p_last = th_all[0][k]
@@ -1181,14 +1189,15 @@ class Lookahead:
         H = paths.horizon
         out = np.empty((len(actions), paths.n_paths))
         self._last: list[tuple[Any, ...]] = []
-        tr1 = sur._trajectory(self.state, paths, actions, n_rows=1)
+        tr1 = sur._first_row(self.state, paths, actions)
         same = _same_state(tr1.next_key, ref.key)
         for sel, rows in ((same, 1), (~same, H)):
             if not sel.any():
                 continue
             idx = np.flatnonzero(sel)
-            tr = _take_traj(tr1, idx) if rows == 1 else sur._trajectory(self.state, paths, actions.take(idx),
-                                                                         ref=ref.traj)
+            tr = _take_traj(tr1, idx)
+            if rows > 1:
+                tr = sur._trajectory(self.state, paths, actions.take(idx), ref=ref.traj, row0=tr)
             keep: list[tuple[Any, ...]] = []
             ph = sur._delta_physics(ref, tr, rows, self.max_columns, keep=keep)
             cost = sur._costs(paths, tr, ph, rows)["total"]
