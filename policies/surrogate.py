@@ -92,7 +92,7 @@ from policies.heuristic import (
 from scenarios import EVSessions, ScenarioSet
 
 __all__ = [
-    "ActionBatch", "ConnectedEVs", "DayPaths", "DaySurrogate", "EVTracker", "Lookahead", "SurrogateSettings",
+    "ActionBatch", "ConnectedEVs", "DayPaths", "DaySurrogate", "EVSplit", "EVTracker", "Lookahead", "SurrogateSettings",
     "SurrogateState", "ev_asap", "ev_split",
 ]
 
@@ -199,25 +199,41 @@ def _ev_limits(ev: ConnectedEVs, e_kwh: np.ndarray, t: int, dt_h: float) -> tupl
     return p_lo, head
 
 
-def ev_split(ev: ConnectedEVs, t: int, dt_h: float, target_kw: np.ndarray, n_station: int) -> np.ndarray:
-    """Per-EV powers (C, n_ev) kW of station setpoints ``target_kw`` (C, n_station), by the
-    env fleet's split (:class:`env.evcs.EVFleet`, no V2G, must-run enforced):
+class EVSplit:
+    """The env fleet's split (:class:`env.evcs.EVFleet`, no V2G, must-run enforced) of station
+    setpoints among the EVs ``ev`` connected at step ``t``; what does not depend on the
+    setpoints (limits, laxity order, fill stages) is computed once, for any number of calls:
     ``P_s = clip(P_set_s, sum p_lo, sum head)``; every EV gets its must-run ``p_lo``, the rest
     ``P_s - sum p_lo`` goes by least laxity up to each headroom (:func:`env.evcs.laxity_order`,
-    :func:`env.evcs.fill_stage`, :func:`env.evcs.split_kw`), for all ``C`` setpoints at once.
+    :func:`env.evcs.fill_stage`, :func:`env.evcs.split_kw`).
     """
-    target = np.atleast_2d(np.asarray(target_kw, dtype=float))
-    if len(ev) == 0:
-        return np.zeros((target.shape[0], 0))
-    s = ev.rows(dt_h)
-    p_lo, head = step_limits(s, t, dt_h)
-    lo_sum = station_sums(ev.station, p_lo, n_station)
-    extra = np.minimum(np.maximum(target, lo_sum), station_sums(ev.station, head, n_station)) - lo_sum  # (C, n_station)
-    o, st_o, first_o = laxity_order(s, ev.station)
-    before_o, cap_o = fill_stage(head - p_lo, o, first_o)
-    p = np.broadcast_to(p_lo, (target.shape[0], len(ev))).copy()
-    p[:, o] += split_kw(extra, st_o, before_o, cap_o)
-    return p
+
+    def __init__(self, ev: ConnectedEVs, t: int, dt_h: float, n_station: int) -> None:
+        self.n_ev = len(ev)
+        if self.n_ev == 0:
+            return
+        s = ev.rows(dt_h)
+        self.p_lo, head = step_limits(s, t, dt_h)
+        self.lo_sum = station_sums(ev.station, self.p_lo, n_station)
+        self.head_sum = station_sums(ev.station, head, n_station)
+        self.order, self.station_o, first_o = laxity_order(s, ev.station)
+        self.before_o, self.cap_o = fill_stage(head - self.p_lo, self.order, first_o)
+
+    def __call__(self, target_kw: np.ndarray) -> np.ndarray:
+        """Per-EV powers (C, n_ev) kW of station setpoints ``target_kw`` (C, n_station)."""
+        target = np.atleast_2d(np.asarray(target_kw, dtype=float))
+        if self.n_ev == 0:
+            return np.zeros((target.shape[0], 0))
+        extra = np.minimum(np.maximum(target, self.lo_sum), self.head_sum) - self.lo_sum    # (C, n_station)
+        p = np.broadcast_to(self.p_lo, (target.shape[0], self.n_ev)).copy()
+        p[:, self.order] += split_kw(extra, self.station_o, self.before_o, self.cap_o)
+        return p
+
+
+def ev_split(ev: ConnectedEVs, t: int, dt_h: float, target_kw: np.ndarray, n_station: int) -> np.ndarray:
+    """Per-EV powers (C, n_ev) kW of station setpoints ``target_kw`` (C, n_station) by the env
+    fleet's split (:class:`EVSplit`), for all ``C`` setpoints at once."""
+    return EVSplit(ev, t, dt_h, n_station)(target_kw)
 
 
 def ev_asap(ev: ConnectedEVs, e_kwh: np.ndarray, t_from: int, n_rows: int, dt_h: float, n_station: int,
@@ -812,13 +828,16 @@ class DaySurrogate:
             self._thermal_rows(load, der_all, fnet_all, th_all, row0.thermal_mw[0, :, 0], dt, ref)
         return _Traj(ev_all, unmet, st_all, der_all, th_all[0], th_all[1], th_all[2], key, fnet_all)
 
-    def _first_row(self, state: SurrogateState, paths: DayPaths, first: ActionBatch) -> _Traj:
+    def _first_row(self, state: SurrogateState, paths: DayPaths, first: ActionBatch, split: EVSplit | None = None
+                   ) -> _Traj:
         """Row 0 of the candidates (projected like the env), a one-row :class:`_Traj` with the
-        state key after it: EV energies, storage energies, thermal setpoints, deferrals, plan."""
+        state key after it: EV energies, storage energies, thermal setpoints, deferrals, plan.
+        ``split``: the :class:`EVSplit` of ``state`` (made here if None)."""
         m, dt, t = self.model, paths.dt_h, state.step
         C, M = len(first), paths.n_paths
         ev_state = state.ev
-        p_ev = ev_split(ev_state, t, dt, first.ev_p_mw * 1e3, self.n_station)              # (C, n_ev) kW
+        split = split if split is not None else EVSplit(ev_state, t, dt, self.n_station)
+        p_ev = split(first.ev_p_mw * 1e3)                                                     # (C, n_ev) kW
         ev0 = station_sums(ev_state.station, p_ev, self.n_station) * 1e-3
         e1 = ev_state.e_kwh + battery_gain_kwh(p_ev, ev_state.efficiency, dt)
         proj = self.projection(dt)
@@ -1013,34 +1032,37 @@ class DaySurrogate:
         return _Physics(head, viol)
 
     # ------------------------------------------------------------------ costs
-    def _costs(self, paths: DayPaths, tr: _Traj, ph: _Physics, n_rows: int) -> dict[str, np.ndarray]:
+    def _costs(self, paths: DayPaths, tr: _Traj, ph: _Physics, n_rows: int, bviol_mwh: np.ndarray | None = None
+               ) -> dict[str, np.ndarray]:
         """Cost breakdown per row (H, C, M), keys of :data:`env.simulator.COST_KEYS`: the env's
         accounting (:func:`env.step_outcome.energy_terms`, :func:`env.step_outcome.cost_breakdown`)
-        of the trajectory, after the T-D balancing (:meth:`_balance`)."""
+        of the trajectory, after the T-D balancing (:meth:`_balance`; ``bviol_mwh``:
+        :meth:`_unserved_boundary_mwh` of these rows, if already computed)."""
         m, tar, dt = self.model, self.tariff, paths.dt_h
         H = n_rows
         shape = ph.v_viol_pu.shape
         z = np.zeros(shape)
-        der_used, thermal, backoff, shed_mwh, bviol_mwh = tr.der_used_mw, tr.thermal_mw, z, z, z
+        der_used, thermal, backoff, shed_mwh, unserved_mwh = tr.der_used_mw, tr.thermal_mw, z, z, z
         if m.is_td:
-            der_used, thermal, backoff, shed_mwh, bviol_mwh = self._balance(paths, tr, ph, H)
+            der_used, thermal, backoff, shed_mwh, unserved_mwh = self._balance(paths, tr, ph, H, bviol_mwh)
         price = paths.price_buy_per_mwh[:H, None, None]
         energy = energy_terms(m, dt, price, tar.price_sell_per_mwh, ph.head_mw.sum(-1), thermal, tr.r_up_mw,
                               tr.r_dn_mw, 0.0, 0.0)
         avail = np.broadcast_to(paths.der_avail_mw[:H, None].sum(-1), shape)
         cost = cost_breakdown(tar, dt, *energy, tr.ev_mw.sum(-1) * dt, der_used @ m.der_cost,
                               np.abs(tr.storage_mw).sum(-1), curtailment_mwh(avail, der_used.sum(-1), backoff, dt),
-                              shed_mwh, tr.ev_unmet_kwh, ph.v_viol_pu * dt, bviol_mwh, z)
+                              shed_mwh, tr.ev_unmet_kwh, ph.v_viol_pu * dt, unserved_mwh, z)
         return {k: v if isinstance(v, np.ndarray) and v.shape == shape and v.flags.writeable
                 else np.array(np.broadcast_to(v, shape)) for k, v in cost.items()}
 
-    def _balance(self, paths: DayPaths, tr: _Traj, ph: _Physics, H: int) -> tuple[np.ndarray, ...]:
+    def _balance(self, paths: DayPaths, tr: _Traj, ph: _Physics, H: int, bviol_mwh: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, ...]:
         """T-D real-time balancing of every (row, candidate, path) by the env's chain
         (:func:`env.balancing.balance`, the points flattened onto its batch axis) of the imbalance
         ``D = T loads + sum head - thermal - T wind``, the reference unit taking what is left,
         with no station reserve (the base rule offers none): the TSO call goes undelivered
-        (:func:`env.balancing.tso_call`). Not modelled: the feeders' re-solve after shedding and
-        the reference unit's limits (:func:`env.balancing.settle_reference`).
+        (:meth:`_unserved_boundary_mwh`, or ``bviol_mwh`` (H, 1, M)). Not modelled: the feeders'
+        re-solve after shedding and the reference unit's limits (:func:`env.balancing.settle_reference`).
 
         Returns:
             DER used (H, C, M, n_der), thermal outputs (H, C, M, n_gen), thermal back-off MW,
@@ -1067,13 +1089,20 @@ class DaySurrogate:
         thermal = r["thermal"]
         thermal[:, m.ref_unit] += r["unbalanced"]
         shed_mwh = (r["shed_t"] * load_t + r["shed_f"] * load_f) * dt
-        req = paths.tso_requirement_mw[:H, None]
-        rows = np.broadcast_to(req, shape[:1] + (1,) + shape[2:] + req.shape[-1:]).reshape(-1, req.shape[-1])
-        no_reserve = np.zeros((rows.shape[0], m.sizes.n_evcs))
-        call, _ = tso_call(m, rows, no_reserve, no_reserve)
-        bviol = boundary_violation_mw(rows, call).sum(-1).reshape(shape[0], 1, shape[2]) * dt
+        bviol = self._unserved_boundary_mwh(paths, H) if bviol_mwh is None else bviol_mwh
         return (r["der_used"].reshape(shape + (-1,)), thermal.reshape(shape + (-1,)),
                 r["backoff"].reshape(shape), shed_mwh.reshape(shape), np.broadcast_to(bviol, shape))
+
+    def _unserved_boundary_mwh(self, paths: DayPaths, H: int) -> np.ndarray:
+        """Boundary violation (H, 1, M) MWh of rows ``0..H-1`` with no station reserve: the TSO
+        call (:func:`env.balancing.tso_call`) delivers nothing, the requirement is left unserved
+        (:func:`env.step_outcome.boundary_violation_mw`). The same for every candidate."""
+        m = self.model
+        req = paths.tso_requirement_mw[:H]
+        rows = req.reshape(-1, req.shape[-1])
+        no_reserve = np.zeros((rows.shape[0], m.sizes.n_evcs))
+        call, _ = tso_call(m, rows, no_reserve, no_reserve)
+        return boundary_violation_mw(rows, call).sum(-1).reshape(H, 1, req.shape[1]) * paths.dt_h
 
     # ------------------------------------------------------------------ public
     def simulate(self, state: SurrogateState, paths: DayPaths, first: ActionBatch | None = None
@@ -1177,7 +1206,9 @@ class Lookahead:
         shared = bool(np.ptp(paths.load_p_mw[0], axis=0).max(initial=0.0) == 0.0
                       and np.ptp(paths.der_avail_mw[0], axis=0).max(initial=0.0) == 0.0
                       and np.ptp(paths.load_q_mvar[0], axis=0).max(initial=0.0) == 0.0)
-        rows = sur._costs(paths, tr, ph, H)["total"][:, 0]
+        self._bviol = sur._unserved_boundary_mwh(paths, H) if sur.is_td else None
+        self._split = EVSplit(state.ev, state.step, paths.dt_h, sur.n_station)
+        rows = sur._costs(paths, tr, ph, H, self._bviol)["total"][:, 0]
         self._ref = _Reference(sur._ctrl(tr).copy(), ph.head_mw.copy(), ph.v_viol_pu.copy(), feeders, shared,
                                tr.next_key[0].copy(), rows, tr)
         self.reference_cost = rows.sum(axis=0)                                               # (M,)
@@ -1189,7 +1220,7 @@ class Lookahead:
         H = paths.horizon
         out = np.empty((len(actions), paths.n_paths))
         self._last: list[tuple[Any, ...]] = []
-        tr1 = sur._first_row(self.state, paths, actions)
+        tr1 = sur._first_row(self.state, paths, actions, self._split)
         same = _same_state(tr1.next_key, ref.key)
         for sel, rows in ((same, 1), (~same, H)):
             if not sel.any():
@@ -1200,7 +1231,7 @@ class Lookahead:
                 tr = sur._trajectory(self.state, paths, actions.take(idx), ref=ref.traj, row0=tr)
             keep: list[tuple[Any, ...]] = []
             ph = sur._delta_physics(ref, tr, rows, self.max_columns, keep=keep)
-            cost = sur._costs(paths, tr, ph, rows)["total"]
+            cost = sur._costs(paths, tr, ph, rows, None if self._bviol is None else self._bviol[:rows])["total"]
             out[idx] = cost.sum(axis=0) + (ref.rows[1:].sum(axis=0) if rows == 1 else 0.0)
             self._last.append((idx, tr, rows, ph, keep, cost))
         return out
