@@ -40,8 +40,10 @@ from env.observation import Observation
 from env.physics.sweep import PowerFlowError
 from env.settings import StrictKwargs
 from policies.heuristic import HeuristicPolicy
-from policies.surrogate import ActionBatch, DayPaths, DaySurrogate, EVTracker, Lookahead, SurrogateSettings, \
-    SurrogateState
+from policies.day_inputs import ActionBatch, DayPaths, SurrogateState
+from policies.ev_knowledge import EVTracker
+from policies.lookahead import Lookahead
+from policies.surrogate import DaySurrogate, SurrogateSettings
 
 __all__ = ["COMPONENTS", "RolloutDecision", "RolloutPolicy", "RolloutRound", "RolloutSettings", "StepLimits",
            "candidate_values", "choose", "improve"]

@@ -16,15 +16,9 @@ import env  # noqa: F401  (registers the envs)
 from controller.loop import LoopSettings, RollingController
 from policies.heuristic import HeuristicPolicy
 from policies.rollout import RolloutPolicy, RolloutSettings, StepLimits, candidate_values, choose, improve
-from policies.surrogate import (
-    ActionBatch,
-    ConnectedEVs,
-    DayPaths,
-    DaySurrogate,
-    EVTracker,
-    SurrogateSettings,
-    SurrogateState,
-)
+from policies.day_inputs import ActionBatch, DayPaths, SurrogateState
+from policies.ev_knowledge import ConnectedEVs, EVTracker
+from policies.surrogate import DaySurrogate, SurrogateSettings
 
 
 def _env(case: str = "d33", seed: int = 1):  # noqa: ANN202
@@ -437,7 +431,7 @@ def test_rollout_beats_the_heuristic_on_a_t30d2_day() -> None:
 def test_ev_deferral_is_must_run_then_asap_step_by_step() -> None:
     """``ev_asap`` with a deferral equals stepping the EVs one step at a time: each EV takes its
     must-run power (the env's rule) for the deferred steps, then its full headroom."""
-    from policies.surrogate import _ev_limits, ev_asap
+    from policies.ev_knowledge import ev_asap, ev_limits
 
     rng = np.random.default_rng(3)
     n_ev, n_station, dt, t0, rows = 12, 3, 0.25, 10, 30
@@ -449,7 +443,7 @@ def test_ev_deferral_is_must_run_then_asap_step_by_step() -> None:
     power, unmet = ev_asap(ev, e0[None], t0, rows, dt, n_station, defer)
     e = e0.copy()
     for k in range(rows):
-        lo, head = _ev_limits(ev, e, t0 + k, dt)
+        lo, head = ev_limits(ev, e, t0 + k, dt)
         deferred = k < defer[0, ev.station] - 1
         here = ev.deadline_step > t0 + k
         p = np.where(here, np.where(deferred, lo, head), 0.0)
