@@ -186,7 +186,7 @@ class Lookahead:
 def _warm_sweep(dlf: np.ndarray, s: np.ndarray, v_start: np.ndarray, v0: complex, slack: int, tol: float,
                 max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """The sweep kernel (:func:`env.physics.sweep.fixed_point`) from ``v_start`` (columns =
-    operating points, per unit); returns (|V| (n_bus, K), head P ``Re(V0 conj(sum I))`` (K,)).
+    operating points, per unit); returns (V (n_bus, K) complex, head P ``Re(V0 conj(sum I))`` (K,)).
 
     Raises:
         PowerFlowError: no convergence (an overloaded feeder).
@@ -195,7 +195,7 @@ def _warm_sweep(dlf: np.ndarray, s: np.ndarray, v_start: np.ndarray, v0: complex
     s_conj[slack] = 0.0
     v = np.array(v_start, dtype=complex, order="C")
     v, i_bus, _ = fixed_point(dlf.dot, v0, s_conj, v, tol, max_iter, "surrogate")
-    return np.abs(v), slack_power_pu(v0, i_bus).real
+    return v, slack_power_pu(v0, i_bus).real
 
 
 def _feeder_sensitivities(L: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

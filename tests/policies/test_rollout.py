@@ -379,6 +379,20 @@ def test_lookahead_reusing_reference_rows_prices_td_candidates_like_a_full_simul
                                rtol=1e-9)
 
 
+def test_committed_reference_holds_the_committed_trajectorys_ac_solution() -> None:
+    """After a commit, the reference's feeder voltages (the warm starts of later re-solves and
+    the first-order expansion's operating points) are the AC solution of the committed
+    candidate's trajectory, phasors included, as a lookahead built on that candidate has them."""
+    pol, obs, look, b, cands = _lookahead_at("d33", 4, 52, n_sims=2)
+    _, i, vals, extra = next(c for c in cands if c[0] == "ev")
+    batch = b.vary("ev_p_mw", i, vals, **extra)
+    look.evaluate(batch)
+    look.commit_last(1)
+    fresh = pol.surrogate.lookahead(look.state, look.paths, batch.take([1]))
+    for mine, want in zip(look._ref.feeders, fresh._ref.feeders):
+        np.testing.assert_allclose(mine["v"], want["v"], atol=1e-7)
+
+
 def test_first_order_fallback_is_close_for_one_step_changes() -> None:
     """Beyond the re-solve budget, the expansion of the sweep's fixed point prices a curtailment
     change (row 0 only) within 3 % of the exact Q difference."""
