@@ -651,7 +651,7 @@ class EVFleet:
         pr = self._prepare(t)
         st, ns, sums = self._st, self.n_station, pr.sums
         lo_sum = sums[1]
-        must = lo_sum if not self.v2g else _sum(st, np.maximum(pr.p_lo, 0.0), ns)
+        must = lo_sum if not self.v2g else station_sums(st, np.maximum(pr.p_lo, 0.0), ns)
         x_hilo = sums[:2] * self._dt0
         # valid by construction (tests check them against the validating constructor);
         # skipping the checks saves ~15 us per step (env/fastpath.py)
@@ -688,7 +688,7 @@ class EVFleet:
             raise ValueError(f"EVFleet.asap_power upto: 'capacity' or 'request', got {upto!r}")
         s = self._s
         p = np.minimum(pr.head, np.maximum(s[_EREQ] - s[_E], 0.0) / (s[_ETA] * self.dt_h))
-        return _sum(self._st, np.maximum(p, pr.p_lo), self.n_station)
+        return station_sums(self._st, np.maximum(p, pr.p_lo), self.n_station)
 
     def bounds_horizon(self, t: int, h: int) -> EVCSHorizon:
         """Look-ahead bounds for steps ``t .. t+h-1`` of the EVs connected at ``t``.
@@ -771,7 +771,7 @@ class EVFleet:
         unmet = unmet_kwh(cols[_EREQ], e_gone)
         self._pending.append((gone_ids, e_gone, cols[_X], unmet))
         self._s = self._s.compress(keep, axis=1)
-        return _sum(st_gone, unmet, ns), departed
+        return station_sums(st_gone, unmet, ns), departed
 
     # ------------------------------------------------------------------ per-step preparation
     def _prepare(self, t: int) -> _Prep:
@@ -810,7 +810,7 @@ class EVFleet:
         floor = limits_into(s, pr.t, self.dt_h, self.v2g)
         if floor is not None:
             pr.floor = floor
-            pr.floor_sum = _sum(st, floor, ns)
+            pr.floor_sum = station_sums(st, floor, ns)
             pr.floor_sum.setflags(write=False)
         else:
             pr.floor_sum = self._zeros_ro
@@ -843,11 +843,6 @@ class EVFleet:
 _ZERO = np.zeros(())  # 0-d zero: ufuncs take it faster than a Python float
 _MILLI = np.full((), 1e-3)
 _count = np.count_nonzero
-
-
-def _sum(station: np.ndarray, values: np.ndarray, n_station: int) -> np.ndarray:
-    """Per-station sum ``out_s = sum_{i: station_i = s} values_i``."""
-    return np.bincount(station, weights=values, minlength=n_station)
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
