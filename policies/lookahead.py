@@ -39,7 +39,7 @@ class _Reference:
     row0_shared: bool           # row 0 (the nowcast) identical on every path
     key: np.ndarray             # state after row 0
     rows: np.ndarray            # (H, M) total cost per row
-    traj: Trajectory                 # its dispatch trajectory (rows reused by candidates, see DaySurrogate.trajectory)
+    traj: Trajectory            # its dispatch trajectory (rows reused by candidates, see DaySurrogate.trajectory)
 
 
 class Lookahead:
