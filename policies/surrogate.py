@@ -305,7 +305,7 @@ class DaySurrogate:
 
     # ------------------------------------------------------------------ dispatch trajectories
     def trajectory(self, state: SurrogateState, paths: DayPaths, first: ActionBatch, n_rows: int | None = None,
-                    ref: Trajectory | None = None, row0: Trajectory | None = None) -> Trajectory:
+                   ref: Trajectory | None = None, row0: Trajectory | None = None) -> Trajectory:
         """Row 0 with the candidates (``row0``: :meth:`first_row` of ``first``, if already
         computed), then the base rule on every path (rows 1..n_rows-1).
 
@@ -352,7 +352,7 @@ class DaySurrogate:
         return Trajectory(ev_all, unmet, st_all, der_all, th_all[0], th_all[1], th_all[2], key, fnet_all)
 
     def first_row(self, state: SurrogateState, paths: DayPaths, first: ActionBatch, split: EVSplit | None = None
-                   ) -> Trajectory:
+                  ) -> Trajectory:
         """Row 0 of the candidates (projected like the env), a one-row :class:`Trajectory` with the
         state key after it: EV energies, storage energies, thermal setpoints, deferrals, plan.
         ``split``: the :class:`EVSplit` of ``state`` (made here if None)."""
@@ -381,8 +381,9 @@ class DaySurrogate:
         def rows(a: np.ndarray) -> np.ndarray:                                                # (C, n) -> (1, C, M, n)
             return np.broadcast_to(a[:, None], (C, M, a.shape[-1]))[None].copy()
 
-        return Trajectory(rows(ev0), (unmet0[:, None] + paths.ev_future_unmet_kwh[0][None])[None], rows(st0), der0[None],
-                     *(rows(v) for v in th0), key, np.zeros((1, C, M, m.n_feeder)))
+        unmet = (unmet0[:, None] + paths.ev_future_unmet_kwh[0][None])[None]
+        return Trajectory(rows(ev0), unmet, rows(st0), der0[None], *(rows(v) for v in th0), key,
+                          np.zeros((1, C, M, m.n_feeder)))
 
     def _thermal_rows(self, load: np.ndarray, der_all: np.ndarray, fnet_all: np.ndarray, th_all: list[np.ndarray],
                       p0: np.ndarray, dt: float, ref: Trajectory | None) -> None:
