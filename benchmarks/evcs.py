@@ -22,7 +22,7 @@ import numpy as np
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
-from env.evcs import EVFleet  # noqa: E402
+from env.ev_fleet import EVFleet  # noqa: E402
 from scenarios import EVSessions  # noqa: E402
 
 N_STATION, N_STEPS, DT_H, N_SESSIONS = 11, 96, 0.25, 500

@@ -111,7 +111,7 @@ def _ev_table_gb(case: str, num_envs: int) -> float:
     """Memory of the EV tables of ``num_envs`` days (the merged fleet's membership and state),
     estimated from one sampled day of the case."""
     from env.cases import load_case
-    from env.evcs import EVFleet
+    from env.ev_fleet import EVFleet
     from scenarios.day import sample_day
 
     grid = load_case(case)

@@ -17,7 +17,7 @@ the gym env and the controllers use, is this simulator with ``B = 1``. One step 
    ``0 <= r_up <= P_ev - p_min``, ``0 <= r_dn <= p_max - P_ev``; compensators to
    ``[q_min, q_max]``. Every moved amount is reported per field (``projection``).
 2. **EVs**: the station setpoints (after any reserve deployment) are split to the EVs by one
-   :class:`env.evcs.EVFleet` over the ``B x n_station`` stations of the merged sessions (day
+   :class:`env.ev_fleet.EVFleet` over the ``B x n_station`` stations of the merged sessions (day
    ``b``'s station ``s`` is station ``b n_station + s``; must-run first, then least laxity);
    storage ``e += (eta_c p+ - p-/eta_d) dt``.
 3. **Feeders**: per bus ``p = load - DER used + EV + storage``, ``q = load q - compensator q``;
@@ -55,7 +55,8 @@ import numpy as np
 
 from env.balancing import TOL_MW, balance, imbalance_mw, initial_thermal, settle_reference, tso_call
 from env.day_data import DayData
-from env.evcs import EVFleet, EVStepResult
+from env.ev_fleet import EVFleet
+from env.evcs import EVStepResult
 from env.fastpath import unchecked
 from env.feeder_flow import head_and_losses, shed_group, voltage_violation_pu
 from env.grid_model import GridModel

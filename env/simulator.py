@@ -22,7 +22,8 @@ import numpy as np
 from env.batched import BatchedSimulator, BatchedStepOutcome
 from env.day_data import forecast_at
 from env.dispatch import ActionLimits, Dispatch
-from env.evcs import EVCSBounds, EVFleet
+from env.ev_fleet import EVFleet
+from env.evcs import EVCSBounds
 from env.fastpath import unchecked
 from env.grid_model import GridModel
 from env.network import Grid
@@ -77,7 +78,7 @@ class GridSimulator:
 
     @property
     def fleet(self) -> EVFleet:
-        """The day's EVs (:class:`env.evcs.EVFleet`)."""
+        """The day's EVs (:class:`env.ev_fleet.EVFleet`)."""
         return self._sim.fleet
 
     # ------------------------------------------------------------------ public views

@@ -3,7 +3,7 @@
 A policy sees the sessions that plugged in before step ``t`` (``forecast.known_ev``), the
 station totals of step ``t`` (``obs.ev``) and its own station setpoints. :class:`EVTracker`
 rebuilds every known EV's energy by replaying the setpoints through the env fleet's split
-(:class:`EVSplit`, the functions :class:`env.evcs.EVFleet` runs) and pools the EVs plugging
+(:class:`EVSplit`, the functions :class:`env.ev_fleet.EVFleet` runs) and pools the EVs plugging
 in at ``t`` into one pseudo-EV per station (:class:`ConnectedEVs`). :func:`ev_asap` is the
 base rule's charging of those EVs for the rest of the day, as-soon-as-possible (optionally
 after a must-run deferral), in closed form (docs/math.md section 3 and section 7).
@@ -83,7 +83,7 @@ def ev_limits(ev: ConnectedEVs, e_kwh: np.ndarray, t: int, dt_h: float) -> tuple
 
 
 class EVSplit:
-    """The env fleet's split (:class:`env.evcs.EVFleet`, no V2G, must-run enforced) of station
+    """The env fleet's split (:class:`env.ev_fleet.EVFleet`, no V2G, must-run enforced) of station
     setpoints among the EVs ``ev`` connected at step ``t``; what does not depend on the
     setpoints (limits, laxity order, fill stages) is computed once, for any number of calls:
     ``P_s = clip(P_set_s, sum p_lo, sum head)``; every EV gets its must-run ``p_lo``, the rest

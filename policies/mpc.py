@@ -26,7 +26,7 @@ SOCP does). Compensators are planned (``q`` per step in its limits) but only ret
 ``return_reactive=True``; by default the controller's reactive SOCP sets them.
 
 EV stations (:class:`EVForecaster`): the policy replays the env's own EV split
-(:class:`env.evcs.EVFleet`) on the sessions it knows (``forecast.known_ev``: every EV plugged in
+(:class:`env.ev_fleet.EVFleet`) on the sessions it knows (``forecast.known_ev``: every EV plugged in
 before ``t``) with the station powers delivered so far (recovered from the observed delivered
 energy ``obs.ev.x_kwh``), which gives every connected EV's exact state; EVs plugging in at ``t``
 (known only in aggregate through ``obs.ev``) are pooled into one EV per station with the
@@ -55,7 +55,8 @@ import cvxpy as cp
 import numpy as np
 
 from env.dispatch import Dispatch, DispatchSizes
-from env.evcs import EVFleet, horizon_bounds
+from env.ev_fleet import EVFleet
+from env.evcs import horizon_bounds
 from env.hydro import spill_cost_per_h
 from env.formulations.dispatch_model import (
     GridIndex,

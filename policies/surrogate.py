@@ -25,7 +25,7 @@ its batch axes ``(H, C, M)``: the base rule is :mod:`policies.heuristic`'s
 (:func:`~policies.heuristic.storage_rule`, :func:`~policies.heuristic.thermal_rule`,
 :func:`~policies.heuristic.own_use_curtailment`, ...); the ranges, the projection, the DER
 used and the storage dynamics are :mod:`env.projection`'s; the EV split, battery gain and
-unmet energy :mod:`env.evcs`'s (the functions :class:`env.evcs.EVFleet` runs); the
+unmet energy :mod:`env.evcs`'s (the functions :class:`env.ev_fleet.EVFleet` runs); the
 injections and the DER availability :class:`env.grid_model.GridModel`'s; the sweeps, the
 slack power and the voltage penalty :mod:`env.physics.sweep`'s and :mod:`env.feeder_flow`'s;
 the imbalance and the balancing :mod:`env.balancing`'s (the points flattened onto its batch

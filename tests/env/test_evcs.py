@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from env.evcs import (EVCSBounds, EVCSHorizon, EVFleet, EVStepResult, asap_profile, interval_power_kw,
-                      horizon_bounds)
+from env.ev_fleet import EVFleet
+from env.evcs import EVCSBounds, EVCSHorizon, EVStepResult, asap_profile, horizon_bounds, interval_power_kw
 from scenarios import EVSessions
 
 TOL = 1e-7
