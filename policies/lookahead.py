@@ -62,13 +62,13 @@ class Lookahead:
             raise ValueError("Lookahead: the reference must be one action")
         self.sur, self.state, self.paths, self.max_columns = sur, state, paths, int(max_columns)
         H = paths.horizon
-        tr = sur.trajectory(state, paths, reference)
+        self._split = EVSplit(state.ev, state.step, paths.dt_h, sur.n_station)     # shared by every evaluation
+        tr = sur.trajectory(state, paths, reference, row0=sur.first_row(state, paths, reference, self._split))
         ph, feeders = sur.feeder_physics(paths, tr, H)
         shared = bool(np.ptp(paths.load_p_mw[0], axis=0).max(initial=0.0) == 0.0
                       and np.ptp(paths.der_avail_mw[0], axis=0).max(initial=0.0) == 0.0
                       and np.ptp(paths.load_q_mvar[0], axis=0).max(initial=0.0) == 0.0)
         self._bviol = sur.unserved_boundary_mwh(paths, H) if sur.is_td else None
-        self._split = EVSplit(state.ev, state.step, paths.dt_h, sur.n_station)
         rows = sur.costs(paths, tr, ph, H, self._bviol)["total"][:, 0]
         self._ref = _Reference(sur.controls(tr).copy(), ph.head_mw.copy(), ph.v_viol_pu.copy(), feeders, shared,
                                tr.next_key[0].copy(), rows, tr)
