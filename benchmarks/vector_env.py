@@ -108,20 +108,17 @@ def _grid2op_rate(steps: int) -> float | None:
 
 
 def _ev_table_gb(case: str, num_envs: int) -> float:
-    """Memory of the EV tables of ``num_envs`` days (the merged fleet's membership and state),
-    estimated from one sampled day of the case."""
+    """Memory of the EV tables of ``num_envs`` days (the merged fleet's sessions, initial state
+    and membership), estimated from one sampled day of the case."""
     from env.cases import load_case
     from env.ev_fleet import EVFleet
     from scenarios.day import sample_day
 
     grid = load_case(case)
     fleet = EVFleet(sample_day(grid, "cloudy", 8005).ev, len(grid.layout.evcs_names), 0.25, 96)
-    members = fleet._members
-    per_day = sum(a.nbytes for a in vars(members).values() if isinstance(a, np.ndarray))
-    # building the merged membership holds pair-sized temporaries (~7 int64 per (step, EV) pair)
-    # beside what it keeps: count them, or a large N runs out of memory while it builds
-    per_day += 7 * 8 * members._act.shape[0]
-    return num_envs * (per_day + 14 * 8 * len(fleet.sessions)) / 1e9
+    per_day = sum(a.nbytes for obj in (fleet, fleet._members, fleet.sessions)
+                  for a in vars(obj).values() if isinstance(a, np.ndarray))
+    return num_envs * per_day / 1e9
 
 
 def main() -> None:

@@ -117,7 +117,9 @@ def merge_sessions(sessions: Sequence[EVSessions], n_station: int) -> EVSessions
     cols = {f: np.concatenate([np.asarray(getattr(s, f)) for s in sessions]) for f in fields}
     day = np.concatenate([np.full(len(s), b) for b, s in enumerate(sessions)])
     cols["station"] = cols["station"] + n_station * day
-    order = np.lexsort((np.arange(day.shape[0]), cols["station"], cols["arrival_step"]))
+    # by (arrival, station, position): one stable sort of the key arrival x stations + station
+    key = cols["arrival_step"].astype(np.int64) * (n_station * len(sessions)) + cols["station"]
+    order = np.argsort(key, kind="stable")
     return EVSessions(**{f: v[order] for f, v in cols.items()})
 
 

@@ -44,70 +44,51 @@ class _Membership:
 
     The compact state's columns at step ``t`` are the admitted sessions (``0 <= a < n_steps``,
     admitted at ``t = a``) in admission order (arrival step, then session index) that have not
-    left; an EV leaves at the end of step ``D - 1`` (never if ``D <= a``). Built for the whole
-    day with a few vectorized calls; :meth:`during` and :meth:`gone` hand out read-only slices.
+    left; an EV leaves at the end of step ``d - 1``, ``d = min(D, n_steps)``. Kept per session and
+    per step, never per (step, EV) pair: the fleet carries the ids of its connected EVs
+    (``(2, n)``: sessions, stations) from step to step, appending each step's arrivals
+    (:meth:`admit`) and dropping the leavers with its state. Memory and set-up are
+    ``O(sessions + steps x stations)``, which matters for the batched simulator's merged fleet
+    (millions of sessions).
     """
 
     def __init__(self, arrival: np.ndarray, deadline: np.ndarray, station: np.ndarray,
                  order: np.ndarray, arr_start: np.ndarray, n_steps: int, n_station: int) -> None:
         ns = n_station
         adm = order[arr_start[0]:arr_start[n_steps]]             # admission order
-        a, d = np.asarray(arrival)[adm], np.asarray(deadline)[adm]
-        end = np.where(d > a, d, n_steps)
-        # (step, EV) pairs of the connected EVs, by step, then admission order: each EV's steps
-        # a..end-1 in admission order, then a stable sort by step
-        dur = np.maximum(end - a, 0)
-        n_ev = a.shape[0]
-        i_rep = np.repeat(np.arange(n_ev, dtype=np.int32), dur)
-        first = np.cumsum(dur) - dur
-        small = np.int16 if n_steps < 2**15 else np.int64       # 16-bit keys: numpy's stable sort is a radix sort
-        t_rep = np.arange(i_rep.shape[0], dtype=np.int64)
-        t_rep += np.repeat((a - first).astype(np.int64), dur)     # a_i + (k - first_i): EV i's k-th pair
-        by_step = np.argsort(t_rep.astype(small), kind="stable")
-        i_all = i_rep[by_step]
-        act = adm[i_all].astype(np.intp)
-        st = station[act]
-        # per step and station, connected EVs: arrivals minus departures so far (per EV, not per pair)
-        inside = dur > 0
-        a_in, end_in, s_in = a[inside], end[inside], np.asarray(station)[adm[inside]]
-        delta = (np.bincount(a_in * ns + s_in, minlength=(n_steps + 1) * ns)
-                 - np.bincount(end_in * ns + s_in, minlength=(n_steps + 1) * ns))
-        counts = np.cumsum(delta.reshape(n_steps + 1, ns)[:n_steps], axis=0)
-        n_t = counts.sum(axis=1)
-        off = np.concatenate(([0], np.cumsum(n_t))).astype(np.intp)
-        t_all = np.repeat(np.arange(n_steps), n_t)
-        leave = d[i_all] == t_all + 1                              # D = t + 1: leaves after t
-        gone = np.flatnonzero(leave)
-        t_gone = t_all[gone]
-        d_t = np.bincount(t_gone, minlength=n_steps)
-        doff = np.concatenate(([0], np.cumsum(d_t))).astype(np.intp)
-        departed = np.bincount(t_gone * ns + st[gone], minlength=n_steps * ns).reshape(n_steps, ns)
-        self._act, self._st, self._counts = act, st, counts
+        # admitted: a < n_steps, so a < d = min(D, n_steps) <= n_steps (EVSessions has D > a)
+        a, d, s = np.asarray(arrival)[adm], np.asarray(deadline)[adm], np.asarray(station)[adm]
+        # per step and station, connected EVs: arrivals minus departures so far
+        delta = (np.bincount(a * ns + s, minlength=(n_steps + 1) * ns)
+                 - np.bincount(d * ns + s, minlength=(n_steps + 1) * ns))
+        self._counts = np.cumsum(delta.reshape(n_steps + 1, ns)[:n_steps], axis=0)
+        self._departed = np.bincount((d - 1) * ns + s, minlength=n_steps * ns).reshape(n_steps, ns)
+        self._ids = np.stack((adm, s)).astype(np.intp)            # arrivals' (session, station), by step
         # bincount key of the stacked per-station sums (rows r: st + ns r), built per step
         self._rows = ns * np.arange(N_SUM, dtype=np.intp)[:, None]
-        self._keep, self._departed = ~leave, departed
-        self._gone_pos, self._gone_ids, self._gone_st = gone - off[t_gone], act[gone], st[gone]
         for arr in vars(self).values():
             arr.setflags(write=False)
-        self._off, self._doff = off.tolist(), doff.tolist()
-        self._any_gone = (d_t > 0).tolist()
+        self._start = (np.asarray(arr_start) - arr_start[0]).tolist()
+        self._any_gone = (self._departed.sum(axis=1) > 0).tolist()
 
-    def during(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(sessions, stations, sum key, EVs per station) of the EVs connected during step ``t``."""
-        o0, o1 = self._off[t], self._off[t + 1]
-        st = self._st[o0:o1]
+    def admit(self, ids: np.ndarray, t: int) -> np.ndarray:
+        """The connected EVs' ``(2, n)`` ids (sessions, stations) with the arrivals at ``t`` appended."""
+        lo, hi = self._start[t], self._start[t + 1]
+        return ids if hi == lo else np.concatenate((ids, self._ids[:, lo:hi]), axis=1)
+
+    def key(self, st: np.ndarray) -> np.ndarray:
+        """The bincount key of the per-station sums of rows ``0..N_SUM-1`` (read-only)."""
         key = (st + self._rows).reshape(-1)
         key.setflags(write=False)
-        return self._act[o0:o1], st, key, self._counts[t]
+        return key
 
-    def gone(self, t: int) -> tuple[np.ndarray, ...] | None:
-        """(positions, sessions, stations, count per station, mask of those staying) of the EVs
-        leaving at the end of step ``t``; None if none."""
-        if not self._any_gone[t]:
-            return None
-        d0, d1 = self._doff[t], self._doff[t + 1]
-        return (self._gone_pos[d0:d1], self._gone_ids[d0:d1], self._gone_st[d0:d1], self._departed[t],
-                self._keep[self._off[t]:self._off[t + 1]])
+    def counts(self, t: int) -> np.ndarray:
+        """EVs per station connected during step ``t`` (read-only)."""
+        return self._counts[t]
+
+    def departed(self, t: int) -> np.ndarray | None:
+        """EVs per station leaving at the end of step ``t`` (read-only); None if none."""
+        return self._departed[t] if self._any_gone[t] else None
 
 
 class EVFleet:
@@ -151,7 +132,6 @@ class EVFleet:
         self.enforce_must_run = bool(enforce_must_run)
         self._deadline = np.minimum(sessions.departure_step, n_steps)
         self._dt0 = np.full((), self.dt_h)  # 0-d: ufuncs take it faster than a Python float
-        self._init = self._initial_state(sessions, self._deadline, self.dt_h, n_station)
         self._station = sessions.station.astype(np.intp)
         order = np.argsort(sessions.arrival_step, kind="stable")
         self._arr_start = np.searchsorted(sessions.arrival_step[order], np.arange(n_steps + 1))
@@ -162,11 +142,12 @@ class EVFleet:
         self._pending: list[tuple[np.ndarray, ...]] = []  # departures not yet written to _e/_x/_unmet
         # connected EVs: compact state, rows ROW_HEAD..ROW_INV_EP, one column per EV (in admission order)
         self._s = np.zeros((N_ROWS, 0))
-        self._init_arr = np.ascontiguousarray(self._init[:, order])   # initial state, arrival order
+        self._init_arr = self._initial_state(sessions, self._deadline, self.dt_h, order)
         self._members = _Membership(sessions.arrival_step, self._deadline, self._station, order,
                                     self._arr_start, self.n_steps, self.n_station)
-        self._act = self._st = np.zeros(0, dtype=np.intp)
-        self._keep: np.ndarray | None = None  # after a departure: which of _act are still connected
+        # the connected EVs' (session, station) ids, in the compact state's column order
+        self._ids = np.zeros((2, 0), dtype=np.intp)
+        self._act, self._st = self._ids
         self._t = 0
         self._admitted = 0  # arrivals of steps < _admitted are in the compact state
         self._prep: _Prep | None = None
@@ -176,11 +157,11 @@ class EVFleet:
 
     @staticmethod
     def _initial_state(sessions: EVSessions, deadline: np.ndarray, dt_h: float,
-                       n_station: int) -> np.ndarray:
-        """The compact state of every session at arrival (:func:`ev_rows`)."""
+                       order: np.ndarray) -> np.ndarray:
+        """The compact state of every session at arrival (:func:`ev_rows`), columns in ``order``."""
         s = sessions
-        return ev_rows(s.station, s.e_arrival_kwh, s.e_request_kwh, s.e_capacity_kwh, s.p_max_kw, s.efficiency,
-                       deadline, dt_h)
+        return ev_rows(*(np.take(x, order) for x in (s.station, s.e_arrival_kwh, s.e_request_kwh, s.e_capacity_kwh,
+                                                    s.p_max_kw, s.efficiency, deadline)), dt_h)
 
     # ------------------------------------------------------------------ read-only views
     @property
@@ -246,9 +227,8 @@ class EVFleet:
     def _sync(self) -> None:
         """Write the departed and the connected EVs' energies to the per-session arrays."""
         self._flush()
-        act = self._act if self._keep is None else self._act[self._keep]
-        self._e[act] = self._s[ROW_E]
-        self._x[act] = self._s[ROW_X]
+        self._e[self._act] = self._s[ROW_E]
+        self._x[self._act] = self._s[ROW_X]
 
     # ------------------------------------------------------------------ aggregate bounds
     def bounds(self, t: int) -> EVCSBounds:
@@ -365,18 +345,20 @@ class EVFleet:
 
     def _depart(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Remove EVs with deadline ``t + 1``; record their energies and ``max(0, e_req - e)``."""
-        ns = self.n_station
-        gone = self._members.gone(t)      # precomputed: those with D = t + 1
-        if gone is None:
+        departed = self._members.departed(t)
+        if departed is None:
             return self._zeros_ro, self._zeros_int_ro
-        gone_pos, gone_ids, st_gone, departed, self._keep = gone
-        keep = self._keep
-        cols = self._s[:, gone_pos]
+        leave = self._s[ROW_DEAD] == t + 1
+        gone, keep = np.flatnonzero(leave), ~leave
+        cols = self._s[:, gone]
+        gone_ids, st_gone = self._ids[:, gone]
         e_gone = cols[ROW_E]
         unmet = unmet_kwh(cols[ROW_EREQ], e_gone)
         self._pending.append((gone_ids, e_gone, cols[ROW_X], unmet))
         self._s = self._s.compress(keep, axis=1)
-        return station_sums(st_gone, unmet, ns), departed
+        self._ids = self._ids.compress(keep, axis=1)
+        self._act, self._st = self._ids
+        return station_sums(st_gone, unmet, self.n_station), departed
 
     # ------------------------------------------------------------------ per-step preparation
     def _prepare(self, t: int) -> _Prep:
@@ -392,12 +374,13 @@ class EVFleet:
             if hi > lo:
                 # columns of the sessions arriving at t (the initial state is in arrival order)
                 self._s = np.concatenate((self._s, self._init_arr[:, lo:hi]), axis=1)
+                self._ids = self._members.admit(self._ids, t)
+                self._act, self._st = self._ids
             self._admitted = t + 1
-        self._act, self._st, self._key, pr_counts = self._members.during(t)
-        self._keep = None
+        self._key = self._members.key(self._st)
         pr = _Prep()
         pr.t = t
-        pr.counts = pr_counts
+        pr.counts = self._members.counts(t)
         pr.o = None  # laxity order: computed by _split only when a station is strictly inside
         self._limits(pr)
         self._prep = pr

@@ -399,6 +399,30 @@ def test_day_end_checks_late_departures() -> None:
     assert not fleet.reachable()[0] and fleet.reachable()[1]
 
 
+@SETTINGS
+@given(instances)
+def test_membership_is_the_plain_definition(inst) -> None:
+    """Connected during ``t``: ``a <= t < min(D, n_steps)``, in admission order (arrival step,
+    then session index); those with ``min(D, n_steps) = t + 1`` leave after ``t``. Arrivals
+    after the day's end are never admitted."""
+    seed, n, n_station, n_steps, dt = inst
+    s = make_sessions(seed, n, n_station, n_steps)
+    s = EVSessions(**{**s.to_dict(), "arrival_step": s.arrival_step + (np.arange(n) % 7 == 0) * n_steps,
+                      "departure_step": s.departure_step + (np.arange(n) % 7 == 0) * n_steps})
+    fleet = EVFleet(s, n_station, dt, n_steps)
+    d = np.minimum(s.departure_step, n_steps)
+    rng = np.random.default_rng(seed + 5)
+    for t in range(n_steps):
+        b = fleet.bounds(t)
+        inside = np.flatnonzero((s.arrival_step <= t) & (t < d))
+        want = inside[np.lexsort((inside, s.arrival_step[inside]))]
+        np.testing.assert_array_equal(fleet.connected(t), want)
+        np.testing.assert_array_equal(b.n_connected, np.bincount(s.station[want], minlength=n_station))
+        r = fleet.step(t, random_setpoints(rng, b))
+        np.testing.assert_array_equal(r.departed, np.bincount(s.station[want[d[want] == t + 1]],
+                                                              minlength=n_station))
+
+
 # ---------------------------------------------------------------------- energy conservation
 @SETTINGS
 @given(instances, st.booleans())
