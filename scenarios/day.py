@@ -104,21 +104,21 @@ class Scenario:
             arr = np.array(getattr(self, name), dtype=float)
             if arr.shape != (T, width):
                 raise ValueError(f"Scenario.{name}: expected shape {(T, width)}, got {arr.shape}")
-            if not np.all(np.isfinite(arr)):
+            if not np.isfinite(arr).all():
                 raise ValueError(f"Scenario.{name}: values must be finite")
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
         for name in ("pv_pu", "wind_pu"):
-            if np.any(getattr(self, name) < 0) or np.any(getattr(self, name) > 1):
+            if (getattr(self, name) < 0).any() or (getattr(self, name) > 1).any():
                 raise ValueError(f"Scenario.{name}: values must be in [0, 1]")
-        if np.any(self.load_pu < 0) or np.any(self.wind_speed_ms < 0):
+        if (self.load_pu < 0).any() or (self.wind_speed_ms < 0).any():
             raise ValueError("Scenario: load_pu and wind_speed_ms must be >= 0")
         if not isinstance(self.ev, EVSessions):
             raise ValueError("Scenario.ev: must be an EVSessions")
         if len(self.ev) and int(self.ev.station.max()) >= len(lay.evcs_names):
             raise ValueError("Scenario.ev: station index out of range for the layout")
         balked = np.array(self.ev_balked, dtype=int).reshape(-1)
-        if balked.shape != (len(lay.evcs_names),) or np.any(balked < 0):
+        if balked.shape != (len(lay.evcs_names),) or (balked < 0).any():
             raise ValueError(f"Scenario.ev_balked: expected {len(lay.evcs_names)} counts >= 0")
         balked.setflags(write=False)
         object.__setattr__(self, "ev_balked", balked)

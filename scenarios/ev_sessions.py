@@ -47,19 +47,19 @@ class EVSessions:
             arr = np.asarray(getattr(self, name), dtype=dtype).reshape(-1)
             if arr.shape != (n,):
                 raise ValueError(f"EVSessions.{name}: expected {n} values, got {arr.shape[0]}")
-            if dtype is float and not np.all(np.isfinite(arr)):
+            if dtype is float and not np.isfinite(arr).all():
                 raise ValueError(f"EVSessions.{name}: values must be finite")
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
-        if np.any(self.station < 0) or np.any(self.arrival_step < 0):
+        if (self.station < 0).any() or (self.arrival_step < 0).any():
             raise ValueError("EVSessions: station and arrival_step must be >= 0")
-        if np.any(self.departure_step <= self.arrival_step):
+        if (self.departure_step <= self.arrival_step).any():
             raise ValueError("EVSessions: departure_step must exceed arrival_step")
-        if np.any(self.e_arrival_kwh < 0) or np.any(self.e_request_kwh < self.e_arrival_kwh - 1e-9):
+        if (self.e_arrival_kwh < 0).any() or (self.e_request_kwh < self.e_arrival_kwh - 1e-9).any():
             raise ValueError("EVSessions: need 0 <= e_arrival_kwh <= e_request_kwh")
-        if np.any(self.e_request_kwh > self.e_capacity_kwh + 1e-9):
+        if (self.e_request_kwh > self.e_capacity_kwh + 1e-9).any():
             raise ValueError("EVSessions: e_request_kwh exceeds e_capacity_kwh")
-        if np.any(self.p_max_kw <= 0) or np.any((self.efficiency <= 0) | (self.efficiency > 1)):
+        if (self.p_max_kw <= 0).any() or ((self.efficiency <= 0) | (self.efficiency > 1)).any():
             raise ValueError("EVSessions: need p_max_kw > 0 and 0 < efficiency <= 1")
 
     def __len__(self) -> int:

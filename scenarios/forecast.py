@@ -51,7 +51,7 @@ def _frozen(arr: np.ndarray, what: str, shape: tuple[int, ...], dtype: type = fl
     out = np.array(arr, dtype=dtype)
     if out.shape != shape:
         raise ValueError(f"{what}: expected shape {shape}, got {out.shape}")
-    if dtype is float and not np.all(np.isfinite(out)):
+    if dtype is float and not np.isfinite(out).all():
         raise ValueError(f"{what}: values must be finite")
     out.setflags(write=False)
     return out
@@ -104,9 +104,9 @@ class DayAheadInfo:
             object.__setattr__(self, name, _frozen(getattr(self, name), f"DayAheadInfo.{name}", shape))
         for name in ("load_pu_da", "pv_clear_sky_pu", "wind_speed_ms_da", "ev_rate_per_h_da",
                      "tso_deviation_mw", "tso_budget", "pv_p_max_mw", "wind_p_max_mw"):
-            if np.any(getattr(self, name) < 0):
+            if (getattr(self, name) < 0).any():
                 raise ValueError(f"DayAheadInfo.{name}: values must be >= 0")
-        if np.any(self.pv_k_da < 0) or np.any(self.pv_k_da > 1):
+        if (self.pv_k_da < 0).any() or (self.pv_k_da > 1).any():
             raise ValueError("DayAheadInfo.pv_k_da: values must be in [0, 1]")
 
     @property

@@ -121,10 +121,15 @@ def ar1_filter(innovations: np.ndarray, phi: float, x0: np.ndarray | None = None
     stationary (``x_0 = e_0``); otherwise ``x_{-1} = x0`` (shape = innovations without
     the time axis) and the first returned value is ``phi x0 + sqrt(1 - phi^2) e_0``.
     """
-    e = np.moveaxis(np.asarray(innovations, dtype=float), -2, 0)   # time first: contiguous rows
-    out = np.ascontiguousarray(np.sqrt(1.0 - phi**2) * e)
+    e = np.asarray(innovations, dtype=float)
+    flat = e.ndim == 2                                             # (time, series): time is axis 0
+    if not flat:
+        e = np.moveaxis(e, -2, 0)                                  # time first: contiguous rows
+    out = np.sqrt(1.0 - phi**2) * e
+    if not out.flags.c_contiguous:
+        out = np.ascontiguousarray(out)
     if e.shape[0] == 0:
-        return np.moveaxis(out, 0, -2)
+        return out if flat else np.moveaxis(out, 0, -2)
     if x0 is None:
         out[0] = e[0]
     else:
@@ -133,7 +138,7 @@ def ar1_filter(innovations: np.ndarray, phi: float, x0: np.ndarray | None = None
         # out[k] += phi out[k-1] for k >= 1, as one IIR filter y_k = x_k + phi y_{k-1} started
         # at phi out[0]: the same multiply and add per step, in C (bit for bit the loop's result)
         out[1:] = lfilter(_ONE_TAP, (1.0, -phi), out[1:], axis=0, zi=(phi * out[0])[None])[0]
-    return np.ascontiguousarray(np.moveaxis(out, 0, -2))
+    return out if flat else np.ascontiguousarray(np.moveaxis(out, 0, -2))
 
 
 def ar1_paths(rng: np.random.Generator, n_steps_: int, n_series: int, phi: float, rho_common: float,

@@ -181,3 +181,30 @@ def test_forecast_at_checks_layout_width(d33: Layout, td: Layout) -> None:
     assert isinstance(Forecast.at(sc.day_ahead, sc.observed(5)), Forecast)
     assert isinstance(sc.observed(5), Observed) and isinstance(
         sc.forecast(5).sample(1, np.random.default_rng(0)), ScenarioSet)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(0, 3), st.integers(1, 30), st.integers(1, 4),
+       st.floats(0.0, 0.99), st.booleans())
+def test_ar1_filter_is_the_plain_recursion_for_any_leading_axes(seed, n_paths, n_time, n_series, phi, start) -> None:
+    """``x_k = phi x_{k-1} + sqrt(1 - phi^2) e_k`` (``x_0 = e_0``, or ``x_{-1} = x0``), bit for bit
+    the same whether the paths come stacked or one by one."""
+    from scenarios.profiles import ar1_filter
+
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal((n_paths, n_time, n_series))
+    x0 = rng.standard_normal((n_paths, n_series)) if start else None
+    got = ar1_filter(e, phi, x0)
+    assert got.shape == e.shape and got.flags.c_contiguous
+    for p in range(n_paths):
+        one = ar1_filter(e[p], phi, None if x0 is None else x0[p])
+        np.testing.assert_array_equal(got[p], one)
+        plain = np.empty_like(e[p])
+        c = np.sqrt(1.0 - phi**2)
+        for k in range(n_time):
+            if k == 0 and x0 is None:
+                plain[0] = e[p, 0]
+            else:
+                prev = x0[p] if k == 0 else plain[k - 1]
+                plain[k] = c * e[p, k] + phi * prev
+        np.testing.assert_allclose(one, plain, rtol=1e-12, atol=1e-12)
