@@ -115,10 +115,10 @@ class TDGridVectorEnv(VectorEnv):
         return self._start([int(d) for d in days])
 
     def _start(self, days: list[int]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        from scenarios.day import sample_day
+        from scenarios.day import sample_days
 
         proto = self._proto
-        scenarios = [sample_day(proto.grid, proto.regime, d, proto.dt_minutes) for d in days]
+        scenarios = sample_days(proto.grid, proto.regime, days, proto.dt_minutes)
         self.simulator = BatchedSimulator(proto.grid, scenarios, proto.settings, model=proto.model)
         self.scenario_seeds = np.array(days, dtype=np.int64)
         self._autoreset = False

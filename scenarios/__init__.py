@@ -4,7 +4,7 @@ This package imports nothing from ``env``, ``policies`` or ``controller``.
 """
 
 from scenarios.ambiguity import BudgetSet, PBox, WassersteinBall, WorstCase, cvar_sample_lp
-from scenarios.day import Scenario, as_layout, sample_day
+from scenarios.day import Scenario, as_layout, sample_day, sample_days
 from scenarios.ev_arrivals import EVArrivalParams
 from scenarios.ev_sessions import EVSessions
 from scenarios.forecast import DayAheadInfo, Forecast, Observed, ScenarioSet
@@ -16,7 +16,7 @@ from scenarios.regimes import REGIMES, RegimeParams, get_regime, regime_names
 __all__ = [
     "REGIMES", "VALID_DT_MINUTES", "BudgetSet", "DayAheadInfo", "EVArrivalParams", "EVSessions", "Forecast",
     "Layout", "Observed", "PBox", "RegimeParams", "Scenario", "ScenarioSet", "WassersteinBall", "WorstCase",
-    "as_layout", "cvar_sample_lp", "get_regime", "plot_day", "reduce", "regime_names", "sample_day",
+    "as_layout", "cvar_sample_lp", "get_regime", "plot_day", "reduce", "regime_names", "sample_day", "sample_days",
 ]
 
 

@@ -8,11 +8,17 @@ draws — common random numbers across regimes and policies):
 2. realized = forecast + correlated error, with the regime's statistics
    (see ``scenarios.regimes`` for the formulas), an optional unforecast wind drop,
    EV sessions from the simpy station model, and the TSO requirement.
+
+``sample_days(grid, regime, seeds)`` samples many days at once (the native vector env's
+resets): each day still draws from its own streams, and is bit for bit ``sample_day``'s;
+the formulas, the AR(1) filters and the TSO call recursion run once on a leading day axis.
+``sample_day`` is ``sample_days`` of one seed.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,15 +41,16 @@ from scenarios.forecast import (
     Forecast,
     Observed,
     load_pu_from_latent,
-    pv_pu_from_latent,
-    tso_call_paths,
+    pv_pu_from_k,
+    tso_call_draws,
     tso_call_probabilities,
-    wind_speed_from_latent,
+    tso_call_recursion,
+    wind_speed_from_sd,
 )
 from scenarios.layout import Layout
 from scenarios.profiles import (
     ar1_coefficient,
-    ar1_paths,
+    ar1_paths_each,
     clear_sky_pu,
     load_shape_pu,
     n_steps,
@@ -280,27 +287,36 @@ def day_ahead_info(layout: Layout, params: RegimeParams, dt_minutes: int, rng: n
     TSO nominal = frac * feeder peak * shape(t), deviation = frac * feeder peak,
     budget = min(budget_h / dt, T) steps.
     """
+    return day_ahead_infos(layout, params, dt_minutes, [rng])[0]
+
+
+def day_ahead_infos(layout: Layout, params: RegimeParams, dt_minutes: int,
+                    rngs: Sequence[np.random.Generator]) -> list[DayAheadInfo]:
+    """:func:`day_ahead_info` of several days, one generator each: every generator draws what it
+    draws alone, the formulas run once on a leading day axis."""
     T, mid = n_steps(dt_minutes), step_mid_h(dt_minutes)
     nl, npv, nw = len(layout.load_names), len(layout.pv_names), len(layout.wind_names)
     phi_slow = ar1_coefficient(dt_minutes, DA_SLOW_TAU_H)
-    level = 1.0 + params.load_level_sd * rng.standard_normal()
-    unit = np.clip(1.0 + params.load_unit_sd * rng.standard_normal(nl), 0.5, 1.5)
-    load_da = load_shape_pu(mid)[:, None] * level * unit[None, :]
-    x = ar1_paths(rng, T, 1, phi_slow, 1.0)
+    level = 1.0 + params.load_level_sd * np.array([r.standard_normal() for r in rngs])
+    unit = np.clip(1.0 + params.load_unit_sd * np.stack([r.standard_normal(nl) for r in rngs]), 0.5, 1.5)
+    load_da = load_shape_pu(mid)[None, :, None] * level[:, None, None] * unit[:, None, :]
+    x = ar1_paths_each(rngs, T, 1, phi_slow, 1.0)
     k_da = np.clip(params.pv_k_mean + params.pv_k_day_sd * x, params.pv_k_min, 1.0) * np.ones((1, npv))
-    v_day = params.wind_weibull_scale_ms * rng.weibull(params.wind_weibull_shape)
-    site = np.exp(params.wind_unit_sd * rng.standard_normal(nw))
-    y = ar1_paths(rng, T, 1, phi_slow, 1.0)
-    v_da = np.maximum(v_day * site[None, :] * wind_diurnal(mid)[:, None] * (1.0 + DA_WIND_SLOW_SD * y), 0.0)
+    v_day = params.wind_weibull_scale_ms * np.array([r.weibull(params.wind_weibull_shape) for r in rngs])
+    site = np.exp(params.wind_unit_sd * np.stack([r.standard_normal(nw) for r in rngs]))
+    y = ar1_paths_each(rngs, T, 1, phi_slow, 1.0)
+    v_da = np.maximum(v_day[:, None, None] * site[:, None, :] * wind_diurnal(mid)[None, :, None]
+                      * (1.0 + DA_WIND_SLOW_SD * y), 0.0)
     peak = boundary_peak_mw(layout)
-    return DayAheadInfo(
-        layout=layout, params=params, dt_minutes=dt_minutes, load_pu_da=load_da,
-        pv_clear_sky_pu=clear_sky_pu(mid), pv_k_da=k_da, wind_speed_ms_da=v_da,
+    common = dict(
+        layout=layout, params=params, dt_minutes=dt_minutes, pv_clear_sky_pu=clear_sky_pu(mid),
         ev_rate_per_h_da=rates_on_steps(station_rates_per_h(params.ev, layout.evcs_n_ports), dt_minutes),
         tso_nominal_mw=params.tso_nominal_frac * tso_nominal_shape(mid)[:, None] * peak[None, :],
         tso_deviation_mw=np.broadcast_to(params.tso_dev_frac * peak, (T, peak.size)),
         tso_budget=np.full(peak.size, min(params.tso_budget_h * 60.0 / dt_minutes, float(T))),
         **dict(zip(("pv_p_max_mw", "wind_p_max_mw"), der_capacity_mw(layout, params))))
+    return [DayAheadInfo(load_pu_da=load_da[b], pv_k_da=k_da[b], wind_speed_ms_da=v_da[b], **common)
+            for b in range(len(rngs))]
 
 
 def _network(names: tuple[str, ...]) -> np.ndarray:
@@ -343,13 +359,20 @@ def ramp_factor(time_h: np.ndarray, start_h: float, params: RegimeParams) -> np.
     return 1.0 - params.ramp_depth * shape
 
 
-def _realize_wind(da: DayAheadInfo, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    p, T = da.params, da.n_steps
-    z = ar1_paths(rng, T, len(da.layout.wind_names), ar1_coefficient(da.dt_minutes, p.wind_err_tau_h), p.wind_err_rho)
-    happens, start = rng.random() < p.ramp_prob, rng.uniform(*p.ramp_window_h)
-    start_h = float(start) if happens else float("nan")
-    speed = wind_speed_from_latent(da, 0, z) * ramp_factor(step_mid_h(da.dt_minutes), start_h, p)[:, None]
-    return speed, start_h
+def _realize_wind(das: Sequence[DayAheadInfo], rngs: Sequence[np.random.Generator]) -> tuple[np.ndarray, list[float]]:
+    """Realized wind speed of several days (B, T, n_wind) and their wind-drop starts (NaN: none)."""
+    da, p = das[0], das[0].params
+    z = ar1_paths_each(rngs, da.n_steps, len(da.layout.wind_names), ar1_coefficient(da.dt_minutes, p.wind_err_tau_h),
+                       p.wind_err_rho)
+    starts = []
+    for r in rngs:
+        happens, start = r.random() < p.ramp_prob, r.uniform(*p.ramp_window_h)
+        starts.append(float(start) if happens else float("nan"))
+    mid = step_mid_h(da.dt_minutes)
+    ramp = np.stack([ramp_factor(mid, s, p) for s in starts])
+    speed = wind_speed_from_sd(np.stack([d.wind_speed_ms_da for d in das]),
+                               np.stack([d.wind_speed_sd_ms for d in das]), z) * ramp[:, :, None]
+    return speed, starts
 
 
 EV_PORT_MODELS = {"heap": simulate_ports_fast, "simpy": simulate_ports_simpy}
@@ -384,24 +407,42 @@ def sample_day(grid: Layout | object, regime: str | RegimeParams, seed: SeedLike
         ValueError: unknown regime (lists valid ones), bad dt_minutes, bad grid or seed, unknown
             ``ev_port_model``.
     """
+    return sample_days(grid, regime, [seed], dt_minutes, ev_port_model)[0]
+
+
+def sample_days(grid: Layout | object, regime: str | RegimeParams, seeds: Sequence[SeedLike],
+                dt_minutes: int = 15, ev_port_model: str = "heap") -> list[Scenario]:
+    """:func:`sample_day` of each seed, equal to it bit for bit: each day draws from its own six
+    streams, while the AR(1) filters, the TSO call recursion and the formulas run once for all
+    days (a leading day axis; the EV port queues run day by day). Arguments and errors as
+    :func:`sample_day`'s; ``seeds`` must not be empty."""
     if ev_port_model not in EV_PORT_MODELS:
         raise ValueError(f"sample_day: ev_port_model must be one of {sorted(EV_PORT_MODELS)}, got {ev_port_model!r}")
+    if len(seeds) == 0:
+        raise ValueError("sample_days: at least one seed is needed")
     T = n_steps(dt_minutes)
     layout, params = as_layout(grid), get_regime(regime)
-    s_da, s_load, s_pv, s_wind, s_ev, s_tso = _streams(seed, 6)
-    da = day_ahead_info(layout, params, dt_minutes, s_da)
-    z_load = ar1_paths(s_load, T, len(layout.load_names),
-                       ar1_coefficient(dt_minutes, params.load_err_tau_h), params.load_err_rho)
-    z_pv = ar1_paths(s_pv, T, len(layout.pv_names),
-                     ar1_coefficient(dt_minutes, params.pv_k_err_tau_h), params.pv_err_rho)
-    speed, ramp_start = _realize_wind(da, s_wind)
-    ev, balked, mult = _realize_ev(da, s_ev, ev_port_model)
+    s_da, s_load, s_pv, s_wind, s_ev, s_tso = zip(*(_streams(seed, 6) for seed in seeds))
+    das = day_ahead_infos(layout, params, dt_minutes, s_da)
+    z_load = ar1_paths_each(s_load, T, len(layout.load_names),
+                            ar1_coefficient(dt_minutes, params.load_err_tau_h), params.load_err_rho)
+    z_pv = ar1_paths_each(s_pv, T, len(layout.pv_names),
+                          ar1_coefficient(dt_minutes, params.pv_k_err_tau_h), params.pv_err_rho)
+    speed, ramp_start = _realize_wind(das, s_wind)
+    evs = [_realize_ev(da, r, ev_port_model) for da, r in zip(das, s_ev)]
     p_start, p_end = tso_call_probabilities(params, dt_minutes)
     nb = len(layout.boundary_names)
-    delta = tso_call_paths(s_tso, 1, T, np.zeros(nb), da.tso_budget, p_start, p_end)[0]
-    return Scenario(
-        day_ahead=da, regime=params.name, seed=int(seed) if isinstance(seed, (int, np.integer)) else None,
-        load_pu=load_pu_from_latent(da.load_pu_da, params.load_err_sd, z_load),
-        pv_pu=pv_pu_from_latent(da, 0, z_pv), wind_speed_ms=speed, wind_pu=power_curve_pu(speed),
-        tso_requirement_mw=da.tso_nominal_mw + da.tso_deviation_mw * delta,
-        ev=ev, ev_balked=balked, ev_rate_multiplier=mult, wind_ramp_start_h=ramp_start)
+    u, mag = zip(*(tso_call_draws(r, (1, T, nb)) for r in s_tso))
+    delta = tso_call_recursion(np.concatenate(u), np.concatenate(mag), np.zeros(nb), das[0].tso_budget,
+                               p_start, p_end)
+    da0 = das[0]
+    load = load_pu_from_latent(np.stack([d.load_pu_da for d in das]), params.load_err_sd, z_load)
+    pv = pv_pu_from_k(da0.pv_clear_sky_pu, np.stack([d.pv_k_da for d in das]), params, z_pv)
+    tso = da0.tso_nominal_mw + da0.tso_deviation_mw * delta
+    wind_pu = power_curve_pu(speed)
+    return [Scenario(day_ahead=da, regime=params.name,
+                     seed=int(seed) if isinstance(seed, (int, np.integer)) else None,
+                     load_pu=load[b], pv_pu=pv[b], wind_speed_ms=speed[b], wind_pu=wind_pu[b],
+                     tso_requirement_mw=tso[b], ev=ev, ev_balked=balked, ev_rate_multiplier=mult,
+                     wind_ramp_start_h=ramp_start[b])
+            for b, (seed, da, (ev, balked, mult)) in enumerate(zip(seeds, das, evs))]

@@ -292,15 +292,30 @@ def tso_call_paths(rng: np.random.Generator, n_paths: int, n_steps_: int, delta0
     p_end; the realized ``|delta_k| <= min(1, Gamma - sum_{j<k} |delta_j|)`` keeps the
     path inside the budget set. ``delta0`` is the value at the last observed step.
     """
-    nb = np.asarray(delta0).shape[0]
-    shape = (n_paths, n_steps_, nb)
+    u, mag = tso_call_draws(rng, (n_paths, n_steps_, np.asarray(delta0).shape[0]))
+    return tso_call_recursion(u, mag, delta0, budget_left, p_start, p_end)
+
+
+def tso_call_draws(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The draws of :func:`tso_call_paths`, shape ``(n_paths, n_steps, n_boundary)``: uniforms
+    ``u`` (call start / end) and signed magnitudes ``U(0.4, 1) x (+-1)``."""
     u = rng.random(shape)
     mag = rng.uniform(*TSO_CALL_MAGNITUDE, size=shape) * np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+    return u, mag
+
+
+def tso_call_recursion(u: np.ndarray, mag: np.ndarray, delta0: np.ndarray, budget_left: np.ndarray,
+                       p_start: float, p_end: float) -> np.ndarray:
+    """:func:`tso_call_paths` from its draws (``u``, ``mag``: ``(n_paths, n_steps, n_boundary)``;
+    ``delta0``, ``budget_left``: ``(n_boundary,)`` or one row per path)."""
+    n_paths, n_steps_, nb = u.shape
     state = np.broadcast_to(np.asarray(delta0, dtype=float), (n_paths, nb)).copy()
     left = np.broadcast_to(np.asarray(budget_left, dtype=float), (n_paths, nb)).copy()
+    if u.size == 0:
+        return np.zeros(u.shape)
     if n_paths * nb <= _FEW_PATHS:
         return _tso_call_paths_few(u, mag, state, left, p_start, p_end)
-    out = np.zeros(shape)
+    out = np.zeros(u.shape)
     for k in range(n_steps_):
         active = state != 0
         state = np.where(active, np.where(u[:, k] < p_end, 0.0, state), np.where(u[:, k] < p_start, mag[:, k], 0.0))
@@ -596,11 +611,21 @@ def load_pu_from_latent(load_da: np.ndarray, sd: float, z: np.ndarray) -> np.nda
 
 def pv_pu_from_latent(da: DayAheadInfo, start: int, z: np.ndarray) -> np.ndarray:
     """``pv_pu = clear_sky clip(k_da + sd z, k_min, 1)`` for steps start.."""
-    p = da.params
-    k = np.clip(da.pv_k_da[start:] + p.pv_k_err_sd * z, p.pv_k_min, 1.0)
-    return np.clip(da.pv_clear_sky_pu[start:, None] * k, 0.0, 1.0)
+    return pv_pu_from_k(da.pv_clear_sky_pu[start:], da.pv_k_da[start:], da.params, z)
+
+
+def pv_pu_from_k(clear_sky_pu: np.ndarray, k_da: np.ndarray, params: RegimeParams, z: np.ndarray) -> np.ndarray:
+    """:func:`pv_pu_from_latent` on arrays: ``clip(clear_sky clip(k_da + sd z, k_min, 1), 0, 1)``
+    (``clear_sky`` (T,), ``k_da`` and ``z`` (..., T, n_pv))."""
+    k = np.clip(k_da + params.pv_k_err_sd * z, params.pv_k_min, 1.0)
+    return np.clip(clear_sky_pu[:, None] * k, 0.0, 1.0)
 
 
 def wind_speed_from_latent(da: DayAheadInfo, start: int, z: np.ndarray) -> np.ndarray:
     """``v = max(0, v_da + sd_v z)`` for steps start.."""
-    return np.maximum(da.wind_speed_ms_da[start:] + da.wind_speed_sd_ms[start:] * z, 0.0)
+    return wind_speed_from_sd(da.wind_speed_ms_da[start:], da.wind_speed_sd_ms[start:], z)
+
+
+def wind_speed_from_sd(v_da_ms: np.ndarray, sd_ms: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """:func:`wind_speed_from_latent` on arrays: ``max(0, v_da + sd_v z)``."""
+    return np.maximum(v_da_ms + sd_ms * z, 0.0)

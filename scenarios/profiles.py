@@ -9,6 +9,8 @@ Time conventions: a day has ``T = 1440 / dt_minutes`` steps; step ``k`` covers
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy.signal import lfilter
 
@@ -107,10 +109,20 @@ def correlated_normals(rng: np.random.Generator, shape: tuple[int, ...], rho_com
 
     ``e_i = sqrt(rho) c + sqrt(1 - rho) u_i`` with one common ``c`` per leading index.
     """
+    return correlated_normals_each([rng], shape, rho_common)[0]
+
+
+def correlated_normals_each(rngs: Sequence[np.random.Generator], shape: tuple[int, ...],
+                            rho_common: float) -> np.ndarray:
+    """:func:`correlated_normals` once per generator, stacked: shape ``(len(rngs),) + shape``.
+
+    Each generator draws what it draws alone (its common ``c``, then its own ``u``), so
+    ``out[i]`` is bit for bit ``correlated_normals(rngs[i], shape, rho)``.
+    """
     if not 0.0 <= rho_common <= 1.0:
         raise ValueError(f"rho_common must be in [0, 1], got {rho_common}")
-    common = rng.standard_normal(shape[:-1] + (1,))
-    own = rng.standard_normal(shape)
+    common = np.stack([r.standard_normal(shape[:-1] + (1,)) for r in rngs])
+    own = np.stack([r.standard_normal(shape) for r in rngs])
     return np.sqrt(rho_common) * common + np.sqrt(1.0 - rho_common) * own
 
 
@@ -150,6 +162,13 @@ def ar1_paths(rng: np.random.Generator, n_steps_: int, n_series: int, phi: float
     lead = () if n_paths is None else (n_paths,)
     e = correlated_normals(rng, lead + (n_steps_, n_series), rho_common)
     return ar1_filter(e, phi, x0)
+
+
+def ar1_paths_each(rngs: Sequence[np.random.Generator], n_steps_: int, n_series: int, phi: float,
+                   rho_common: float) -> np.ndarray:
+    """:func:`ar1_paths` (one path) once per generator, filtered together:
+    ``(len(rngs), n_steps, n_series)``, ``out[i]`` bit for bit ``ar1_paths(rngs[i], ...)``."""
+    return ar1_filter(correlated_normals_each(rngs, (n_steps_, n_series), rho_common), phi)
 
 
 def tso_nominal_shape(time_h: np.ndarray) -> np.ndarray:

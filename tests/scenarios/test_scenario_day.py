@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from scenarios import REGIMES, Layout, Scenario, get_regime, sample_day
-from scenarios.day import ramp_factor
+from scenarios.day import ramp_factor, sample_days
 from scenarios.profiles import power_curve_pu
 
 
@@ -30,6 +30,21 @@ def test_same_seed_same_day_bit_for_bit(td: Layout, regime: str) -> None:
         assert arr.tobytes() == other.tobytes(), name
     assert a.ev_rate_multiplier == b.ev_rate_multiplier
     assert np.array_equal(a.wind_ramp_start_h, b.wind_ramp_start_h, equal_nan=True)
+
+
+@pytest.mark.parametrize("regime", list(REGIMES))
+def test_days_sampled_together_are_the_days_sampled_alone(td: Layout, regime: str) -> None:
+    """sample_days runs the formulas on a day axis; every day stays sample_day's, bit for bit.
+    Nine days of two boundaries: the TSO recursion runs on arrays, a day alone on floats."""
+    seeds = [8010, 3, 8011, 123456, 8012, 8013, 8014, 8015, 8016]
+    for seed, together in zip(seeds, sample_days(td, regime, seeds)):
+        alone = sample_day(td, regime, seed)
+        for name, arr in _arrays(alone).items():
+            assert arr.dtype == _arrays(together)[name].dtype and arr.tobytes() == _arrays(together)[name].tobytes(), name
+        assert together.seed == seed and together.ev_rate_multiplier == alone.ev_rate_multiplier
+        assert np.array_equal(together.wind_ramp_start_h, alone.wind_ramp_start_h, equal_nan=True)
+    with pytest.raises(ValueError, match="at least one seed"):
+        sample_days(td, regime, [])
 
 
 def test_generator_seed_is_reproducible(d33: Layout) -> None:
