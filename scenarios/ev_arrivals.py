@@ -404,9 +404,10 @@ def _never_queued(table: ArrivalTable, n_ports: np.ndarray, dt_minutes: int,
     k_arr += (k_arr + 1) * dt_minutes <= t_a
     k_arr -= k_arr * dt_minutes > t_a
     span = int(max(k_rel.max(), k_arr.max())) + 2          # keys station * span + step, per station apart
-    rel_keys = np.sort(st * span + k_rel)
-    released = np.searchsorted(rel_keys, st * span + k_arr, side="right")
-    by_st = np.argsort(st, kind="stable")                   # per station, in arrival order
+    # EVs of the station released by each arrival: #{j : key_j <= key_i}, a cumulative count of
+    # the integer keys (no sort, no binary search)
+    released = np.cumsum(np.bincount(st * span + k_rel, minlength=n_st * span))[st * span + k_arr]
+    by_st = np.argsort(_small_int(st), kind="stable")       # per station, in arrival order
     start = np.searchsorted(st[by_st], np.arange(n_st + 1))
     rank = np.empty(n_ev, dtype=np.int64)                   # EV i's position among its station's
     rank[by_st] = np.arange(n_ev) - start[st[by_st]]
@@ -439,12 +440,23 @@ def to_sessions(table: ArrivalTable, ports: PortResult, dt_minutes: int, battery
     reach = e0 + efficiency * charger_kw * (dt_minutes / 60.0) * (d - a)
     e_req = np.minimum(np.minimum(table.e_target_kwh[i], reach), battery_kwh)
     st = table.station[i]
-    order = np.lexsort((i, st, a))
     n = len(i)
+    if n and (np.diff(i) > 0).all():      # served EVs come by index: one stable sort by (a, station)
+        order = np.argsort(_small_int(a.astype(np.int64) * (int(st.max()) + 1) + st), kind="stable")
+    else:
+        order = np.lexsort((i, st, a))
     return EVSessions(station=st[order], arrival_step=a[order], departure_step=d[order],
                       e_arrival_kwh=e0[order], e_request_kwh=np.maximum(e_req, e0)[order],
                       e_capacity_kwh=np.full(n, battery_kwh), p_max_kw=np.full(n, charger_kw),
                       efficiency=np.full(n, efficiency))
+
+
+def _small_int(keys: np.ndarray) -> np.ndarray:
+    """Integer sort keys as int16 when they fit (numpy's stable sort is then a radix sort: the
+    same order, several times faster than on int64)."""
+    if keys.size and keys.min() >= 0 and keys.max() < 2**15:
+        return keys.astype(np.int16)
+    return keys
 
 
 def connected_counts(ev: EVSessions, n_steps_: int, n_stations: int, start_step: int = 0) -> np.ndarray:

@@ -51,6 +51,28 @@ def test_sessions_always_valid(seed: int, n_ports: list[int], per_port: float, d
 
 
 @settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_ports=st.lists(st.integers(1, 40), min_size=1, max_size=6),
+       per_port=st.floats(0.0, 8.0), dt=st.sampled_from([5, 15, 60]))
+def test_sessions_come_by_arrival_step_station_and_index_in_any_served_order(seed: int, n_ports: list[int],
+                                                                             per_port: float, dt: int) -> None:
+    """to_sessions sorts by (plug-in step, station, arrival index), whether the port result lists
+    the served EVs by index (as the port models do) or in any order."""
+    params = EVArrivalParams(arrivals_per_port_day=per_port)
+    ports = np.array(n_ports)
+    table = sample_arrivals(np.random.default_rng(seed), params, ports, 1.0, 66.0)
+    res = simulate_ports_fast(table, ports, dt, params.patience_min)
+    perm = np.random.default_rng(seed + 1).permutation(len(res.served))
+    shuffled = dataclasses.replace(res, served=res.served[perm], arrival_step=res.arrival_step[perm],
+                                   departure_step=res.departure_step[perm])
+    a, b = to_sessions(table, res, dt, 66.0, 6.6, 0.9), to_sessions(table, shuffled, dt, 66.0, 6.6, 0.9)
+    for name, arr in a.to_dict().items():
+        assert np.array_equal(arr, getattr(b, name)), name
+    i = res.served[np.lexsort((res.served, table.station[res.served], res.arrival_step))]
+    assert np.array_equal(a.e_arrival_kwh, table.e_arrival_kwh[i])
+    assert np.array_equal(a.station, table.station[i])
+
+
+@settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n_ports=st.lists(st.integers(1, 4), min_size=1, max_size=3),
        per_port=st.floats(0.5, 10.0), dt=st.sampled_from([5, 15, 60]), patience=st.floats(0.0, 90.0),
        start_step=st.integers(0, 20), n_busy=st.integers(0, 6))
