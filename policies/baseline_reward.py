@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 
 __all__ = ["BaselineRewardWrapper"]
 

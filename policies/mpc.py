@@ -402,7 +402,7 @@ class _Window:
         m, ix, tar = model, index, grid.tariff
         sz = m.sizes
         self.is_td = m.is_td
-        nf, ns, nst, nd, nc = m.n_feeder, sz.n_evcs, sz.n_storage, sz.n_der, sz.n_comp
+        ns, nst, nd, nc = sz.n_evcs, sz.n_storage, sz.n_der, sz.n_comp
         P = cp.Parameter
         self.lp = [P((f.n_bus, K), name=f"load_p_{k}") for k, f in enumerate(grid.feeders)]
         self.lq = [P((f.n_bus, K), name=f"load_q_{k}") for k, f in enumerate(grid.feeders)]
@@ -659,7 +659,7 @@ class MPCPolicy:
     def _set_parameters(self, w: _Window, obs: Observation, forecast: Any, n_active: int) -> None:
         """Fill the Parameters from the nowcast (step t) and the point forecast (later steps)."""
         m, ix, lay = self.model, self.index, self.grid.layout
-        K, dt, t = w.K, obs.dt_h, obs.step
+        K, t = w.K, obs.step
         A = n_active
         load_p = np.zeros((K, len(lay.load_names)))
         load_q = np.zeros_like(load_p)

@@ -28,7 +28,7 @@ import numpy as np
 from env.network import Grid
 from policies.p2p.adn import ADNBlock, adn_block
 from policies.p2p.data import P2PDay, P2PSettings
-from policies.p2p.tso import DCOPFResult, KKTBlock, TSOData, dc_opf, tso_kkt
+from policies.p2p.tso import DCOPFResult, TSOData, dc_opf, tso_kkt
 
 __all__ = ["SOLVED_STATUSES", "TIME_LIMITED", "MarketResult", "SolveInfo", "evaluate", "solve_dso_led",
            "solve_tso_led"]

@@ -8,7 +8,6 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-import env
 from env.cases.feeders import load_tariff
 from env.network import (BranchTable, BusTable, DERTable, GenTable, Grid, LoadTable, Network, StorageTable)
 from policies.p2p.adn import adn_block
