@@ -108,16 +108,19 @@ def _grid2op_rate(steps: int) -> float | None:
 
 
 def _ev_table_gb(case: str, num_envs: int) -> float:
-    """Memory of the EV tables of ``num_envs`` days (the merged fleet's sessions, initial state
-    and membership), estimated from one sampled day of the case."""
+    """Memory of the EV tables of ``num_envs`` days, estimated from one sampled day of the case:
+    the merged fleet's sessions, initial state and membership, plus its state at the day's
+    peak of connected EVs (rows and ids, twice: a step's copy holds old and new)."""
     from env.cases import load_case
     from env.ev_fleet import EVFleet
+    from env.evcs import N_ROWS
     from scenarios.day import sample_day
 
     grid = load_case(case)
     fleet = EVFleet(sample_day(grid, "cloudy", 8005).ev, len(grid.layout.evcs_names), 0.25, 96)
     per_day = sum(a.nbytes for obj in (fleet, fleet._members, fleet.sessions)
                   for a in vars(obj).values() if isinstance(a, np.ndarray))
+    per_day += 2 * (N_ROWS + 2) * 8 * int(fleet._members._counts.sum(axis=1).max())
     return num_envs * per_day / 1e9
 
 

@@ -111,7 +111,7 @@ class BatchedStepOutcome:
 
 def merge_sessions(sessions: Sequence[EVSessions], n_station: int) -> EVSessions:
     """The EV sessions of several days as one table: day ``b``'s station ``s`` becomes station
-    ``b n_station + s``; sorted by arrival step, then day, then the day's own order."""
+    ``b n_station + s``; sorted by arrival step, then day, then station, then the day's own order."""
     fields = ("station", "arrival_step", "departure_step", "e_arrival_kwh", "e_request_kwh",
               "e_capacity_kwh", "p_max_kw", "efficiency")
     cols = {f: np.concatenate([np.asarray(getattr(s, f)) for s in sessions]) for f in fields}

@@ -63,18 +63,19 @@ class _Membership:
                  - np.bincount(d * ns + s, minlength=(n_steps + 1) * ns))
         self._counts = np.cumsum(delta.reshape(n_steps + 1, ns)[:n_steps], axis=0)
         self._departed = np.bincount((d - 1) * ns + s, minlength=n_steps * ns).reshape(n_steps, ns)
-        self._ids = np.stack((adm, s)).astype(np.intp)            # arrivals' (session, station), by step
+        # arrivals' (session, station) in arrival order: positions are those of EVFleet._arr_start,
+        # as no session arrives before step 0 (EVSessions has a >= 0)
+        self._ids = np.stack((adm, s)).astype(np.intp)
         # bincount key of the stacked per-station sums (rows r: st + ns r), built per step
         self._rows = ns * np.arange(N_SUM, dtype=np.intp)[:, None]
         for arr in vars(self).values():
             arr.setflags(write=False)
-        self._start = (np.asarray(arr_start) - arr_start[0]).tolist()
         self._any_gone = (self._departed.sum(axis=1) > 0).tolist()
 
-    def admit(self, ids: np.ndarray, t: int) -> np.ndarray:
-        """The connected EVs' ``(2, n)`` ids (sessions, stations) with the arrivals at ``t`` appended."""
-        lo, hi = self._start[t], self._start[t + 1]
-        return ids if hi == lo else np.concatenate((ids, self._ids[:, lo:hi]), axis=1)
+    def admit(self, ids: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """The connected EVs' ``(2, n)`` ids (sessions, stations) with the arrivals of one step
+        appended: those at positions ``lo:hi`` of the arrival order (``EVFleet._arr_start``)."""
+        return np.concatenate((ids, self._ids[:, lo:hi]), axis=1)
 
     def key(self, st: np.ndarray) -> np.ndarray:
         """The bincount key of the per-station sums of rows ``0..N_SUM-1`` (read-only)."""
@@ -374,7 +375,7 @@ class EVFleet:
             if hi > lo:
                 # columns of the sessions arriving at t (the initial state is in arrival order)
                 self._s = np.concatenate((self._s, self._init_arr[:, lo:hi]), axis=1)
-                self._ids = self._members.admit(self._ids, t)
+                self._ids = self._members.admit(self._ids, lo, hi)
                 self._act, self._st = self._ids
             self._admitted = t + 1
         self._key = self._members.key(self._st)

@@ -7,7 +7,7 @@ draws — common random numbers across regimes and policies):
 1. the day-ahead information (:class:`scenarios.forecast.DayAheadInfo`);
 2. realized = forecast + correlated error, with the regime's statistics
    (see ``scenarios.regimes`` for the formulas), an optional unforecast wind drop,
-   EV sessions from the simpy station model, and the TSO requirement.
+   EV sessions from the stations' port queue (:data:`EV_PORT_MODELS`), and the TSO requirement.
 
 ``sample_days(grid, regime, seeds)`` samples many days at once (the native vector env's
 resets): each day still draws from its own streams, and is bit for bit ``sample_day``'s;

@@ -431,7 +431,7 @@ def _port_result(served: list[tuple[int, int, int]] | np.ndarray, balked: np.nda
 
 def to_sessions(table: ArrivalTable, ports: PortResult, dt_minutes: int, battery_kwh: float,
                 charger_kw: float, efficiency: float) -> EVSessions:
-    """Build :class:`EVSessions` of the served EVs, sorted by arrival step, station, input order.
+    """Build :class:`EVSessions` of the served EVs, sorted by arrival step, station, arrival (table) index.
 
     Requested energy: ``e_req = min(e_target, e0 + eta p_max dt (d - a), E_cap)`` (reachable).
     """

@@ -121,8 +121,12 @@ def correlated_normals_each(rngs: Sequence[np.random.Generator], shape: tuple[in
     """
     if not 0.0 <= rho_common <= 1.0:
         raise ValueError(f"rho_common must be in [0, 1], got {rho_common}")
-    common = np.stack([r.standard_normal(shape[:-1] + (1,)) for r in rngs])
-    own = np.stack([r.standard_normal(shape) for r in rngs])
+    if len(rngs) == 1:                    # one generator: views, no copies
+        common = rngs[0].standard_normal(shape[:-1] + (1,))[None]
+        own = rngs[0].standard_normal(shape)[None]
+    else:
+        common = np.stack([r.standard_normal(shape[:-1] + (1,)) for r in rngs])
+        own = np.stack([r.standard_normal(shape) for r in rngs])
     return np.sqrt(rho_common) * common + np.sqrt(1.0 - rho_common) * own
 
 
