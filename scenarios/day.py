@@ -42,9 +42,6 @@ from scenarios.forecast import (
     Observed,
     load_pu_from_latent,
     pv_pu_from_k,
-    tso_call_draws,
-    tso_call_probabilities,
-    tso_call_recursion,
     wind_speed_from_sd,
 )
 from scenarios.layout import Layout
@@ -60,6 +57,7 @@ from scenarios.profiles import (
     wind_diurnal,
 )
 from scenarios.regimes import RegimeParams, get_regime
+from scenarios.tso_calls import tso_call_draws, tso_call_probabilities, tso_call_recursion
 
 if TYPE_CHECKING:
     import pandas as pd
