@@ -18,6 +18,7 @@ import numpy as np
 from env.evcs import (EVCSBounds, battery_gain_kwh, ev_rows, fill_stage, interval_power_kw, laxity_order, split_kw,
                       station_sums, step_limits, unmet_kwh)
 from scenarios import EVSessions
+from scenarios.ev_sessions import set_ev_columns
 
 __all__ = ["ConnectedEVs", "EVSplit", "EVTracker", "defer_key", "ev_asap", "ev_limits", "ev_split"]
 
@@ -39,17 +40,8 @@ class ConnectedEVs:
     deadline_step: np.ndarray
 
     def __post_init__(self) -> None:
-        n = np.asarray(self.station).shape[0]
-        for f in fields(self):
-            dtype = np.intp if f.name in ("station", "deadline_step") else float
-            arr = np.asarray(getattr(self, f.name), dtype=dtype).reshape(-1)
-            if arr.shape != (n,):
-                raise ValueError(f"ConnectedEVs.{f.name}: expected {n} values, got {arr.shape[0]}")
-            if dtype is float and not np.isfinite(arr).all():
-                raise ValueError(f"ConnectedEVs.{f.name}: values must be finite")
-            object.__setattr__(self, f.name, arr)
-        if (self.p_max_kw <= 0).any() or ((self.efficiency <= 0) | (self.efficiency > 1)).any():
-            raise ValueError("ConnectedEVs: need p_max_kw > 0 and 0 < efficiency <= 1")
+        set_ev_columns(self, tuple(f.name for f in fields(self)), ("station", "deadline_step"), np.intp,
+                       read_only=False)
 
     def __len__(self) -> int:
         return int(self.station.shape[0])

@@ -4,8 +4,36 @@ the simpy arrival process in ``scenarios`` and the station model in ``env.evcs``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+
+def set_ev_columns(obj: Any, names: tuple[str, ...], int_names: tuple[str, ...], int_dtype: Any,
+                   read_only: bool) -> None:
+    """Validate and set a frozen dataclass's per-EV columns: 1-D arrays of one length (that of
+    ``station``), ``int_dtype`` for ``int_names`` and finite floats otherwise; a charger with
+    ``p_max_kw > 0`` and ``0 < efficiency <= 1``. Shared by :class:`EVSessions` and the
+    Rollout's ``ConnectedEVs``.
+
+    Raises:
+        ValueError: naming the class and the field.
+    """
+    owner = type(obj).__name__
+    n = len(np.asarray(obj.station).reshape(-1))
+    for name in names:
+        dtype = int_dtype if name in int_names else float
+        arr = np.asarray(getattr(obj, name), dtype=dtype).reshape(-1)
+        if arr.shape != (n,):
+            raise ValueError(f"{owner}.{name}: expected {n} values, got {arr.shape[0]}")
+        if dtype is float and not np.isfinite(arr).all():
+            raise ValueError(f"{owner}.{name}: values must be finite")
+        if read_only:
+            arr.setflags(write=False)
+        object.__setattr__(obj, name, arr)
+    if (obj.p_max_kw <= 0).any() or ((obj.efficiency <= 0) | (obj.efficiency > 1)).any():
+        raise ValueError(f"{owner}: need p_max_kw > 0 and 0 < efficiency <= 1")
+
 
 _FIELDS = ("station", "arrival_step", "departure_step", "e_arrival_kwh",
            "e_request_kwh", "e_capacity_kwh", "p_max_kw", "efficiency")
@@ -41,16 +69,7 @@ class EVSessions:
     efficiency: np.ndarray
 
     def __post_init__(self) -> None:
-        n = len(np.asarray(self.station).reshape(-1))
-        for name in _FIELDS:
-            dtype = int if name in ("station", "arrival_step", "departure_step") else float
-            arr = np.asarray(getattr(self, name), dtype=dtype).reshape(-1)
-            if arr.shape != (n,):
-                raise ValueError(f"EVSessions.{name}: expected {n} values, got {arr.shape[0]}")
-            if dtype is float and not np.isfinite(arr).all():
-                raise ValueError(f"EVSessions.{name}: values must be finite")
-            arr.setflags(write=False)
-            object.__setattr__(self, name, arr)
+        set_ev_columns(self, _FIELDS, ("station", "arrival_step", "departure_step"), int, read_only=True)
         if (self.station < 0).any() or (self.arrival_step < 0).any():
             raise ValueError("EVSessions: station and arrival_step must be >= 0")
         if (self.departure_step <= self.arrival_step).any():
@@ -59,8 +78,6 @@ class EVSessions:
             raise ValueError("EVSessions: need 0 <= e_arrival_kwh <= e_request_kwh")
         if (self.e_request_kwh > self.e_capacity_kwh + 1e-9).any():
             raise ValueError("EVSessions: e_request_kwh exceeds e_capacity_kwh")
-        if (self.p_max_kw <= 0).any() or ((self.efficiency <= 0) | (self.efficiency > 1)).any():
-            raise ValueError("EVSessions: need p_max_kw > 0 and 0 < efficiency <= 1")
 
     def __len__(self) -> int:
         return int(self.station.shape[0])
