@@ -28,12 +28,12 @@ from scenarios.ev_arrivals import (
     arrival_counts,
     connected_counts,
     rates_on_steps,
-    sample_arrivals,
+    sample_arrivals_each,
     sample_day_multiplier,
     simulate_ports_fast,
     simulate_ports_simpy,
     station_rates_per_h,
-    to_sessions,
+    to_sessions_each,
 )
 from scenarios.ev_sessions import EVSessions
 from scenarios.forecast import (
@@ -379,14 +379,18 @@ simpy process model, and the same queue as a heap of port release times, which g
 sessions (tested on random tables) at a fraction of the cost and is the day sampler's default."""
 
 
-def _realize_ev(da: DayAheadInfo, rng: np.random.Generator,
-                ev_port_model: str = "heap") -> tuple[EVSessions, np.ndarray, float]:
-    lay, p = da.layout, da.params.ev
-    mult = sample_day_multiplier(rng, p)
-    table = sample_arrivals(rng, p, lay.evcs_n_ports, mult, lay.ev_battery_kwh)
-    ports = EV_PORT_MODELS[ev_port_model](table, lay.evcs_n_ports, da.dt_minutes, p.patience_min)
-    ev = to_sessions(table, ports, da.dt_minutes, lay.ev_battery_kwh, lay.ev_charger_kw, lay.ev_efficiency)
-    return ev, ports.balked, mult
+def _realize_evs(das: Sequence[DayAheadInfo], rngs: Sequence[np.random.Generator],
+                 ev_port_model: str = "heap") -> list[tuple[EVSessions, np.ndarray, float]]:
+    """Each day's EV sessions, balked EVs per station and rate multiplier: the arrivals and
+    sessions of all days in one table (station ``d S + s``), the port queue over its stations."""
+    lay, p, dt = das[0].layout, das[0].params.ev, das[0].dt_minutes
+    n_days, n_st = len(rngs), len(lay.evcs_n_ports)
+    mults = [sample_day_multiplier(r, p) for r in rngs]
+    table, _ = sample_arrivals_each(rngs, p, lay.evcs_n_ports, mults, lay.ev_battery_kwh)
+    ports = EV_PORT_MODELS[ev_port_model](table, np.tile(lay.evcs_n_ports, n_days), dt, p.patience_min)
+    sessions = to_sessions_each(table, ports, n_days, max(n_st, 1), dt, lay.ev_battery_kwh, lay.ev_charger_kw,
+                                lay.ev_efficiency)
+    return list(zip(sessions, ports.balked.reshape(n_days, n_st), mults))
 
 
 def sample_day(grid: Layout | object, regime: str | RegimeParams, seed: SeedLike,
@@ -412,7 +416,8 @@ def sample_days(grid: Layout | object, regime: str | RegimeParams, seeds: Sequen
                 dt_minutes: int = 15, ev_port_model: str = "heap") -> list[Scenario]:
     """:func:`sample_day` of each seed, equal to it bit for bit: each day draws from its own six
     streams, while the AR(1) filters, the TSO call recursion and the formulas run once for all
-    days (a leading day axis; the EV port queues run day by day). Arguments and errors as
+    days (a leading day axis; the EV arrivals, port queue and sessions as one table of all
+    days' stations). Arguments and errors as
     :func:`sample_day`'s; ``seeds`` must not be empty."""
     if ev_port_model not in EV_PORT_MODELS:
         raise ValueError(f"sample_day: ev_port_model must be one of {sorted(EV_PORT_MODELS)}, got {ev_port_model!r}")
@@ -427,7 +432,7 @@ def sample_days(grid: Layout | object, regime: str | RegimeParams, seeds: Sequen
     z_pv = ar1_paths_each(s_pv, T, len(layout.pv_names),
                           ar1_coefficient(dt_minutes, params.pv_k_err_tau_h), params.pv_err_rho)
     speed, ramp_start = _realize_wind(das, s_wind)
-    evs = [_realize_ev(da, r, ev_port_model) for da, r in zip(das, s_ev)]
+    evs = _realize_evs(das, s_ev, ev_port_model)
     p_start, p_end = tso_call_probabilities(params, dt_minutes)
     nb = len(layout.boundary_names)
     u, mag = zip(*(tso_call_draws(r, (1, T, nb)) for r in s_tso))

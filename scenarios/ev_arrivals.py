@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -250,34 +251,69 @@ def sample_arrivals(rng: np.random.Generator, params: EVArrivalParams, n_ports: 
     """Arrivals in ``[start_min, 1440)`` of the Poisson process with rate ``M lambda_s(t)``.
 
     Counts per (5-min bin, station, component) are Poisson; times are uniform in
-    their bin. ``start_min`` must lie on the 5-minute grid.
+    their bin. ``start_min`` must lie on the 5-minute grid. One day of
+    :func:`sample_arrivals_each`.
     """
+    return sample_arrivals_each([rng], params, n_ports, [multiplier], battery_kwh, start_min)[0]
+
+
+def sample_arrivals_each(rngs: Sequence[np.random.Generator], params: EVArrivalParams, n_ports: np.ndarray,
+                         multipliers: Sequence[float], battery_kwh: float,
+                         start_min: float = 0.0) -> tuple[ArrivalTable, np.ndarray]:
+    """:func:`sample_arrivals` of several days, one multiplier and one generator each (a generator
+    may repeat: it then draws the days in turn), as one table: day ``d``'s station ``s`` is
+    station ``d S + s``, rows by day, then by time and station. Each generator draws what it
+    draws alone (the counts, then the arrivals' uniforms, normals, Betas and uniforms); the
+    formulas run once for all days. Returns the table and the rows per day, shape (D,)."""
     first = int(round(start_min / GRID_MINUTES))
     if not abs(first * GRID_MINUTES - start_min) <= 1e-8 + 1e-5 * abs(start_min):   # np.isclose's test
         raise ValueError(f"start_min must be a multiple of {GRID_MINUTES}, got {start_min}")
+    if len(rngs) != len(multipliers) or not len(rngs):
+        raise ValueError(f"sample_arrivals_each: one multiplier per generator, got {len(multipliers)} for "
+                         f"{len(rngs)} generators")
     per_port = component_rates_per_port_h(params)[first:]                  # (B, C)
     ports = np.asarray(n_ports, dtype=float)
-    mean = multiplier * per_port[:, None, :] * ports[None, :, None] * GRID_MINUTES / 60.0
-    counts = rng.poisson(mean)                                               # (B, S, C)
-    b_idx, s_idx, c_idx = np.nonzero(counts)
-    reps = counts[b_idx, s_idx, c_idx]
-    b_idx, s_idx, c_idx = (np.repeat(x, reps) for x in (b_idx, s_idx, c_idx))
-    n = b_idx.shape[0]
-    t_arr = (first + b_idx + rng.random(n)) * GRID_MINUTES
+    n_st, n_comp = ports.shape[0], per_port.shape[1]
+    size = per_port.shape[0] * n_st * n_comp                                # cells (bin, station, component)
+    cells: list[np.ndarray] = []
+    n_day = np.empty(len(rngs), dtype=np.int64)
+    draws: list[list[np.ndarray]] = [[], [], [], []]
+    for d, (rng, m) in enumerate(zip(rngs, multipliers)):
+        mean = np.multiply((m * per_port)[:, None, :], ports[None, :, None])   # M rate_c(t) n_ports_s 5 min
+        mean *= GRID_MINUTES
+        mean /= 60.0
+        counts = rng.poisson(mean).reshape(-1)
+        cell = np.flatnonzero(counts)
+        cells.append(np.repeat(cell, counts[cell]) + d * size)             # one entry per arrival, C order
+        n_day[d] = k = cells[-1].shape[0]
+        for out, x in zip(draws, (rng.random(k), rng.standard_normal(k), rng.beta(*params.soc_arrival_beta, size=k),
+                                  rng.uniform(*params.soc_request_range, size=k))):
+            out.append(x)
+    u, z, soc0, soc_req = (np.concatenate(x) for x in draws)
+    day, rest = np.divmod(np.concatenate(cells), max(size, 1))
+    b_idx, rest = np.divmod(rest, max(n_st * n_comp, 1))
+    s_idx, c_idx = np.divmod(rest, max(n_comp, 1))
+    t_arr = (first + b_idx + u) * GRID_MINUTES
     mu = np.array([_dwell_mu(c) for c in params.components])[c_idx]
     sig = np.array([c.dwell_sigma for c in params.components])[c_idx]
-    dwell_h = np.clip(np.exp(mu + sig * rng.standard_normal(n)), params.dwell_min_h, params.dwell_max_h)
-    soc0 = rng.beta(*params.soc_arrival_beta, size=n)
-    soc_req = rng.uniform(*params.soc_request_range, size=n)
-    # by time, then station: the counts come bin by bin, station by station, so a stable sort on
-    # time alone gives that order unless two times are equal (then the explicit two-key sort)
-    order = np.argsort(t_arr, kind="stable")
-    t_sorted = t_arr[order]
-    if (t_sorted[1:] == t_sorted[:-1]).any():
-        order = np.lexsort((s_idx, t_arr))
-    return ArrivalTable(station=s_idx[order], t_arrival_min=t_arr[order], dwell_min=dwell_h[order] * 60.0,
-                        component=c_idx[order], e_arrival_kwh=soc0[order] * battery_kwh,
-                        e_target_kwh=np.maximum(soc_req, soc0)[order] * battery_kwh)
+    dwell_h = np.clip(np.exp(mu + sig * z), params.dwell_min_h, params.dwell_max_h)
+    # per day by time, then station: the counts come bin by bin, station by station, so a stable
+    # sort on time alone gives that order unless two times are equal (then the two-key sort)
+    order = np.empty(u.shape[0], dtype=np.int64)
+    lo = 0
+    for k in n_day.tolist():
+        t = t_arr[lo:lo + k]
+        o = np.argsort(t, kind="stable")
+        t_sorted = t[o]
+        if (t_sorted[1:] == t_sorted[:-1]).any():
+            o = np.lexsort((s_idx[lo:lo + k], t))
+        order[lo:lo + k] = o + lo
+        lo += k
+    station = (day * n_st + s_idx) if len(rngs) > 1 else s_idx
+    table = ArrivalTable(station=station[order], t_arrival_min=t_arr[order], dwell_min=dwell_h[order] * 60.0,
+                         component=c_idx[order], e_arrival_kwh=soc0[order] * battery_kwh,
+                         e_target_kwh=np.maximum(soc_req, soc0)[order] * battery_kwh)
+    return table, n_day
 
 
 def _deadlines(table: ArrivalTable, patience_min: float) -> np.ndarray:
@@ -288,9 +324,11 @@ def _deadlines(table: ArrivalTable, patience_min: float) -> np.ndarray:
 def _initial_release(busy_until_min: list[np.ndarray] | None, n_ports: np.ndarray) -> list[list[float]]:
     """Release times of occupied ports per station; with more EVs than ports, a port frees when
     enough have left (keep the ``n_ports`` latest releases)."""
+    if busy_until_min is None:
+        return [[] for _ in range(len(n_ports))]
     out = []
     for s, p in enumerate(np.asarray(n_ports, dtype=int)):
-        rel = [] if busy_until_min is None else sorted(float(x) for x in busy_until_min[s])
+        rel = sorted(float(x) for x in busy_until_min[s])
         out.append(rel[len(rel) - p:] if len(rel) > p else rel)
     return out
 
@@ -355,24 +393,23 @@ def simulate_ports_fast(table: ArrivalTable, n_ports: np.ndarray, dt_minutes: in
     a_free = np.floor(table.t_arrival_min[i_free] / dt_minutes).astype(int)
     d_free = np.ceil(table.t_departure_min[i_free] / dt_minutes).astype(int)
     served: list[tuple[int, int, int]] = []
-    deadline = _deadlines(table, patience_min).tolist()
-    t_dep = table.t_departure_min.tolist()
-    heaps = []
-    for rel, p in zip(releases, np.asarray(n_ports, dtype=int)):
-        h = list(rel) + [-np.inf] * (int(p) - len(rel))
-        heapq.heapify(h)
-        heaps.append(h)
-    balked = np.zeros(len(heaps), dtype=int)
+    ports = np.asarray(n_ports, dtype=int).tolist()
+    heaps: dict[int, list[float]] = {}         # port release times of the stations with a queue
+    balked = np.zeros(len(ports), dtype=int)
     queued = np.flatnonzero(~free[table.station])
-    station, t_arr = table.station[queued].tolist(), table.t_arrival_min[queued].tolist()
-    for i, s, t_a in zip(queued.tolist(), station, t_arr):
-        h = heaps[s]
+    rows = (queued.tolist(), table.station[queued].tolist(), table.t_arrival_min[queued].tolist(),
+            _deadlines(table, patience_min)[queued].tolist(), table.t_departure_min[queued].tolist())
+    for i, s, t_a, deadline, t_dep in zip(*rows):
+        h = heaps.get(s)
+        if h is None:
+            h = heaps[s] = list(releases[s]) + [-np.inf] * (ports[s] - len(releases[s]))
+            heapq.heapify(h)
         t_plug = max(t_a, h[0])
-        if t_plug > deadline[i]:
+        if t_plug > deadline:
             balked[s] += 1
             continue
         a = math.floor(t_plug / dt_minutes)
-        d = math.ceil(t_dep[i] / dt_minutes)
+        d = math.ceil(t_dep / dt_minutes)
         heapq.heapreplace(h, float(d * dt_minutes))
         served.append((i, a, d))
     queue = np.array(served, dtype=int).reshape(-1, 3)
@@ -434,21 +471,37 @@ def to_sessions(table: ArrivalTable, ports: PortResult, dt_minutes: int, battery
     """Build :class:`EVSessions` of the served EVs, sorted by arrival step, station, arrival (table) index.
 
     Requested energy: ``e_req = min(e_target, e0 + eta p_max dt (d - a), E_cap)`` (reachable).
+    One day of :func:`to_sessions_each`.
     """
+    n_station = int(table.station[ports.served].max()) + 1 if len(ports.served) else 1
+    return to_sessions_each(table, ports, 1, n_station, dt_minutes, battery_kwh, charger_kw, efficiency)[0]
+
+
+def to_sessions_each(table: ArrivalTable, ports: PortResult, n_days: int, n_station: int, dt_minutes: int,
+                     battery_kwh: float, charger_kw: float, efficiency: float) -> list[EVSessions]:
+    """:func:`to_sessions` of the days of a table of :func:`sample_arrivals_each` (station
+    ``d n_station + s`` is day ``d``'s station ``s``): one :class:`EVSessions` per day, each
+    with its own station indices, sorted by (arrival step, station, arrival index)."""
     i, a, d = ports.served, ports.arrival_step, ports.departure_step
     e0 = table.e_arrival_kwh[i]
     reach = e0 + efficiency * charger_kw * (dt_minutes / 60.0) * (d - a)
-    e_req = np.minimum(np.minimum(table.e_target_kwh[i], reach), battery_kwh)
-    st = table.station[i]
+    e_req = np.maximum(np.minimum(np.minimum(table.e_target_kwh[i], reach), battery_kwh), e0)
+    day, st = np.divmod(table.station[i], n_station)
     n = len(i)
-    if n and (np.diff(i) > 0).all():      # served EVs come by index: one stable sort by (a, station)
-        order = np.argsort(_small_int(a.astype(np.int64) * (int(st.max()) + 1) + st), kind="stable")
+    if n and (np.diff(i) > 0).all():      # served EVs come by index: one stable sort by (day, a, station)
+        key = (day * (int(a.max()) + 1) + a.astype(np.int64)) * n_station + st
+        order = np.argsort(_small_int(key), kind="stable")
     else:
-        order = np.lexsort((i, st, a))
-    return EVSessions(station=st[order], arrival_step=a[order], departure_step=d[order],
-                      e_arrival_kwh=e0[order], e_request_kwh=np.maximum(e_req, e0)[order],
-                      e_capacity_kwh=np.full(n, battery_kwh), p_max_kw=np.full(n, charger_kw),
-                      efficiency=np.full(n, efficiency))
+        order = np.lexsort((i, st, a, day))
+    cols = (st[order], a[order], d[order], e0[order], e_req[order])
+    ends = np.cumsum(np.bincount(day, minlength=n_days)).tolist()
+    out = []
+    for lo, hi in zip([0] + ends[:-1], ends):
+        station, arr, dep, e_arr, e_request = (c[lo:hi] for c in cols)
+        out.append(EVSessions(station=station, arrival_step=arr, departure_step=dep, e_arrival_kwh=e_arr,
+                              e_request_kwh=e_request, e_capacity_kwh=np.full(hi - lo, battery_kwh),
+                              p_max_kw=np.full(hi - lo, charger_kw), efficiency=np.full(hi - lo, efficiency)))
+    return out
 
 
 def _small_int(keys: np.ndarray) -> np.ndarray:

@@ -32,10 +32,10 @@ from scenarios.ev_arrivals import (
     GRID_MINUTES,
     arrival_counts,
     connected_counts,
-    sample_arrivals,
+    sample_arrivals_each,
     simulate_ports_fast,
     station_rates_per_h,
-    to_sessions,
+    to_sessions_each,
 )
 from scenarios.ev_sessions import EVSessions
 from scenarios.layout import Layout
@@ -476,15 +476,15 @@ class Forecast:
         still = self.known_ev.select(self.known_ev.departure_step > s0)
         busy = [still.departure_step[still.station == s] * float(da.dt_minutes) for s in range(ns)]
         known_conn = self.ev_connected_known
-        sessions, arrivals, connected = [], np.zeros((n, H, ns), int), np.zeros((n, H, ns), int)
-        for j in range(n):
-            table = sample_arrivals(rng, da.params.ev, lay.evcs_n_ports, float(mult[j]),
-                                    lay.ev_battery_kwh, start_min=s0 * da.dt_minutes)
-            ports = simulate_ports_fast(table, lay.evcs_n_ports, da.dt_minutes, da.params.ev.patience_min, busy)
-            ev = to_sessions(table, ports, da.dt_minutes, lay.ev_battery_kwh, lay.ev_charger_kw, lay.ev_efficiency)
-            sessions.append(ev)
-            arrivals[j] = arrival_counts(ev, H, ns, s0)
-            connected[j] = known_conn + connected_counts(ev, H, ns, s0)
+        # the n paths as one table (path j's station s is station j ns + s), drawn in turn from rng
+        table, _ = sample_arrivals_each([rng] * n, da.params.ev, lay.evcs_n_ports, mult.tolist(),
+                                        lay.ev_battery_kwh, start_min=s0 * da.dt_minutes)
+        ports = simulate_ports_fast(table, np.tile(lay.evcs_n_ports, n), da.dt_minutes, da.params.ev.patience_min,
+                                    busy * n)
+        sessions = to_sessions_each(table, ports, n, max(ns, 1), da.dt_minutes, lay.ev_battery_kwh,
+                                    lay.ev_charger_kw, lay.ev_efficiency)
+        arrivals = np.stack([arrival_counts(ev, H, ns, s0) for ev in sessions])
+        connected = known_conn + np.stack([connected_counts(ev, H, ns, s0) for ev in sessions])
         return sessions, arrivals, connected
 
 

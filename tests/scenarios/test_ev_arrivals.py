@@ -17,10 +17,13 @@ from scenarios.ev_arrivals import (
     connected_counts,
     expected_arrivals_per_day,
     expected_dwell_h,
+    ArrivalTable,
     sample_arrivals,
+    sample_arrivals_each,
     simulate_ports_fast,
     simulate_ports_simpy,
     to_sessions,
+    to_sessions_each,
 )
 
 
@@ -90,6 +93,61 @@ def test_simpy_and_heap_port_models_agree(seed: int, n_ports: list[int], per_por
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     if len(a.served):
         assert a.arrival_step.min() >= start_min // dt
+
+
+def _plain_arrivals(rng: np.random.Generator, params: EVArrivalParams, ports: np.ndarray, mult: float,
+                   first: int) -> ArrivalTable:
+    """The arrival table of one day written plainly (Poisson counts per cell, ``nonzero`` and
+    ``repeat``, a two-key sort by time and station): the oracle of the batched sampler."""
+    mean = mult * component_rates_per_port_h(params)[first:][:, None, :] * ports[None, :, None] * 5 / 60.0
+    counts = rng.poisson(mean)
+    b, s, c = (np.repeat(x, counts[counts > 0]) for x in np.nonzero(counts))
+    t = (first + b + rng.random(b.size)) * 5
+    mu = np.log([k.dwell_median_h for k in params.components])[c]
+    sig = np.array([k.dwell_sigma for k in params.components])[c]
+    dwell = np.clip(np.exp(mu + sig * rng.standard_normal(b.size)), params.dwell_min_h, params.dwell_max_h)
+    soc0 = rng.beta(*params.soc_arrival_beta, size=b.size)
+    req = rng.uniform(*params.soc_request_range, size=b.size)
+    o = np.lexsort((s, t))
+    return ArrivalTable(station=s[o], t_arrival_min=t[o], dwell_min=dwell[o] * 60.0, component=c[o],
+                        e_arrival_kwh=soc0[o] * 66.0, e_target_kwh=np.maximum(req, soc0)[o] * 66.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_ports=st.lists(st.integers(1, 5), min_size=1, max_size=4),
+       per_port=st.floats(0.0, 8.0), dt=st.sampled_from([5, 15, 60]), start_step=st.integers(0, 30),
+       n_days=st.integers(1, 4), shared=st.booleans())
+def test_days_sampled_together_are_each_day_alone(seed: int, n_ports: list[int], per_port: float, dt: int,
+                                                  start_step: int, n_days: int, shared: bool) -> None:
+    """sample_arrivals_each / to_sessions_each over several days (their own generators, or one
+    generator drawing the days in turn) equal the plain one-day table and the port queue and
+    sessions of each day alone, bit for bit; day d's station s is station d S + s."""
+    params = EVArrivalParams(arrivals_per_port_day=per_port)
+    ports, n_st = np.array(n_ports), len(n_ports)
+    start_min = (start_step * dt) % 1440
+    mults = np.random.default_rng(seed).uniform(0.5, 1.5, n_days).tolist()
+    gens = ([np.random.default_rng(seed)] * n_days if shared
+            else [np.random.default_rng([seed, d]) for d in range(n_days)])
+    table, rows = sample_arrivals_each(gens, params, ports, mults, 66.0, start_min)
+    ref_gens = ([np.random.default_rng(seed)] * n_days if shared
+                else [np.random.default_rng([seed, d]) for d in range(n_days)])
+    alone = [_plain_arrivals(g, params, ports, m, start_min // 5) for g, m in zip(ref_gens, mults)]
+    assert rows.tolist() == [len(a) for a in alone]
+    lo = 0
+    for d, ref in enumerate(alone):
+        for name in ("t_arrival_min", "dwell_min", "component", "e_arrival_kwh", "e_target_kwh"):
+            assert np.array_equal(getattr(table, name)[lo:lo + len(ref)], getattr(ref, name)), name
+        assert np.array_equal(table.station[lo:lo + len(ref)], ref.station + d * n_st)
+        lo += len(ref)
+    res = simulate_ports_fast(table, np.tile(ports, n_days), dt, params.patience_min)
+    sessions = to_sessions_each(table, res, n_days, n_st, dt, 66.0, 6.6, 0.9)
+    for d, ref in enumerate(alone):
+        res_d = simulate_ports_fast(ref, ports, dt, params.patience_min)
+        assert np.array_equal(res.balked[d * n_st:(d + 1) * n_st], res_d.balked)
+        one = to_sessions(ref, res_d, dt, 66.0, 6.6, 0.9)
+        for name, arr in one.to_dict().items():
+            assert arr.dtype == getattr(sessions[d], name).dtype, name
+            assert np.array_equal(arr, getattr(sessions[d], name)), name
 
 
 def test_port_limit_makes_evs_balk_or_wait(d33: Layout) -> None:
