@@ -54,7 +54,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from env.balancing import TOL_MW, balance, imbalance_mw, initial_thermal, settle_reference, tso_call
-from env.day_data import DayData
+from env.day_data import DayData, day_arrays
 from env.ev_fleet import EVFleet
 from env.evcs import EVStepResult
 from env.fastpath import unchecked
@@ -148,10 +148,12 @@ class BatchedSimulator:
         if m.grid is not grid:
             raise ValueError("BatchedSimulator: model was built for another grid")
         self.settings = cfg = settings or SimulatorSettings()
-        self.days = days = [DayData(m, sc, cfg.forecast_horizon_h) for sc in scenarios]
+        try:
+            batch = day_arrays(m, scenarios, cfg.forecast_horizon_h)     # (T, B, ...) arrays of all days
+        except ValueError as err:
+            raise ValueError(f"BatchedSimulator: {err}") from None
+        self.days = days = [DayData(m, sc, cfg.forecast_horizon_h, batch, b) for b, sc in enumerate(scenarios)]
         d0 = days[0]
-        if any(d.n_steps != d0.n_steps or d.dt_h != d0.dt_h for d in days):
-            raise ValueError("BatchedSimulator: all days must have the same number and length of steps")
         self.n_batch = B = len(days)
         # read-only constants of the outcome (a step with nothing shed, a feeder with no lines)
         self._zero_b, self._nan_b, self._empty_b0 = _ro(np.zeros(B)), _ro(np.full(B, math.nan)), _ro(np.zeros((B, 0)))
@@ -160,12 +162,9 @@ class BatchedSimulator:
             projection = StepProjection(m, self.dt_h)
         self.projection = projection   # env.projection: decoding and projection, batch axis first
 
-        def stack(name: str) -> np.ndarray:   # (T, B, ...): one day's array is a view
-            return getattr(d0, name)[:, None] if B == 1 else np.stack([getattr(d, name) for d in days], 1)
-
-        self.load_p, self.s_load_pu, self.der_avail = stack("load_p"), stack("s_load_fb_pu"), stack("der_avail")
-        self.der_avail_sum, self.tso = stack("der_avail_sum"), stack("tso")
-        self.pv_pu, self.wind_pu, self.fc_rows = stack("pv_pu"), stack("wind_pu"), stack("fc_rows")
+        self.load_p, self.s_load_pu, self.der_avail = batch["load_p"], batch["s_load_fb_pu"], batch["der_avail"]
+        self.der_avail_sum, self.tso = batch["der_avail_sum"], batch["tso"]
+        self.pv_pu, self.wind_pu, self.fc_rows = batch["pv_pu"], batch["wind_pu"], batch["fc_rows"]
         self.price_list = d0.price_list                 # the tariff's: the same for every day
         self.price_sell = float(grid.tariff.price_sell_per_mwh)
         self.ev_reserve_price = (m.ev_reserve_price_default if cfg.ev_reserve_price_per_mwh is None
