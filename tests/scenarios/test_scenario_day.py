@@ -47,6 +47,20 @@ def test_days_sampled_together_are_the_days_sampled_alone(td: Layout, regime: st
         sample_days(td, regime, [])
 
 
+def test_days_in_ev_table_groups_are_the_days_sampled_alone(td: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With EV tables of two days (td: ~660 arrivals a day), five days make groups of 2, 2, 1;
+    each day is still sample_day's."""
+    import scenarios.day as day_module
+
+    monkeypatch.setattr(day_module, "EV_TABLE_ROWS", 1400)
+    seeds = [5, 6, 7, 8, 9]
+    for seed, together in zip(seeds, sample_days(td, "ev_surge", seeds)):
+        alone = sample_day(td, "ev_surge", seed)
+        assert together.ev_rate_multiplier == alone.ev_rate_multiplier
+        for name, arr in _arrays(together).items():
+            assert arr.dtype == _arrays(alone)[name].dtype and arr.tobytes() == _arrays(alone)[name].tobytes(), name
+
+
 def test_generator_seed_is_reproducible(d33: Layout) -> None:
     a = sample_day(d33, "cloudy", np.random.default_rng(7))
     b = sample_day(d33, "cloudy", np.random.default_rng(7))
@@ -186,12 +200,15 @@ def test_tso_requirement_stays_in_budget_set(td: Layout) -> None:
 def test_heap_and_simpy_port_models_sample_the_same_day(td: Layout, regime: str) -> None:
     """The day sampler's default port queue (a heap of release times) and the simpy process
     model give the same EV sessions and balking, so the faster one can be the default."""
-    for seed in range(8100, 8106):
+    seeds = list(range(8100, 8106))
+    together = sample_days(td, regime, seeds, ev_port_model="simpy")    # simpy over the days' merged stations
+    for seed, c in zip(seeds, together):
         a = sample_day(td, regime, seed, ev_port_model="heap")
         b = sample_day(td, regime, seed, ev_port_model="simpy")
-        assert a.ev_balked.tolist() == b.ev_balked.tolist()
-        for name in ("station", "arrival_step", "departure_step", "e_arrival_kwh", "e_request_kwh"):
-            assert np.array_equal(getattr(a.ev, name), getattr(b.ev, name)), name
+        for other in (b, c):
+            assert a.ev_balked.tolist() == other.ev_balked.tolist()
+            for name in ("station", "arrival_step", "departure_step", "e_arrival_kwh", "e_request_kwh"):
+                assert np.array_equal(getattr(a.ev, name), getattr(other.ev, name)), name
 
 
 def test_unknown_port_model_is_rejected(d33: Layout) -> None:
