@@ -19,7 +19,7 @@ import gymnasium as gym
 
 import env  # noqa: F401  (registers the ids)
 import scenarios.day as day
-from scenarios.ev_arrivals import simulate_ports_fast, simulate_ports_simpy
+from scenarios.ev_ports import simulate_ports_fast, simulate_ports_simpy
 
 
 def _resets_ms(e: gym.Env, seeds: range) -> float:

@@ -44,8 +44,8 @@ def make_sessions(seed: int = 0, n: int = N_SESSIONS) -> EVSessions:
 def simpy_sessions(seed: int = 10) -> EVSessions | None:
     """A day of the scenario layer's arrival process (11 stations x 20 ports, ~500 EVs)."""
     try:
-        from scenarios.ev_arrivals import (EVArrivalParams, sample_arrivals,
-                                           simulate_ports_simpy, to_sessions)
+        from scenarios.ev_arrivals import EVArrivalParams, sample_arrivals
+        from scenarios.ev_ports import simulate_ports_simpy, to_sessions
         params = EVArrivalParams(arrivals_per_port_day=500 / 220)
         ports = np.full(N_STATION, 20)
         rng = np.random.default_rng(seed)

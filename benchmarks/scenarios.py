@@ -25,7 +25,8 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from scenarios import Layout, WassersteinBall, reduce, sample_day  # noqa: E402
-from scenarios.ev_arrivals import EVArrivalParams, sample_arrivals, simulate_ports_simpy, to_sessions  # noqa: E402
+from scenarios.ev_arrivals import EVArrivalParams, sample_arrivals  # noqa: E402
+from scenarios.ev_ports import simulate_ports_simpy, to_sessions  # noqa: E402
 
 # IEEE 33-bus loads (kW), buses 2..33, scaled by seed 003's 0.9333.
 _IEEE33_P_KW = np.array([100, 90, 120, 60, 60, 200, 200, 60, 60, 45, 60, 60, 120, 60, 60, 60,

@@ -27,15 +27,11 @@ import numpy as np
 from scenarios.ev_arrivals import (
     arrival_counts,
     connected_counts,
-    expected_arrivals_per_day,
     rates_on_steps,
-    sample_arrivals_each,
     sample_day_multiplier,
-    simulate_ports_fast,
-    simulate_ports_simpy,
     station_rates_per_h,
-    to_sessions_each,
 )
+from scenarios.ev_ports import sessions_each, simulate_ports_fast, simulate_ports_simpy
 from scenarios.ev_sessions import EVSessions
 from scenarios.forecast import (
     DayAheadInfo,
@@ -375,38 +371,20 @@ def _realize_wind(das: Sequence[DayAheadInfo], rngs: Sequence[np.random.Generato
 
 
 EV_PORT_MODELS = {"heap": simulate_ports_fast, "simpy": simulate_ports_simpy}
-"""The two implementations of the FIFO / impatient port model (scenarios/ev_arrivals.py): the
+"""The two implementations of the FIFO / impatient port model (scenarios/ev_ports.py): the
 simpy process model, and the same queue as a heap of port release times, which gives identical
 sessions (tested on random tables) at a fraction of the cost and is the day sampler's default."""
 
 
-EV_TABLE_ROWS = 16384
-"""Expected arrivals per EV table of :func:`_realize_evs`: days are grouped so that a table
-holds about this many (one day at least). Larger tables stop paying, their sorts and counts
-leave the cache: t118d10 (~11,500 arrivals a day) samples 64 days at ~5.3-6.4 ms per day in
-tables of one day, ~7.9 in one table; d33 (~165 a day, ~99 days a table) and t30d2 (~2,300,
-7 days) gain from grouping (``benchmarks/env_reset.py``, 2026-12-07)."""
-
-
 def _realize_evs(das: Sequence[DayAheadInfo], rngs: Sequence[np.random.Generator],
                  ev_port_model: str = "heap") -> list[tuple[EVSessions, np.ndarray, float]]:
-    """Each day's EV sessions, balked EVs per station and rate multiplier: the arrivals and
-    sessions of a group of days in one table (station ``d S + s``), the port queue over its
-    stations; groups of about :data:`EV_TABLE_ROWS` expected arrivals."""
-    lay, p, dt = das[0].layout, das[0].params.ev, das[0].dt_minutes
-    n_st = len(lay.evcs_n_ports)
+    """Each day's EV sessions, balked EVs per station and rate multiplier (M, then the day's
+    arrivals, from the day's EV stream): :func:`scenarios.ev_ports.sessions_each`."""
+    lay, p = das[0].layout, das[0].params.ev
     mults = [sample_day_multiplier(r, p) for r in rngs]
-    per_day = float(expected_arrivals_per_day(p, lay.evcs_n_ports).sum())
-    group = max(1, int(EV_TABLE_ROWS // max(per_day, 1.0)))
-    out: list[tuple[EVSessions, np.ndarray, float]] = []
-    for lo in range(0, len(rngs), group):
-        gens, m = rngs[lo:lo + group], mults[lo:lo + group]
-        table, _ = sample_arrivals_each(gens, p, lay.evcs_n_ports, m, lay.ev_battery_kwh)
-        ports = EV_PORT_MODELS[ev_port_model](table, np.tile(lay.evcs_n_ports, len(gens)), dt, p.patience_min)
-        sessions = to_sessions_each(table, ports, len(gens), max(n_st, 1), dt, lay.ev_battery_kwh,
-                                    lay.ev_charger_kw, lay.ev_efficiency)
-        out.extend(zip(sessions, ports.balked.reshape(len(gens), n_st), m))
-    return out
+    out = sessions_each(rngs, p, lay.evcs_n_ports, mults, das[0].dt_minutes, lay.ev_battery_kwh, lay.ev_charger_kw,
+                        lay.ev_efficiency, port_model=EV_PORT_MODELS[ev_port_model])
+    return [(ev, balked, m) for (ev, balked), m in zip(out, mults)]
 
 
 def sample_day(grid: Layout | object, regime: str | RegimeParams, seed: SeedLike,

@@ -28,15 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scenarios.ambiguity import BudgetSet
-from scenarios.ev_arrivals import (
-    GRID_MINUTES,
-    arrival_counts,
-    connected_counts,
-    sample_arrivals_each,
-    simulate_ports_fast,
-    station_rates_per_h,
-    to_sessions_each,
-)
+from scenarios.ev_arrivals import GRID_MINUTES, arrival_counts, connected_counts, station_rates_per_h
+from scenarios.ev_ports import sessions_each
 from scenarios.ev_sessions import EVSessions
 from scenarios.layout import Layout
 from scenarios.profiles import ar1_coefficient, ar1_filter, check_dt_minutes, correlated_normals, power_curve_pu
@@ -476,13 +469,11 @@ class Forecast:
         still = self.known_ev.select(self.known_ev.departure_step > s0)
         busy = [still.departure_step[still.station == s] * float(da.dt_minutes) for s in range(ns)]
         known_conn = self.ev_connected_known
-        # the n paths as one table (path j's station s is station j ns + s), drawn in turn from rng
-        table, _ = sample_arrivals_each([rng] * n, da.params.ev, lay.evcs_n_ports, mult.tolist(),
-                                        lay.ev_battery_kwh, start_min=s0 * da.dt_minutes)
-        ports = simulate_ports_fast(table, np.tile(lay.evcs_n_ports, n), da.dt_minutes, da.params.ev.patience_min,
-                                    busy * n)
-        sessions = to_sessions_each(table, ports, n, max(ns, 1), da.dt_minutes, lay.ev_battery_kwh,
-                                    lay.ev_charger_kw, lay.ev_efficiency)
+        # the n paths drawn in turn from rng, as tables of paths (scenarios.ev_ports.sessions_each)
+        sessions = [ev for ev, _ in sessions_each([rng] * n, da.params.ev, lay.evcs_n_ports, mult.tolist(),
+                                                  da.dt_minutes, lay.ev_battery_kwh, lay.ev_charger_kw,
+                                                  lay.ev_efficiency, start_min=s0 * da.dt_minutes,
+                                                  busy_until_min=busy)]
         arrivals = np.stack([arrival_counts(ev, H, ns, s0) for ev in sessions])
         connected = known_conn + np.stack([connected_counts(ev, H, ns, s0) for ev in sessions])
         return sessions, arrivals, connected

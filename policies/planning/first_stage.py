@@ -49,9 +49,9 @@ from env.formulations.distflow import radial_topology
 from env.network import Grid, Network
 from env.physics.grid_flow import GridPhysics, per_bus
 from env.settings import StrictKwargs
-from scenarios import BudgetSet, DayAheadInfo, EVSessions, Forecast, Observed
+from scenarios import BudgetSet, DayAheadInfo, Forecast, Observed
 from scenarios.ambiguity import top_gamma_sum
-from scenarios.ev_arrivals import sample_arrivals, simulate_ports_fast, to_sessions
+from scenarios.ev_ports import sessions_each
 
 __all__ = [
     "AreaUncertainty", "EVDayAhead", "FeederData", "FirstStagePlan", "PlanningData", "PlanningError",
@@ -462,11 +462,9 @@ def _expected_virtual_storage(da: DayAheadInfo, n_ports: np.ndarray, n_days: int
     T, dt_h, ns = da.n_steps, da.dt_minutes / 60.0, len(n_ports)
     acc = [np.zeros((T, ns)) for _ in range(3)]
     k = np.arange(T)[:, None]
-    for _ in range(n_days):
-        table = sample_arrivals(rng, p, n_ports, 1.0, lay.ev_battery_kwh)
-        ports = simulate_ports_fast(table, n_ports, da.dt_minutes, p.patience_min)
-        ev: EVSessions = to_sessions(table, ports, da.dt_minutes, lay.ev_battery_kwh, lay.ev_charger_kw,
-                                     lay.ev_efficiency)
+    days = sessions_each([rng] * n_days, p, n_ports, [1.0] * n_days, da.dt_minutes, lay.ev_battery_kwh,
+                         lay.ev_charger_kw, lay.ev_efficiency)
+    for ev, _ in days:
         if len(ev) == 0:
             continue
         a = ev.arrival_step[None, :].astype(float)

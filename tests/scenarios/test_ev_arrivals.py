@@ -12,19 +12,16 @@ from hypothesis import strategies as st
 from scenarios import EVArrivalParams, Layout, get_regime, sample_day
 from scenarios.ev_arrivals import (
     DEFAULT_COMPONENTS,
+    ArrivalTable,
     arrival_counts,
     component_rates_per_port_h,
     connected_counts,
     expected_arrivals_per_day,
     expected_dwell_h,
-    ArrivalTable,
     sample_arrivals,
     sample_arrivals_each,
-    simulate_ports_fast,
-    simulate_ports_simpy,
-    to_sessions,
-    to_sessions_each,
 )
+from scenarios.ev_ports import simulate_ports_fast, simulate_ports_simpy, to_sessions, to_sessions_each
 
 
 @settings(max_examples=40, deadline=None)

@@ -50,9 +50,9 @@ def test_days_sampled_together_are_the_days_sampled_alone(td: Layout, regime: st
 def test_days_in_ev_table_groups_are_the_days_sampled_alone(td: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
     """With EV tables of two days (td: ~660 arrivals a day), five days make groups of 2, 2, 1;
     each day is still sample_day's."""
-    import scenarios.day as day_module
+    import scenarios.ev_ports as ev_ports
 
-    monkeypatch.setattr(day_module, "EV_TABLE_ROWS", 1400)
+    monkeypatch.setattr(ev_ports, "EV_TABLE_ROWS", 1400)
     seeds = [5, 6, 7, 8, 9]
     for seed, together in zip(seeds, sample_days(td, "ev_surge", seeds)):
         alone = sample_day(td, "ev_surge", seed)
