@@ -410,8 +410,8 @@ def sample_days(grid: Layout | object, regime: str | RegimeParams, seeds: Sequen
                 dt_minutes: int = 15, ev_port_model: str = "heap") -> list[Scenario]:
     """:func:`sample_day` of each seed, equal to it bit for bit: each day draws from its own six
     streams, while the AR(1) filters, the TSO call recursion and the formulas run once for all
-    days (a leading day axis; the EV arrivals, port queue and sessions as one table of all
-    days' stations). Arguments and errors as
+    days (a leading day axis; the EV arrivals, port queue and sessions as tables of many days'
+    stations, :func:`scenarios.ev_ports.sessions_each`). Arguments and errors as
     :func:`sample_day`'s; ``seeds`` must not be empty."""
     if ev_port_model not in EV_PORT_MODELS:
         raise ValueError(f"sample_day: ev_port_model must be one of {sorted(EV_PORT_MODELS)}, got {ev_port_model!r}")

@@ -34,7 +34,7 @@ EV_TABLE_ROWS = 16384
 holds about this many (one day at least). Larger tables stop paying, their sorts and counts
 leave the cache: t118d10 (~11,500 arrivals a day) samples 64 days at ~5.3-6.4 ms per day in
 tables of one day, ~7.9 in one table; d33 (~165 a day, ~99 days a table) and t30d2 (~2,300,
-7 days) gain from grouping (``benchmarks/env_reset.py``, 2026-12-07)."""
+7 days a table) are as fast as in one table (``benchmarks/env_reset.py``, 2026-12-07)."""
 
 
 @dataclass(frozen=True)
